@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+
+class ArtifactStore(Protocol):
+    def put(self, data: bytes) -> str:
+        """Store a blob durably; returns its sha256 hex digest. Storing twice is a no-op."""
+
+    def get(self, digest: str) -> bytes:
+        """Raises NotFound for an unknown digest."""
+
+    def path(self, digest: str) -> Path:
+        """A local file holding the blob (for the filesystem store: the blob itself)."""
+
+    def delete(self, digest: str) -> None: ...

@@ -1,0 +1,132 @@
+"""Plain records of the domain. Every stored object belongs to a project."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pratai.errors import InvalidName
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+
+
+def check_name(name: str, what: str = "function") -> str:
+    """DNS-label-like names (underscore allowed, as users write `music_tag`)."""
+    if not _NAME.match(name or ""):
+        raise InvalidName(
+            f"invalid {what} name {name!r}: use 1-63 lowercase letters, digits, '-' or '_', "
+            "starting and ending with a letter or digit",
+            name=name,
+        )
+    return name
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now() -> float:
+    return time.time()
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    DEVELOPER = "developer"
+    INVOKER = "invoker"
+    VIEWER = "viewer"
+
+
+class BuildState(StrEnum):
+    BUILDING = "building"
+    READY = "ready"
+    BUILD_FAILED = "build_failed"
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (Status.QUEUED, Status.RUNNING)
+
+
+@dataclass
+class Project:
+    id: str
+    name: str
+    created_at: float = field(default_factory=now)
+
+
+@dataclass
+class ApiKey:
+    id: str
+    project_id: str
+    role: Role
+    secret_hash: str
+    name: str = ""
+    created_at: float = field(default_factory=now)
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+
+@dataclass
+class Function:
+    id: str
+    project_id: str
+    name: str
+    description: str = ""
+    memory_mb: int = 128
+    timeout_s: float = 30.0
+    network: bool = False
+    concurrency: int = 4
+    runtime: str = "python"
+    latest_version: int = 0
+    active_version: int | None = None
+    created_at: float = field(default_factory=now)
+    updated_at: float = field(default_factory=now)
+
+
+@dataclass
+class FunctionVersion:
+    function_id: str
+    version: int
+    package_digest: str
+    handler: str
+    requirements_hash: str | None
+    state: BuildState = BuildState.BUILDING
+    build_log: str = ""
+    created_at: float = field(default_factory=now)
+
+
+@dataclass
+class Invocation:
+    id: str
+    project_id: str
+    function_id: str
+    function_name: str
+    version: int
+    mode: str  # "sync" | "async"
+    status: Status = Status.QUEUED
+    payload: bytes = b""
+    content_type: str = "application/json"
+    result: str | None = None
+    error: dict[str, Any] | None = None
+    stdout: str = ""
+    stderr: str = ""
+    cold_start: bool | None = None
+    init_ms: float | None = None
+    duration_ms: float | None = None
+    peak_memory_kb: int | None = None
+    attempt: int = 1
+    created_at: float = field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None

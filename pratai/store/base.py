@@ -1,0 +1,61 @@
+"""What the core needs from a store. Methods are async; implementations may block in a thread."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from pratai.core.models import ApiKey, Function, FunctionVersion, Invocation, Project, Status
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (Alembic migrations)."""
+
+    async def close(self) -> None: ...
+
+    # projects and keys
+    async def create_project(self, project: Project) -> None:
+        """Raises Conflict when the name is taken."""
+
+    async def get_project(self, project_id: str) -> Project | None: ...
+    async def get_project_by_name(self, name: str) -> Project | None: ...
+    async def create_key(self, key: ApiKey) -> None: ...
+    async def get_key(self, key_id: str) -> ApiKey | None: ...
+    async def list_keys(self, project_id: str) -> list[ApiKey]: ...
+
+    # functions and their immutable versions
+    async def create_function(self, function: Function) -> None:
+        """Raises Conflict when the project already has a function of that name."""
+
+    async def get_function(self, project_id: str, name: str) -> Function | None: ...
+    async def get_function_by_id(self, function_id: str) -> Function | None: ...
+    async def list_functions(self, project_id: str) -> list[Function]: ...
+    async def update_function(self, function: Function) -> None: ...
+    async def delete_function(self, function_id: str) -> None:
+        """Deletes the function, its versions and its invocations."""
+
+    async def add_version(self, version: FunctionVersion) -> None: ...
+    async def get_version(self, function_id: str, version: int) -> FunctionVersion | None: ...
+    async def list_versions(self, function_id: str) -> list[FunctionVersion]: ...
+    async def update_version(self, version: FunctionVersion) -> None: ...
+
+    # invocations
+    async def create_invocation(self, invocation: Invocation) -> None: ...
+    async def get_invocation(self, project_id: str, invocation_id: str) -> Invocation | None: ...
+    async def get_invocation_by_id(self, invocation_id: str) -> Invocation | None: ...
+    async def update_invocation(self, invocation: Invocation) -> None: ...
+    async def list_invocations(
+        self,
+        project_id: str,
+        function_id: str | None = None,
+        *,
+        limit: int = 50,
+        finished_after: float | None = None,
+        oldest_first: bool = False,
+    ) -> list[Invocation]:
+        """Newest first by created_at (or oldest first). `finished_after` keeps only invocations
+        that finished strictly after that time, ordered by finished_at (used to follow logs)."""
+
+    async def invocations_with_status(self, statuses: Sequence[Status]) -> list[Invocation]:
+        """Across all projects; used to recover work after a crash."""

@@ -1,4 +1,4 @@
-"""At-least-once delivery: a message stays until acked; an unacked one comes back after its lease."""
+"""At-least-once delivery: a message stays until acked; unacked ones return after a lease."""
 
 from __future__ import annotations
 

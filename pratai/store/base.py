@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from pratai.core.models import ApiKey, Function, FunctionVersion, Invocation, Project, Status
+from pratai.core.models import (
+    ApiKey,
+    BuildState,
+    Function,
+    FunctionVersion,
+    Invocation,
+    Project,
+    Status,
+)
 
 
 class Store(Protocol):
@@ -39,6 +47,8 @@ class Store(Protocol):
     async def get_version(self, function_id: str, version: int) -> FunctionVersion | None: ...
     async def list_versions(self, function_id: str) -> list[FunctionVersion]: ...
     async def update_version(self, version: FunctionVersion) -> None: ...
+    async def versions_with_state(self, state: BuildState) -> list[FunctionVersion]:
+        """Across all projects; used to resume builds after a crash."""
 
     # invocations
     async def create_invocation(self, invocation: Invocation) -> None: ...

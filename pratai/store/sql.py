@@ -1,0 +1,413 @@
+"""`Store` on SQLAlchemy 2 Core: SQLite (embedded default, WAL) or PostgreSQL (psycopg 3).
+
+Blocking database work runs on a thread pool (one thread for SQLite, so writes are serialised;
+eight for PostgreSQL). Each pool thread keeps one connection for its lifetime and every method
+is one short transaction, so the hot path (create/update an invocation) is a single prepared
+statement plus a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
+
+from pratai.core.models import (
+    ApiKey,
+    BuildState,
+    Function,
+    FunctionVersion,
+    Invocation,
+    Project,
+    Role,
+    Status,
+)
+from pratai.errors import Conflict
+from pratai.store import tables as t
+
+T = TypeVar("T")
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_PG_MIGRATION_LOCK = 0x70726174  # "prat": pg_advisory_xact_lock key for schema upgrades
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` and `postgres://` use the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cur.close()
+
+
+def create_engine(url: str) -> Engine:
+    sa_url = make_url(normalize_url(url))
+    if sa_url.get_backend_name() == "sqlite":
+        db = sa_url.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(sa_url, connect_args={"check_same_thread": False, "timeout": 5.0})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(sa_url, pool_size=8, max_overflow=4, pool_pre_ping=False)
+
+
+# --- row <-> record mapping --------------------------------------------------------------
+
+_INV_COLS = [c.name for c in t.invocations.columns]
+
+
+def _project(r: RowMapping) -> Project:
+    return Project(id=r["id"], name=r["name"], created_at=r["created_at"])
+
+
+def _key(r: RowMapping) -> ApiKey:
+    return ApiKey(
+        id=r["id"],
+        project_id=r["project_id"],
+        role=Role(r["role"]),
+        secret_hash=r["secret_hash"],
+        name=r["name"],
+        created_at=r["created_at"],
+        expires_at=r["expires_at"],
+        revoked_at=r["revoked_at"],
+    )
+
+
+def _function(r: RowMapping) -> Function:
+    return Function(**dict(r))
+
+
+def _function_row(f: Function) -> dict[str, Any]:
+    return {c.name: getattr(f, c.name) for c in t.functions.columns}
+
+
+def _version(r: RowMapping) -> FunctionVersion:
+    d = dict(r)
+    d["state"] = BuildState(d["state"])
+    return FunctionVersion(**d)
+
+
+def _version_row(v: FunctionVersion) -> dict[str, Any]:
+    return {
+        "function_id": v.function_id,
+        "version": v.version,
+        "package_digest": v.package_digest,
+        "handler": v.handler,
+        "requirements_hash": v.requirements_hash,
+        "state": str(v.state),
+        "build_log": v.build_log,
+        "created_at": v.created_at,
+    }
+
+
+def _invocation(r: RowMapping) -> Invocation:
+    d = dict(r)
+    d["status"] = Status(d["status"])
+    d["payload"] = bytes(d["payload"]) if d["payload"] is not None else b""
+    d["error"] = json.loads(d["error"]) if d["error"] is not None else None
+    return Invocation(**d)
+
+
+def _invocation_row(inv: Invocation) -> dict[str, Any]:
+    d = {name: getattr(inv, name) for name in _INV_COLS}
+    d["status"] = str(inv.status)
+    d["error"] = json.dumps(inv.error) if inv.error is not None else None
+    return d
+
+
+# --- prepared statements (compiled once, cached by SQLAlchemy) --------------------------
+
+_INS_INVOCATION = t.invocations.insert()
+_UPD_INVOCATION = (
+    t.invocations.update()
+    .where(t.invocations.c.id == sa.bindparam("_id"))
+    .values({name: sa.bindparam(name) for name in _INV_COLS if name != "id"})
+)
+_UPD_FUNCTION = (
+    t.functions.update()
+    .where(t.functions.c.id == sa.bindparam("_id"))
+    .values({c.name: sa.bindparam(c.name) for c in t.functions.columns if c.name != "id"})
+)
+_UPD_VERSION = (
+    t.function_versions.update()
+    .where(
+        t.function_versions.c.function_id == sa.bindparam("_function_id"),
+        t.function_versions.c.version == sa.bindparam("_version"),
+    )
+    .values(
+        {
+            c.name: sa.bindparam(c.name)
+            for c in t.function_versions.columns
+            if c.name not in ("function_id", "version")
+        }
+    )
+)
+_GET_INVOCATION = sa.select(t.invocations).where(t.invocations.c.id == sa.bindparam("id"))
+
+
+class SqlStore:
+    """The `Store` for `sqlite:///path` and `postgresql://...` URLs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self.engine = create_engine(self.url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._executor: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._conns: list[Connection] = []
+        self._conns_lock = threading.Lock()
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _conn(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self.engine.connect()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _tx(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in one transaction on this thread's connection."""
+        conn = self._conn()
+        try:
+            result = fn(conn)
+            conn.commit()
+            return result
+        except sa.exc.IntegrityError as e:
+            conn.rollback()
+            raise Conflict(f"already exists or violates a constraint: {e.orig}") from None
+        except BaseException:
+            if conn.invalidated or conn.in_transaction():
+                conn.rollback()
+            raise
+
+    async def _run(self, fn: Callable[[Connection], T]) -> T:
+        if self._executor is None:
+            raise RuntimeError("SqlStore is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._tx, fn)
+
+    def migrate(self) -> None:
+        """`alembic upgrade head`, under a lock so concurrent starters don't race.
+
+        SQLite: the whole upgrade runs in one `BEGIN IMMEDIATE` transaction (DDL is
+        transactional there); a second process waits on busy_timeout, then finds head.
+        PostgreSQL: a transaction-scoped advisory lock does the same.
+        """
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self.engine.connect() as conn:
+            conn.begin()
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif self.engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        workers = 1 if self.is_sqlite else 8
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="pratai-store")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.migrate)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+        self.engine.dispose()
+
+    # --- projects and keys ------------------------------------------------------------
+
+    async def create_project(self, project: Project) -> None:
+        row = {"id": project.id, "name": project.name, "created_at": project.created_at}
+        await self._run(lambda c: c.execute(t.projects.insert(), row))
+
+    async def get_project(self, project_id: str) -> Project | None:
+        q = sa.select(t.projects).where(t.projects.c.id == project_id)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return _project(r) if r else None
+
+    async def get_project_by_name(self, name: str) -> Project | None:
+        q = sa.select(t.projects).where(t.projects.c.name == name)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return _project(r) if r else None
+
+    async def create_key(self, key: ApiKey) -> None:
+        row = {c.name: getattr(key, c.name) for c in t.api_keys.columns}
+        row["role"] = str(key.role)
+        await self._run(lambda c: c.execute(t.api_keys.insert(), row))
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        q = sa.select(t.api_keys).where(t.api_keys.c.id == key_id)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return _key(r) if r else None
+
+    async def list_keys(self, project_id: str) -> list[ApiKey]:
+        q = (
+            sa.select(t.api_keys)
+            .where(t.api_keys.c.project_id == project_id)
+            .order_by(t.api_keys.c.created_at, t.api_keys.c.id)
+        )
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_key(r) for r in rows]
+
+    # --- functions and versions -------------------------------------------------------
+
+    async def create_function(self, function: Function) -> None:
+        row = _function_row(function)
+        await self._run(lambda c: c.execute(t.functions.insert(), row))
+
+    async def get_function(self, project_id: str, name: str) -> Function | None:
+        q = sa.select(t.functions).where(
+            t.functions.c.project_id == project_id, t.functions.c.name == name
+        )
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return _function(r) if r else None
+
+    async def get_function_by_id(self, function_id: str) -> Function | None:
+        q = sa.select(t.functions).where(t.functions.c.id == function_id)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return _function(r) if r else None
+
+    async def list_functions(self, project_id: str) -> list[Function]:
+        q = (
+            sa.select(t.functions)
+            .where(t.functions.c.project_id == project_id)
+            .order_by(t.functions.c.name)
+        )
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_function(r) for r in rows]
+
+    async def update_function(self, function: Function) -> None:
+        row = _function_row(function)
+        row["_id"] = row.pop("id")
+        await self._run(lambda c: c.execute(_UPD_FUNCTION, row))
+
+    async def delete_function(self, function_id: str) -> None:
+        def work(c: Connection) -> None:
+            c.execute(t.invocations.delete().where(t.invocations.c.function_id == function_id))
+            c.execute(
+                t.function_versions.delete().where(t.function_versions.c.function_id == function_id)
+            )
+            c.execute(t.functions.delete().where(t.functions.c.id == function_id))
+
+        await self._run(work)
+
+    async def add_version(self, version: FunctionVersion) -> None:
+        row = _version_row(version)
+        await self._run(lambda c: c.execute(t.function_versions.insert(), row))
+
+    async def get_version(self, function_id: str, version: int) -> FunctionVersion | None:
+        v = t.function_versions
+        q = sa.select(v).where(v.c.function_id == function_id, v.c.version == version)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return _version(r) if r else None
+
+    async def list_versions(self, function_id: str) -> list[FunctionVersion]:
+        v = t.function_versions
+        q = sa.select(v).where(v.c.function_id == function_id).order_by(v.c.version)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_version(r) for r in rows]
+
+    async def versions_with_state(self, state: BuildState) -> list[FunctionVersion]:
+        v = t.function_versions
+        q = sa.select(v).where(v.c.state == str(state)).order_by(v.c.created_at)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_version(r) for r in rows]
+
+    async def update_version(self, version: FunctionVersion) -> None:
+        row = _version_row(version)
+        row["_function_id"] = row.pop("function_id")
+        row["_version"] = row.pop("version")
+        await self._run(lambda c: c.execute(_UPD_VERSION, row))
+
+    # --- invocations ------------------------------------------------------------------
+
+    async def create_invocation(self, invocation: Invocation) -> None:
+        row = _invocation_row(invocation)
+        await self._run(lambda c: c.execute(_INS_INVOCATION, row))
+
+    async def get_invocation(self, project_id: str, invocation_id: str) -> Invocation | None:
+        inv = await self.get_invocation_by_id(invocation_id)
+        return inv if inv is not None and inv.project_id == project_id else None
+
+    async def get_invocation_by_id(self, invocation_id: str) -> Invocation | None:
+        params = {"id": invocation_id}
+        r = await self._run(lambda c: c.execute(_GET_INVOCATION, params).mappings().first())
+        return _invocation(r) if r else None
+
+    async def update_invocation(self, invocation: Invocation) -> None:
+        row = _invocation_row(invocation)
+        row["_id"] = row.pop("id")
+        await self._run(lambda c: c.execute(_UPD_INVOCATION, row))
+
+    async def list_invocations(
+        self,
+        project_id: str,
+        function_id: str | None = None,
+        *,
+        limit: int = 50,
+        finished_after: float | None = None,
+        oldest_first: bool = False,
+    ) -> list[Invocation]:
+        """Newest first by created_at (or oldest first). With `finished_after`: only those that
+        finished strictly after it, oldest finish first (so a follower can page forward)."""
+        i = t.invocations
+        q = sa.select(i).where(i.c.project_id == project_id)
+        if function_id is not None:
+            q = q.where(i.c.function_id == function_id)
+        if finished_after is not None:
+            q = q.where(i.c.finished_at > finished_after).order_by(i.c.finished_at, i.c.id)
+        elif oldest_first:
+            q = q.order_by(i.c.created_at, i.c.id)
+        else:
+            q = q.order_by(i.c.created_at.desc(), i.c.id.desc())
+        q = q.limit(max(0, limit))
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_invocation(r) for r in rows]
+
+    async def invocations_with_status(self, statuses: Sequence[Status]) -> list[Invocation]:
+        if not statuses:
+            return []
+        i = t.invocations
+        q = (
+            sa.select(i)
+            .where(i.c.status.in_([str(s) for s in statuses]))
+            .order_by(i.c.created_at, i.c.id)
+        )
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_invocation(r) for r in rows]

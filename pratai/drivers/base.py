@@ -21,6 +21,7 @@ class InstanceSpec:
     network: bool = False
     env: dict[str, str] = field(default_factory=dict)
     runtime: str = "python"
+    name: str = ""  # the function's name, as the handler's context reports it
 
 
 @dataclass

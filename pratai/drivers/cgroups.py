@@ -1,0 +1,229 @@
+"""Per-instance control groups: memory and process limits, peak memory, OOM detection, kill.
+
+Both layouts are supported:
+
+- cgroup v2 (one tree, ``/sys/fs/cgroup/cgroup.controllers`` exists): ``memory.max``,
+  ``memory.swap.max``, ``pids.max``, ``memory.peak``, ``memory.events``, ``cgroup.kill``.
+- cgroup v1 (one mount per controller): ``memory/`` and ``pids/`` hierarchies,
+  ``memory.limit_in_bytes`` (+ ``memory.memsw.limit_in_bytes`` when swap accounting is on),
+  ``memory.max_usage_in_bytes``, ``memory.oom_control``, ``pids.max``.
+
+Pratai's groups live under a ``pratai`` parent group. When neither layout is writable (not
+root, read-only cgroupfs in a container), `CgroupManager.version` is None and the driver falls
+back to rlimits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import uuid
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+PARENT = "pratai"
+
+
+def _write(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _read_int(path: Path) -> int | None:
+    text = _read(path).strip()
+    return int(text) if text.isdigit() else None
+
+
+def _keyed(path: Path, key: str) -> int:
+    """A value from a flat keyed file such as memory.events or memory.oom_control."""
+    for line in _read(path).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == key and parts[1].isdigit():
+            return int(parts[1])
+    return 0
+
+
+class Cgroup:
+    """One instance's group (one directory in v2, one per controller in v1)."""
+
+    def __init__(self, version: str, dirs: list[Path]) -> None:
+        self.version = version
+        self.dirs = dirs  # v2: [group]; v1: [memory group, pids group]
+        self.procs_files = [str(d / "cgroup.procs") for d in dirs]
+        self._peak_fd: int | None = None
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.dirs[0]
+
+    def attach(self, pid: int) -> None:
+        for f in self.procs_files:
+            _write(Path(f), str(pid))
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for f in self.procs_files:
+            found.update(int(x) for x in _read(Path(f)).split() if x.isdigit())
+        return sorted(found)
+
+    # -- memory -----------------------------------------------------------------------------
+
+    def reset_peak(self) -> None:
+        """Start a new peak-memory window (one call)."""
+        if self.version == "v1":
+            with contextlib.suppress(OSError):
+                _write(self.memory_dir / "memory.max_usage_in_bytes", "0")
+            return
+        # v2 (kernel >= 6.12): a write resets the peak as seen through the same descriptor.
+        if self._peak_fd is None:
+            try:
+                self._peak_fd = os.open(self.memory_dir / "memory.peak", os.O_RDWR)
+            except OSError:
+                self._peak_fd = -1
+        if self._peak_fd >= 0:
+            try:
+                os.write(self._peak_fd, b"reset\n")
+            except OSError:
+                os.close(self._peak_fd)
+                self._peak_fd = -1
+
+    def peak_kb(self) -> int | None:
+        if self.version == "v1":
+            value = _read_int(self.memory_dir / "memory.max_usage_in_bytes")
+        elif self._peak_fd is not None and self._peak_fd >= 0:
+            try:
+                text = os.pread(self._peak_fd, 64, 0).decode().strip()
+                value = int(text) if text.isdigit() else None
+            except OSError:
+                value = None
+        else:
+            value = _read_int(self.memory_dir / "memory.peak")
+        return None if value is None else value // 1024
+
+    def oom_kills(self) -> int:
+        """OOM kills inside this group since it was created."""
+        if self.version == "v2":
+            return _keyed(self.memory_dir / "memory.events", "oom_kill")
+        oom = self.memory_dir / "memory.oom_control"
+        if "oom_kill " in _read(oom):
+            return _keyed(oom, "oom_kill")
+        return _read_int(self.memory_dir / "memory.failcnt") or 0  # old kernels: limit hits
+
+    # -- teardown ---------------------------------------------------------------------------
+
+    def kill(self) -> None:
+        """SIGKILL every process in the group."""
+        if self.version == "v2" and (self.memory_dir / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                _write(self.memory_dir / "cgroup.kill", "1")
+                return
+        for _ in range(20):
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def remove(self) -> bool:
+        """Remove the group's directories; False while processes are still exiting."""
+        if self._peak_fd is not None and self._peak_fd >= 0:
+            os.close(self._peak_fd)
+        self._peak_fd = None
+        done = True
+        for d in self.dirs:
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                done = False
+        return done
+
+
+class CgroupManager:
+    """Finds a writable cgroup layout and creates per-instance groups under ``pratai``."""
+
+    def __init__(self, root: Path = ROOT, parent: str = PARENT) -> None:
+        self.root = root
+        self.parent = parent
+        self.version: str | None = None
+        self.reason = ""
+        try:
+            self.version = self._setup()
+        except OSError as exc:
+            self.reason = f"cgroups not writable: {exc}"
+
+    @property
+    def available(self) -> bool:
+        return self.version is not None
+
+    def _setup(self) -> str | None:
+        if (self.root / "cgroup.controllers").exists():
+            controllers = _read(self.root / "cgroup.controllers").split()
+            if not {"memory", "pids"} <= set(controllers):
+                self.reason = "cgroup v2 without the memory and pids controllers"
+                return None
+            parent = self.root / self.parent
+            parent.mkdir(exist_ok=True)
+            for d in (self.root, parent):
+                enabled = _read(d / "cgroup.subtree_control").split()
+                missing = [c for c in ("memory", "pids") if c not in enabled]
+                if missing:
+                    _write(d / "cgroup.subtree_control", " ".join("+" + c for c in missing))
+            return "v2"
+        mem, pids = self.root / "memory", self.root / "pids"
+        if (mem / "cgroup.procs").exists() and (pids / "cgroup.procs").exists():
+            for d in (mem, pids):
+                (d / self.parent).mkdir(exist_ok=True)
+                if not os.access(d / self.parent / "cgroup.procs", os.W_OK):
+                    raise PermissionError(f"{d / self.parent} is not writable")
+            return "v1"
+        self.reason = "no cgroup memory/pids controllers mounted"
+        return None
+
+    def create(self, key: str, memory_bytes: int, pids_max: int) -> Cgroup | None:
+        """A new group with the limits applied, or None when cgroups are unavailable."""
+        if self.version is None:
+            return None
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", key)[:80] + "-" + uuid.uuid4().hex[:10]
+        if self.version == "v2":
+            group = Cgroup("v2", [self.root / self.parent / name])
+        else:
+            group = Cgroup(
+                "v1",
+                [
+                    self.root / "memory" / self.parent / name,
+                    self.root / "pids" / self.parent / name,
+                ],
+            )
+        try:
+            for d in group.dirs:
+                d.mkdir()
+            mem = group.memory_dir
+            if self.version == "v2":
+                _write(mem / "memory.max", str(memory_bytes))
+                if (mem / "memory.swap.max").exists():
+                    _write(mem / "memory.swap.max", "0")
+                _write(mem / "pids.max", str(pids_max))
+            else:
+                _write(mem / "memory.limit_in_bytes", str(memory_bytes))
+                if (mem / "memory.memsw.limit_in_bytes").exists():
+                    _write(mem / "memory.memsw.limit_in_bytes", str(memory_bytes))
+                _write(group.dirs[1] / "pids.max", str(pids_max))
+        except OSError:
+            group.remove()
+            raise
+        return group

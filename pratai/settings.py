@@ -4,9 +4,10 @@
 |---|---|---|
 | PRATAI_HOME | ./.pratai | data folder: database, artifacts, environments, credentials |
 | PRATAI_HOST / PRATAI_PORT | 127.0.0.1 / 8080 | where `pratai serve` listens |
-| PRATAI_DATABASE_URL | sqlite:///$PRATAI_HOME/pratai.sqlite3 | store (SQLite or postgresql://) |
+| PRATAI_DATABASE_URL | sqlite:///$PRATAI_HOME/pratai.sqlite3 | SQLite or postgresql:// |
 | PRATAI_BROKER_URL | embedded | work queue (`embedded` keeps it in $PRATAI_HOME/broker.sqlite3) |
-| PRATAI_SANDBOX_PYTHON | /usr/bin/python3 | interpreter functions run with (must be outside /root, /home) |
+| PRATAI_SANDBOX_DIR | $PRATAI_HOME/sandbox | code and environments the sandboxes read (see below) |
+| PRATAI_SANDBOX_PYTHON | /usr/bin/python3 | interpreter of functions (sandbox-readable) |
 | PRATAI_IDLE_TIMEOUT | 300 | seconds a warm instance may idle before it is stopped |
 | PRATAI_MAX_PAYLOAD_BYTES | 6291456 | request body limit for invocations |
 | PRATAI_MAX_RESULT_BYTES | 6291456 | a larger return value is an error |
@@ -16,19 +17,42 @@
 | PRATAI_MAX_COMPRESSION_RATIO | 200 | per-file ratio beyond which a zip is a bomb |
 | PRATAI_MAX_PIDS | 64 | processes and threads per instance |
 | PRATAI_DEFAULT_CONCURRENCY | 4 | invocations one function version runs at once |
+
+When Pratai runs as root, sandboxes run as an unprivileged uid, which must be able to reach the
+sandbox folder. If the data folder sits inside a private directory (such as /root), the sandbox
+folder defaults to /var/tmp/pratai-sandbox-<hash of PRATAI_HOME> instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
 def _default_sandbox_python() -> str:
-    return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else (shutil.which("python3") or "")
+    return (
+        "/usr/bin/python3" if Path("/usr/bin/python3").exists() else (shutil.which("python3") or "")
+    )
+
+
+def _traversable_by_others(path: Path) -> bool:
+    for folder in [path, *path.parents]:
+        if folder.exists() and not folder.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _default_sandbox_dir(home: Path) -> Path:
+    inside = home / "sandbox"
+    if os.geteuid() != 0 or _traversable_by_others(home):
+        return inside
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"pratai-sandbox-{digest}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +63,7 @@ class Settings:
     database_url: str = ""
     broker_url: str = "embedded"
     sandbox_python: str = field(default_factory=_default_sandbox_python)
+    sandbox_dir: Path = Path()  # empty means $home/sandbox
     idle_timeout: float = 300.0
     max_payload_bytes: int = 6 * 1024 * 1024
     max_result_bytes: int = 6 * 1024 * 1024
@@ -48,6 +73,10 @@ class Settings:
     max_compression_ratio: int = 200
     max_pids: int = 64
     default_concurrency: int = 4
+
+    def __post_init__(self) -> None:
+        if self.sandbox_dir == Path():
+            object.__setattr__(self, "sandbox_dir", self.home / "sandbox")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -66,6 +95,9 @@ class Settings:
             database_url=env.get("PRATAI_DATABASE_URL", ""),
             broker_url=env.get("PRATAI_BROKER_URL", d.broker_url),
             sandbox_python=env.get("PRATAI_SANDBOX_PYTHON", d.sandbox_python),
+            sandbox_dir=Path(env["PRATAI_SANDBOX_DIR"]).resolve()
+            if env.get("PRATAI_SANDBOX_DIR")
+            else _default_sandbox_dir(home),
             idle_timeout=num("IDLE_TIMEOUT", d.idle_timeout),
             max_payload_bytes=int(num("MAX_PAYLOAD_BYTES", d.max_payload_bytes)),
             max_result_bytes=int(num("MAX_RESULT_BYTES", d.max_result_bytes)),
@@ -88,11 +120,6 @@ class Settings:
     @property
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
-
-    @property
-    def sandbox_dir(self) -> Path:
-        """Code and environments the sandboxes may read; everything else in home stays private."""
-        return self.home / "sandbox"
 
     @property
     def credentials_file(self) -> Path:

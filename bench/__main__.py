@@ -1,0 +1,221 @@
+"""Core benchmarks, each beside its floor in the same run.
+
+    python -m bench            # or: make bench
+
+Prints a table and writes bench/results/core.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.http_load import LoadResult, run_load
+
+RESULTS = Path(__file__).parent / "results"
+TRIVIAL = "def main(payload):\n    return {'ok': True}\n"
+
+
+def _zip(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url} exited early")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="pratai-bench-"))
+    port, floor_port = _port(), _port()
+    env = {**os.environ, "PRATAI_HOME": str(home / "home"), "PRATAI_PORT": str(port)}
+    logs = open(home / "server.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pratai", "serve"], env=env, stdout=logs, stderr=logs
+    )
+    floor = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.floor:app",
+            "--port",
+            str(floor_port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        stdout=logs,
+        stderr=logs,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz", server)
+        _wait_http(f"http://127.0.0.1:{floor_port}/", floor)
+        key = json.loads((home / "home" / "credentials.json").read_text())["api_key"]
+        results = asyncio.run(_measure(port, floor_port, key))
+    finally:
+        server.terminate()
+        floor.terminate()
+        server.wait()
+        floor.wait()
+    _report(results)
+
+
+async def _measure(port: int, floor_port: int, key: str) -> dict[str, Any]:
+    auth = {"Authorization": f"Bearer {key}"}
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=120) as http:
+
+        def deploy(name: str, files: dict[str, str]) -> float:
+            started = time.perf_counter()
+            fn = http.post(
+                "/v1/functions", data={"name": name}, files={"file": ("f.zip", _zip(files))}
+            ).json()
+            while fn["state"] == "building":
+                time.sleep(0.01)
+                fn = http.get(f"/v1/functions/{name}").json()
+            assert fn["state"] == "ready", fn
+            return (time.perf_counter() - started) * 1000
+
+        no_deps = [deploy(f"plain-{i}", {"main.py": TRIVIAL}) for i in range(10)]
+        deps = {"main.py": "import six\n" + TRIVIAL, "requirements.txt": "six==1.16.0\n"}
+        deploy("dep-warm", deps)  # fills the environment cache; not measured
+        cached = [deploy(f"dep-{i}", deps) for i in range(5)]
+        out["deploy_no_deps_ms"] = {"p50": statistics.median(no_deps), "p99": max(no_deps)}
+        out["deploy_cached_dep_ms"] = {"p50": statistics.median(cached), "p99": max(cached)}
+
+        cold: list[float] = []
+        for i in range(15):
+            http.post(
+                "/v1/functions",
+                data={"name": f"cold-{i}"},
+                files={"file": ("f.zip", _zip({"main.py": TRIVIAL + f"# {i}\n"}))},
+            )
+            started = time.perf_counter()
+            inv = http.post(f"/v1/functions/cold-{i}/invoke", json={}).json()
+            cold.append((time.perf_counter() - started) * 1000)
+            assert inv["cold_start"], inv
+        out["cold_start_ms"] = {"p50": statistics.median(cold), "p99": _pct(cold, 0.99)}
+
+        http.post(
+            "/v1/functions",
+            data={"name": "trivial", "concurrency": "16"},
+            files={"file": ("f.zip", _zip({"main.py": TRIVIAL}))},
+        )
+
+    path = "/v1/functions/trivial/invoke"
+    runs: dict[str, LoadResult] = {}
+    for label, target, headers in (("floor", floor_port, {}), ("pratai", port, auth)):
+        runs[f"{label}_c1"] = await run_load("127.0.0.1", target, path, headers, b"{}", 1, 2000)
+        runs[f"{label}_c16"] = await run_load(
+            "127.0.0.1", target, path, headers, b"{}", 16, 5000, warmup=200
+        )
+    for name, run in runs.items():
+        out[name] = {
+            "p50_ms": run.p50,
+            "p99_ms": run.pct(0.99),
+            "per_s": run.rate,
+            "requests": run.requests,
+        }
+    return out
+
+
+def _report(r: dict[str, Any]) -> None:
+    rows = [
+        (
+            "warm sync invoke, c=1: p50",
+            f"{r['pratai_c1']['p50_ms']:.2f} ms",
+            f"{r['floor_c1']['p50_ms']:.2f} ms",
+            "≤ 3 ms",
+        ),
+        (
+            "warm sync invoke, c=1: p99",
+            f"{r['pratai_c1']['p99_ms']:.2f} ms",
+            f"{r['floor_c1']['p99_ms']:.2f} ms",
+            "≤ 15 ms",
+        ),
+        (
+            "warm sync invoke, c=16: rate",
+            f"{r['pratai_c16']['per_s']:.0f}/s",
+            f"{r['floor_c16']['per_s']:.0f}/s",
+            "≥ 500/s",
+        ),
+        (
+            "warm sync invoke, c=16: p50 / p99",
+            f"{r['pratai_c16']['p50_ms']:.1f} / {r['pratai_c16']['p99_ms']:.1f} ms",
+            f"{r['floor_c16']['p50_ms']:.1f} / {r['floor_c16']['p99_ms']:.1f} ms",
+            "",
+        ),
+        (
+            "cold start (HTTP, new sandbox): p50 / p99",
+            f"{r['cold_start_ms']['p50']:.0f} / {r['cold_start_ms']['p99']:.0f} ms",
+            "",
+            "p50 ≤ 60 ms",
+        ),
+        (
+            "deploy to ready, no deps: p50 / max",
+            f"{r['deploy_no_deps_ms']['p50']:.0f} / {r['deploy_no_deps_ms']['p99']:.0f} ms",
+            "",
+            "≤ 1000 ms",
+        ),
+        (
+            "deploy to ready, cached dep: p50 / max",
+            f"{r['deploy_cached_dep_ms']['p50']:.0f} / {r['deploy_cached_dep_ms']['p99']:.0f} ms",
+            "",
+            "≤ 3000 ms",
+        ),
+    ]
+    r["ratios"] = {
+        "c1_p50_vs_floor": r["pratai_c1"]["p50_ms"] / r["floor_c1"]["p50_ms"],
+        "c16_rate_vs_floor": r["pratai_c16"]["per_s"] / r["floor_c16"]["per_s"],
+    }
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    header = ("benchmark", "pratai", "bare ASGI floor", "target")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    for row in (header, *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    print(f"ratios: {json.dumps({k: round(v, 2) for k, v in r['ratios'].items()})}")
+    RESULTS.mkdir(exist_ok=True)
+    r["machine"] = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
+    (RESULTS / "core.json").write_text(json.dumps(r, indent=2))
+    print(f"wrote {RESULTS / 'core.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from pratai.cli.main import main
+
+main()

@@ -1,0 +1,43 @@
+"""The ASGI application."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp
+
+import pratai
+from pratai.api import errors, functions, invocations
+from pratai.api.deps import Services, allowed
+from pratai.core.tenants import Principal
+
+
+def create_app(
+    svc: Services,
+    lifespan: Callable[[ASGIApp], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="Pratai",
+        version=pratai.__version__,
+        description="Self-hostable event-driven compute. Authenticate with "
+        "`Authorization: Bearer <api key>`.",
+        lifespan=lifespan,
+    )
+    app.state.services = svc
+    errors.install(app)
+    app.include_router(functions.router)
+    app.include_router(invocations.router)
+
+    @app.get("/v1/node", tags=["platform"])
+    async def node(who: Annotated[Principal, Depends(allowed("read"))]) -> dict[str, Any]:
+        """Warm pools on this process's node and the sandbox features in use."""
+        return svc.node_stats() if svc.node_stats else {"pools": [], "driver": None}
+
+    @app.get("/healthz", tags=["platform"])
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": pratai.__version__}
+
+    return app

@@ -1,0 +1,70 @@
+"""What route handlers receive: the services of this process and the calling principal."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from pratai.core.functions import Functions
+from pratai.core.invocations import Invocations
+from pratai.core.models import Role
+from pratai.core.tenants import Principal, Tenants
+from pratai.errors import Forbidden, PayloadTooLarge, Unauthorized
+from pratai.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    tenants: Tenants
+    functions: Functions
+    invocations: Invocations
+    node_stats: Callable[[], dict[str, Any]] | None = None
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+async def principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    return await services(request).tenants.authenticate(token.strip())
+
+
+_ALLOWED: dict[str, set[Role]] = {
+    "read": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER, Role.VIEWER},
+    "invoke": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER},
+    "deploy": {Role.ADMIN, Role.DEVELOPER},
+}
+
+
+def allowed(action: str) -> Callable[[Request], Awaitable[Principal]]:
+    async def check(request: Request) -> Principal:
+        who = await principal(request)
+        if who.role not in _ALLOWED[action]:
+            raise Forbidden(f"role {who.role} may not {action}")
+        return who
+
+    return check
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit} bytes", limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,148 @@
+"""Shapes of API responses (they also make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from pratai.core.functions import FunctionView
+from pratai.core.invocations import decode_result
+from pratai.core.models import FunctionVersion, Invocation
+
+
+class VersionOut(BaseModel):
+    version: int
+    state: str
+    handler: str
+    package_digest: str
+    requirements_hash: str | None
+    build_log: str
+    active: bool
+    created_at: float
+
+    @classmethod
+    def of(cls, v: FunctionVersion, active: int | None) -> VersionOut:
+        return cls(
+            version=v.version,
+            state=v.state,
+            handler=v.handler,
+            package_digest=v.package_digest,
+            requirements_hash=v.requirements_hash,
+            build_log=v.build_log,
+            active=v.version == active,
+            created_at=v.created_at,
+        )
+
+
+class FunctionOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    state: str
+    runtime: str
+    handler: str
+    memory_mb: int
+    timeout_s: float
+    network: bool
+    concurrency: int
+    latest_version: int
+    active_version: int | None
+    build_log: str
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, view: FunctionView) -> FunctionOut:
+        f = view.function
+        return cls(
+            id=f.id,
+            name=f.name,
+            description=f.description,
+            state=view.state,
+            runtime=f.runtime,
+            handler=(view.active or view.latest).handler,
+            memory_mb=f.memory_mb,
+            timeout_s=f.timeout_s,
+            network=f.network,
+            concurrency=f.concurrency,
+            latest_version=f.latest_version,
+            active_version=f.active_version,
+            build_log=view.latest.build_log,
+            created_at=f.created_at,
+            updated_at=f.updated_at,
+        )
+
+
+class FunctionSummary(BaseModel):
+    name: str
+    description: str
+    latest_version: int
+    active_version: int | None
+    memory_mb: int
+    timeout_s: float
+    updated_at: float
+
+
+class InvocationOut(BaseModel):
+    id: str
+    function: str
+    version: int
+    mode: str
+    status: str
+    result: Any = None
+    error: dict[str, Any] | None = None
+    stdout: str = ""
+    stderr: str = ""
+    cold_start: bool | None = None
+    init_ms: float | None = None
+    duration_ms: float | None = None
+    peak_memory_kb: int | None = None
+    attempt: int = 1
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @classmethod
+    def of(cls, inv: Invocation) -> dict[str, Any]:
+        # A plain dict: the invoke path is hot, and these fields are already the right types.
+        return {
+            "id": inv.id,
+            "function": inv.function_name,
+            "version": inv.version,
+            "mode": inv.mode,
+            "status": str(inv.status),
+            "result": decode_result(inv),
+            "error": inv.error,
+            "stdout": inv.stdout,
+            "stderr": inv.stderr,
+            "cold_start": inv.cold_start,
+            "init_ms": inv.init_ms,
+            "duration_ms": inv.duration_ms,
+            "peak_memory_kb": inv.peak_memory_kb,
+            "attempt": inv.attempt,
+            "created_at": inv.created_at,
+            "started_at": inv.started_at,
+            "finished_at": inv.finished_at,
+        }
+
+
+class Accepted(BaseModel):
+    id: str
+    status: str
+
+
+class RollbackIn(BaseModel):
+    version: int
+
+
+class LogLineOut(BaseModel):
+    invocation_id: str
+    time: float
+    stream: str
+    text: str
+
+
+class LogsOut(BaseModel):
+    lines: list[LogLineOut]
+    cursor: float | None

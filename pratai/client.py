@@ -1,0 +1,148 @@
+"""A small client of the HTTP API, used by the CLI (and the base of the SDK).
+
+Credentials come from, in order: PRATAI_URL + PRATAI_API_KEY; the file named by
+PRATAI_CREDENTIALS; $PRATAI_HOME/credentials.json (default ./.pratai, written by `pratai serve`);
+~/.config/pratai/credentials.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pratai.errors import PrataiError
+
+__all__ = ["ApiError", "Client", "find_credentials"]
+
+
+class ApiError(PrataiError):
+    """The server said no (status and its JSON body), or could not be reached (status 0)."""
+
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def find_credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    env = os.environ if environ is None else environ
+    url, key = env.get("PRATAI_URL"), env.get("PRATAI_API_KEY")
+    if url and key:
+        return url, key
+    candidates = [
+        env.get("PRATAI_CREDENTIALS"),
+        str(Path(env.get("PRATAI_HOME", ".pratai")) / "credentials.json"),
+        str(Path.home() / ".config" / "pratai" / "credentials.json"),
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            data = json.loads(Path(candidate).read_text())
+            return url or data["url"], key or data["api_key"]
+    raise ApiError(
+        0,
+        "no credentials: start the platform with `make run` (it writes .pratai/credentials.json)"
+        " or set PRATAI_URL and PRATAI_API_KEY",
+    )
+
+
+class Client:
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 960):
+        if url is None or api_key is None:
+            found_url, found_key = find_credentials()
+            url, api_key = url or found_url, api_key or found_key
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise ApiError(0, f"cannot reach Pratai at {self.url}: is it running? ({exc})") from exc
+        if response.status_code == 204:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            message = body.get("message") if isinstance(body, dict) else str(body)
+            raise ApiError(response.status_code, message or response.reason_phrase, body)
+        return body
+
+    # functions
+    def create_function(self, name: str, package: bytes, **options: Any) -> Any:
+        form = {
+            k: str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in options.items()
+            if v is not None
+        }
+        form["name"] = name
+        return self.request(
+            "POST", "/v1/functions", data=form, files={"file": ("package.zip", package)}
+        )
+
+    def update_function(self, name: str, package: bytes | None, **options: Any) -> Any:
+        form = {
+            k: str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in options.items()
+            if v is not None
+        }
+        files = {"file": ("package.zip", package)} if package is not None else None
+        return self.request("PATCH", f"/v1/functions/{name}", data=form, files=files)
+
+    def list_functions(self) -> Any:
+        return self.request("GET", "/v1/functions")
+
+    def get_function(self, name: str) -> Any:
+        return self.request("GET", f"/v1/functions/{name}")
+
+    def list_versions(self, name: str) -> Any:
+        return self.request("GET", f"/v1/functions/{name}/versions")
+
+    def rollback(self, name: str, version: int) -> Any:
+        return self.request("POST", f"/v1/functions/{name}/rollback", json={"version": version})
+
+    def delete_function(self, name: str) -> None:
+        self.request("DELETE", f"/v1/functions/{name}")
+
+    # invocations
+    def invoke(
+        self,
+        name: str,
+        payload: bytes,
+        *,
+        run_async: bool = False,
+        content_type: str = "application/json",
+    ) -> Any:
+        return self.request(
+            "POST",
+            f"/v1/functions/{name}/invoke",
+            params={"async": "true"} if run_async else None,
+            content=payload,
+            headers={"Content-Type": content_type},
+        )
+
+    def get_invocation(self, invocation_id: str) -> Any:
+        return self.request("GET", f"/v1/invocations/{invocation_id}")
+
+    def list_invocations(self, function: str | None = None, limit: int = 50) -> Any:
+        params: dict[str, Any] = {"limit": limit}
+        if function:
+            params["function"] = function
+        return self.request("GET", "/v1/invocations", params=params)
+
+    def logs(self, name: str, after: float | None = None) -> Any:
+        params = {"after": after} if after is not None else None
+        return self.request("GET", f"/v1/functions/{name}/logs", params=params)

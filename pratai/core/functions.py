@@ -1,0 +1,234 @@
+"""Deploying functions: immutable versions, builds, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from pratai.core.models import (
+    BuildState,
+    Function,
+    FunctionVersion,
+    Project,
+    check_name,
+    new_id,
+    now,
+)
+from pratai.core.workspace import Workspace
+from pratai.errors import Conflict, InvalidInput, NotFound
+from pratai.settings import Settings
+from pratai.store import Store
+
+log = logging.getLogger("pratai.functions")
+
+MAX_MEMORY_MB = 8192
+MAX_TIMEOUT_S = 900
+
+
+class InstanceEvictor(Protocol):
+    async def evict(self, function_id: str) -> None: ...
+
+
+@dataclass
+class FunctionView:
+    function: Function
+    latest: FunctionVersion
+    active: FunctionVersion | None
+
+    @property
+    def state(self) -> BuildState:
+        return self.latest.state
+
+
+@dataclass(frozen=True)
+class FunctionOptions:
+    description: str | None = None
+    memory_mb: int | None = None
+    timeout_s: float | None = None
+    network: bool | None = None
+    concurrency: int | None = None
+    handler: str | None = None
+
+
+def _check_options(options: FunctionOptions) -> None:
+    if options.memory_mb is not None and not 16 <= options.memory_mb <= MAX_MEMORY_MB:
+        raise InvalidInput(f"memory must be between 16 and {MAX_MEMORY_MB} MB")
+    if options.timeout_s is not None and not 0 < options.timeout_s <= MAX_TIMEOUT_S:
+        raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT_S} seconds")
+    if options.concurrency is not None and not 1 <= options.concurrency <= 1000:
+        raise InvalidInput("concurrency must be between 1 and 1000")
+
+
+class Functions:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        workspace: Workspace,
+        evictor: InstanceEvictor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.workspace = workspace
+        self.evictor = evictor
+        self._builds: set[asyncio.Task[None]] = set()
+
+    async def get(self, project: Project, name: str) -> Function:
+        function = await self.store.get_function(project.id, name)
+        if function is None:
+            raise NotFound(f"function {name!r} not found", function=name)
+        return function
+
+    async def view(self, function: Function) -> FunctionView:
+        latest = await self.store.get_version(function.id, function.latest_version)
+        assert latest is not None, "a function always has its latest version"
+        active = None
+        if function.active_version is not None:
+            active = await self.store.get_version(function.id, function.active_version)
+        return FunctionView(function, latest, active)
+
+    async def all(self, project: Project) -> list[Function]:
+        return await self.store.list_functions(project.id)
+
+    async def versions(self, project: Project, name: str) -> list[FunctionVersion]:
+        return await self.store.list_versions((await self.get(project, name)).id)
+
+    async def create(
+        self, project: Project, name: str, package: bytes, options: FunctionOptions
+    ) -> FunctionView:
+        check_name(name)
+        _check_options(options)
+        info = self.workspace.inspect(package, options.handler)
+        if await self.store.get_function(project.id, name) is not None:
+            raise Conflict(f"function {name!r} already exists", function=name)
+        function = Function(
+            id=new_id(),
+            project_id=project.id,
+            name=name,
+            description=options.description or "",
+            memory_mb=options.memory_mb or 128,
+            timeout_s=options.timeout_s or 30.0,
+            network=bool(options.network),
+            concurrency=options.concurrency or self.settings.default_concurrency,
+            latest_version=1,
+        )
+        digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
+        version = FunctionVersion(function.id, 1, digest, info.handler, info.requirements_hash)
+        await self.store.create_function(function)
+        await self.store.add_version(version)
+        return await self._build(function, version, info.requirements)
+
+    async def update(
+        self, project: Project, name: str, package: bytes | None, options: FunctionOptions
+    ) -> FunctionView:
+        """A new package makes a new version; options alone change the function in place."""
+        _check_options(options)
+        function = await self.get(project, name)
+        if options.description is not None:
+            function.description = options.description
+        if options.memory_mb is not None:
+            function.memory_mb = options.memory_mb
+        if options.timeout_s is not None:
+            function.timeout_s = options.timeout_s
+        if options.network is not None:
+            function.network = options.network
+        if options.concurrency is not None:
+            function.concurrency = options.concurrency
+        function.updated_at = now()
+        if package is None:
+            if options.handler is not None:
+                raise InvalidInput("a new handler needs a new package (--file)")
+            await self.store.update_function(function)
+            await self._evict(function.id)
+            return await self.view(function)
+        latest = await self.store.get_version(function.id, function.latest_version)
+        info = self.workspace.inspect(
+            package, options.handler or (latest.handler if latest else None)
+        )
+        digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
+        function.latest_version += 1
+        version = FunctionVersion(
+            function.id, function.latest_version, digest, info.handler, info.requirements_hash
+        )
+        await self.store.add_version(version)
+        await self.store.update_function(function)
+        return await self._build(function, version, info.requirements)
+
+    async def rollback(self, project: Project, name: str, version_number: int) -> FunctionView:
+        function = await self.get(project, name)
+        version = await self.store.get_version(function.id, version_number)
+        if version is None:
+            raise NotFound(
+                f"function {name!r} has no version {version_number}", version=version_number
+            )
+        if version.state != BuildState.READY:
+            raise Conflict(f"version {version_number} is {version.state}, not ready")
+        function.active_version = version_number
+        function.updated_at = now()
+        await self.store.update_function(function)
+        return await self.view(function)
+
+    async def delete(self, project: Project, name: str) -> None:
+        function = await self.get(project, name)
+        await self.store.delete_function(function.id)
+        await self._evict(function.id)
+
+    async def wait_built(self) -> None:
+        """For tests and shutdown: wait for builds in flight."""
+        while self._builds:
+            await asyncio.gather(*list(self._builds), return_exceptions=True)
+
+    async def resume_builds(self, versions: list[FunctionVersion]) -> None:
+        """Builds interrupted by a restart start again."""
+        for version in versions:
+            function = await self.store.get_function_by_id(version.function_id)
+            if function is not None:
+                data = await asyncio.to_thread(self.workspace.artifacts.get, version.package_digest)
+                info = self.workspace.inspect(data, version.handler)
+                await self._build(function, version, info.requirements)
+
+    async def _evict(self, function_id: str) -> None:
+        if self.evictor is not None:
+            await self.evictor.evict(function_id)
+
+    async def _build(
+        self, function: Function, version: FunctionVersion, requirements: str | None
+    ) -> FunctionView:
+        if requirements is None:
+            await self.workspace.code_dir(version.package_digest)
+            await self._finish_build(function, version, BuildState.READY, "no requirements.txt\n")
+        else:
+            task = asyncio.create_task(self._run_build(function, version, requirements))
+            self._builds.add(task)
+            task.add_done_callback(self._builds.discard)
+        return await self.view(function)
+
+    async def _run_build(
+        self, function: Function, version: FunctionVersion, requirements: str
+    ) -> None:
+        try:
+            await self.workspace.code_dir(version.package_digest)
+            assert version.requirements_hash is not None
+            result = await self.workspace.environment(requirements, version.requirements_hash)
+            state = BuildState.READY if result.ok else BuildState.BUILD_FAILED
+            note = "environment reused from cache\n" if result.cached else ""
+            await self._finish_build(function, version, state, note + result.log)
+        except Exception as exc:  # a build must always end in a state the user can see
+            log.exception("build of %s v%s failed", function.name, version.version)
+            await self._finish_build(function, version, BuildState.BUILD_FAILED, repr(exc))
+
+    async def _finish_build(
+        self, function: Function, version: FunctionVersion, state: BuildState, build_log: str
+    ) -> None:
+        version.state = state
+        version.build_log = build_log[-64_000:]
+        await self.store.update_version(version)
+        if state == BuildState.READY:
+            current = await self.store.get_function_by_id(function.id)
+            if current is not None and (current.active_version or 0) < version.version:
+                current.active_version = version.version
+                current.updated_at = now()
+                await self.store.update_function(current)
+                function.active_version = version.version

@@ -1,0 +1,216 @@
+"""Invoking functions: sync (the caller waits) and async (durable first, then queued)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pratai.broker import Broker
+from pratai.core.models import (
+    BuildState,
+    Function,
+    FunctionVersion,
+    Invocation,
+    Project,
+    Status,
+    new_id,
+    now,
+)
+from pratai.errors import Conflict, NotFound, PayloadTooLarge
+from pratai.settings import Settings
+from pratai.store import Store
+
+INVOCATIONS_QUEUE = "invocations"
+
+
+class Executor(Protocol):
+    """Runs one invocation of a version on this machine and fills in its outcome."""
+
+    async def execute(
+        self, invocation: Invocation, function: Function, version: FunctionVersion
+    ) -> Invocation: ...
+
+
+@dataclass(frozen=True)
+class LogLine:
+    invocation_id: str
+    time: float
+    stream: str
+    text: str
+
+
+def decode_result(invocation: Invocation) -> Any:
+    return None if invocation.result is None else json.loads(invocation.result)
+
+
+class Invocations:
+    def __init__(
+        self, settings: Settings, store: Store, broker: Broker, executor: Executor | None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.broker = broker
+        self.executor = executor
+        self._versions: dict[tuple[str, int], FunctionVersion] = {}
+
+    async def _target(self, project: Project, name: str) -> tuple[Function, FunctionVersion]:
+        function = await self.store.get_function(project.id, name)
+        if function is None:
+            raise NotFound(f"function {name!r} not found", function=name)
+        if function.active_version is None:
+            latest = await self.store.get_version(function.id, function.latest_version)
+            state = latest.state if latest else BuildState.BUILDING
+            raise Conflict(f"function {name!r} has no ready version yet (state: {state})")
+        return function, await self._version(function.id, function.active_version)
+
+    async def _version(self, function_id: str, number: int) -> FunctionVersion:
+        # Ready versions are immutable, so they are cached for the hot path.
+        key = (function_id, number)
+        version = self._versions.get(key)
+        if version is None:
+            version = await self.store.get_version(function_id, number)
+            if version is None:
+                raise NotFound(f"version {number} not found")
+            if version.state == BuildState.READY:
+                self._versions[key] = version
+        return version
+
+    def _check_payload(self, payload: bytes) -> None:
+        if len(payload) > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"payload is {len(payload)} bytes; the limit is "
+                f"{self.settings.max_payload_bytes} bytes",
+                limit=self.settings.max_payload_bytes,
+            )
+
+    async def invoke(
+        self, project: Project, name: str, payload: bytes, content_type: str = "application/json"
+    ) -> Invocation:
+        """Run now and wait for the outcome."""
+        self._check_payload(payload)
+        function, version = await self._target(project, name)
+        if self.executor is None:
+            raise Conflict("this process runs no node; use an async invocation")
+        invocation = Invocation(
+            id=new_id(),
+            project_id=project.id,
+            function_id=function.id,
+            function_name=function.name,
+            version=version.version,
+            mode="sync",
+            status=Status.RUNNING,
+            content_type=content_type,
+            started_at=now(),
+        )
+        await self.store.create_invocation(invocation)
+        invocation.payload = payload  # kept out of the store: the caller is waiting for it
+        await self.executor.execute(invocation, function, version)
+        invocation.payload = b""
+        await self.store.update_invocation(invocation)
+        return invocation
+
+    async def submit(
+        self, project: Project, name: str, payload: bytes, content_type: str = "application/json"
+    ) -> Invocation:
+        """Store and queue; when this returns the invocation survives a crash."""
+        self._check_payload(payload)
+        function, version = await self._target(project, name)
+        invocation = Invocation(
+            id=new_id(),
+            project_id=project.id,
+            function_id=function.id,
+            function_name=function.name,
+            version=version.version,
+            mode="async",
+            payload=payload,
+            content_type=content_type,
+        )
+        await self.store.create_invocation(invocation)
+        await self.broker.publish(
+            INVOCATIONS_QUEUE, invocation.id.encode(), message_id=invocation.id
+        )
+        return invocation
+
+    async def run_queued(self, invocation_id: str) -> Invocation | None:
+        """Called by a node for a queued invocation; idempotent for finished ones."""
+        if self.executor is None:
+            raise Conflict("this process runs no node")
+        invocation = await self.store.get_invocation_by_id(invocation_id)
+        if invocation is None or invocation.status.finished:
+            return invocation
+        function = await self.store.get_function_by_id(invocation.function_id)
+        if function is None:
+            invocation.status = Status.CANCELLED
+            invocation.error = {"type": "FunctionDeleted", "message": "the function was deleted"}
+            invocation.finished_at = now()
+            await self.store.update_invocation(invocation)
+            return invocation
+        version = await self._version(function.id, invocation.version)
+        invocation.status = Status.RUNNING
+        invocation.started_at = now()
+        await self.store.update_invocation(invocation)
+        await self.executor.execute(invocation, function, version)
+        await self.store.update_invocation(invocation)
+        return invocation
+
+    async def recover(self) -> int:
+        """After a crash: requeue async work that was queued or running; sync callers are gone."""
+        count = 0
+        for invocation in await self.store.invocations_with_status([Status.QUEUED, Status.RUNNING]):
+            if invocation.mode == "sync":
+                invocation.status = Status.FAILED
+                invocation.error = {
+                    "type": "PlatformRestarted",
+                    "message": "the platform stopped while this synchronous invocation ran",
+                }
+                invocation.finished_at = now()
+                await self.store.update_invocation(invocation)
+                continue
+            if invocation.status == Status.RUNNING:
+                invocation.status = Status.QUEUED
+                invocation.attempt += 1
+                await self.store.update_invocation(invocation)
+            await self.broker.publish(
+                INVOCATIONS_QUEUE, invocation.id.encode(), message_id=invocation.id
+            )
+            count += 1
+        return count
+
+    async def get(self, project: Project, invocation_id: str) -> Invocation:
+        invocation = await self.store.get_invocation(project.id, invocation_id)
+        if invocation is None:
+            raise NotFound(f"invocation {invocation_id!r} not found", invocation=invocation_id)
+        return invocation
+
+    async def recent(
+        self, project: Project, function: Function | None = None, limit: int = 50
+    ) -> list[Invocation]:
+        return await self.store.list_invocations(
+            project.id, function.id if function else None, limit=min(max(limit, 1), 1000)
+        )
+
+    async def logs(
+        self, project: Project, function: Function, after: float | None, limit: int = 200
+    ) -> tuple[list[LogLine], float | None]:
+        """Output of finished invocations, oldest first, and the cursor to pass as `after` to
+        follow: the finish time of the newest invocation seen."""
+        if after is None:
+            recent = await self.store.list_invocations(project.id, function.id, limit=limit)
+            invocations = sorted(
+                (i for i in recent if i.finished_at is not None), key=lambda i: i.finished_at or 0
+            )
+        else:
+            invocations = await self.store.list_invocations(
+                project.id, function.id, limit=limit, finished_after=after
+            )
+        lines: list[LogLine] = []
+        cursor = after
+        for inv in invocations:
+            cursor = max(cursor or 0.0, inv.finished_at or 0.0)
+            at = inv.finished_at or time.time()
+            for stream, text in (("stdout", inv.stdout), ("stderr", inv.stderr)):
+                for line in text.splitlines():
+                    lines.append(LogLine(inv.id, at, stream, line))
+        return lines, cursor

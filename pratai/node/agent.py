@@ -1,0 +1,142 @@
+"""A node: runs invocations in warm pools and pulls queued work from the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+from pratai.broker import Broker, Delivery
+from pratai.core.invocations import INVOCATIONS_QUEUE, Invocations
+from pratai.core.models import Function, FunctionVersion, Invocation, Status, now
+from pratai.core.workspace import Workspace
+from pratai.drivers import Driver, InstanceSpec
+from pratai.errors import SandboxError
+from pratai.node.pool import VersionPool
+from pratai.settings import Settings
+
+log = logging.getLogger("pratai.node")
+
+# Longer than the longest function timeout, so a live node never loses its delivery.
+LEASE_S = 960.0
+
+
+class Node:
+    def __init__(self, settings: Settings, driver: Driver, workspace: Workspace) -> None:
+        self.settings = settings
+        self.driver = driver
+        self.workspace = workspace
+        # keyed by (function id, version, updated_at) so a settings change gets fresh instances
+        self._pools: dict[tuple[str, int, float], VersionPool] = {}
+        self._pool_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _pool(self, function: Function, version: FunctionVersion) -> VersionPool:
+        key = (function.id, version.version, function.updated_at)
+        pool = self._pools.get(key)
+        if pool is not None:
+            return pool
+        async with self._pool_lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                code_dir, env_dir = await self.workspace.prepare(
+                    version.package_digest, version.handler
+                )
+                spec = InstanceSpec(
+                    key=f"{function.id}-{version.version}",
+                    name=function.name,
+                    code_dir=code_dir,
+                    env_dir=env_dir,
+                    handler=version.handler,
+                    memory_mb=function.memory_mb,
+                    network=function.network,
+                    env={"PRATAI_FUNCTION": function.name, "PRATAI_VERSION": str(version.version)},
+                )
+                pool = VersionPool(self.driver, spec, function.concurrency)
+                self._pools[key] = pool
+        return pool
+
+    async def execute(
+        self, invocation: Invocation, function: Function, version: FunctionVersion
+    ) -> Invocation:
+        pool = await self._pool(function, version)
+        try:
+            outcome = await pool.call(
+                invocation.payload, invocation.content_type, function.timeout_s
+            )
+        except SandboxError as exc:
+            invocation.status = Status.FAILED
+            invocation.error = {
+                "type": str(exc.details.get("type", "SandboxError")),
+                "message": exc.message,
+                "traceback": str(exc.details.get("traceback", "")),
+            }
+            invocation.cold_start = True
+            invocation.finished_at = now()
+            return invocation
+        result = outcome.result
+        invocation.status = Status(result.status)
+        invocation.result = result.result
+        invocation.error = result.error
+        invocation.stdout = result.stdout
+        invocation.stderr = result.stderr
+        invocation.duration_ms = result.duration_ms
+        invocation.peak_memory_kb = result.peak_memory_kb
+        invocation.cold_start = outcome.cold_start
+        invocation.init_ms = outcome.init_ms
+        invocation.finished_at = now()
+        return invocation
+
+    async def evict(self, function_id: str) -> None:
+        for key in [k for k in self._pools if k[0] == function_id]:
+            await self._pools.pop(key).close()
+
+    def start(self, broker: Broker, invocations: Invocations, workers: int = 32) -> None:
+        self._tasks.append(asyncio.create_task(self._reaper()))
+        for _ in range(workers):
+            self._tasks.append(asyncio.create_task(self._worker(broker, invocations)))
+
+    async def _worker(self, broker: Broker, invocations: Invocations) -> None:
+        async for delivery in broker.consume(INVOCATIONS_QUEUE, lease_s=LEASE_S):
+            await self._handle(broker, invocations, delivery)
+
+    async def _handle(self, broker: Broker, invocations: Invocations, delivery: Delivery) -> None:
+        invocation_id = delivery.body.decode()
+        try:
+            await invocations.run_queued(invocation_id)
+        except Exception:
+            log.exception("invocation %s could not run; it will be retried", invocation_id)
+            await broker.nack(delivery, delay_s=min(60.0, 2.0**delivery.attempts))
+            return
+        await broker.ack(delivery)
+
+    async def _reaper(self) -> None:
+        interval = max(0.05, min(5.0, self.settings.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            for key, pool in list(self._pools.items()):
+                await pool.reap(self.settings.idle_timeout)
+                idle_for = time.monotonic() - pool.last_used
+                if pool.size == 0 and idle_for > self.settings.idle_timeout:
+                    self._pools.pop(key, None)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for pool in list(self._pools.values()):
+            await pool.close()
+        self._pools.clear()
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "pools": [
+                {"key": pool.spec.key, "busy": pool.busy, "instances": pool.size}
+                for pool in self._pools.values()
+            ],
+            "driver": json.loads(json.dumps(self.driver.features(), default=str)),
+        }

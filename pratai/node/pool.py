@@ -1,0 +1,76 @@
+"""Warm instances of one function version: reuse, a concurrency cap, scale to zero."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from pratai.drivers import CallResult, Driver, Instance, InstanceSpec
+
+
+@dataclass
+class Outcome:
+    result: CallResult
+    cold_start: bool
+    init_ms: float | None
+
+
+class VersionPool:
+    """Calls beyond `concurrency` wait their turn instead of failing."""
+
+    def __init__(self, driver: Driver, spec: InstanceSpec, concurrency: int) -> None:
+        self.driver = driver
+        self.spec = spec
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        self._idle: list[tuple[float, Instance]] = []  # (last used, instance), newest last
+        self.busy = 0
+        self.last_used = time.monotonic()
+        self.closed = False
+
+    @property
+    def size(self) -> int:
+        return self.busy + len(self._idle)
+
+    async def call(self, payload: bytes, content_type: str, timeout_s: float) -> Outcome:
+        self.last_used = time.monotonic()
+        async with self._slots:
+            self.busy += 1
+            try:
+                instance, cold = await self._take()
+                try:
+                    result = await instance.call(payload, content_type, timeout_s)
+                finally:
+                    await self._give_back(instance)
+                return Outcome(result, cold, instance.init_ms if cold else None)
+            finally:
+                self.busy -= 1
+
+    async def _take(self) -> tuple[Instance, bool]:
+        while self._idle:
+            _, instance = self._idle.pop()
+            if instance.alive:
+                return instance, False
+            await instance.stop()
+        return await self.driver.start(self.spec), True
+
+    async def _give_back(self, instance: Instance) -> None:
+        if instance.alive and not self.closed:
+            self._idle.append((time.monotonic(), instance))
+        else:
+            await instance.stop()
+
+    async def reap(self, idle_timeout: float) -> None:
+        """Stop instances idle longer than `idle_timeout`."""
+        cutoff = time.monotonic() - idle_timeout
+        stale = [inst for used, inst in self._idle if used < cutoff]
+        self._idle = [(used, inst) for used, inst in self._idle if used >= cutoff]
+        for instance in stale:
+            await instance.stop()
+
+    async def close(self) -> None:
+        self.closed = True
+        idle, self._idle = self._idle, []
+        for _, instance in idle:
+            await instance.stop()

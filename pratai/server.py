@@ -1,0 +1,135 @@
+"""`pratai serve`: api + node in one process, with the embedded defaults.
+
+Assembles the backends named by the settings, recovers work left by a crash, and on the very
+first start creates the `default` project and an admin key, which it prints once and writes to
+the credentials file the CLI reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+
+from pratai.api.app import create_app
+from pratai.api.deps import Services
+from pratai.artifacts.filesystem import FilesystemArtifacts
+from pratai.broker import Broker, open_broker
+from pratai.core.functions import Functions
+from pratai.core.invocations import Invocations
+from pratai.core.models import BuildState, Role
+from pratai.core.tenants import Tenants
+from pratai.core.workspace import Workspace
+from pratai.drivers.process import ProcessDriver
+from pratai.node.agent import Node
+from pratai.settings import Settings
+from pratai.store import Store, open_store
+
+log = logging.getLogger("pratai")
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    store: Store
+    broker: Broker
+    services: Services
+    node: Node
+
+    @classmethod
+    def assemble(cls, settings: Settings) -> Platform:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        store = open_store(settings.store_url)
+        broker = open_broker(settings.broker_url, str(settings.home / "broker.sqlite3"))
+        artifacts = FilesystemArtifacts(settings.artifacts_dir)
+        workspace = Workspace(settings, artifacts)
+        node = Node(settings, ProcessDriver(settings), workspace)
+        tenants = Tenants(store)
+        functions = Functions(settings, store, workspace, evictor=node)
+        invocations = Invocations(settings, store, broker, executor=node)
+        services = Services(settings, tenants, functions, invocations, node_stats=node.stats)
+        return cls(settings, store, broker, services, node)
+
+    async def start(self) -> str | None:
+        """Open everything; returns a new admin key on the very first start."""
+        await self.store.open()
+        await self.broker.open()
+        new_key = await self._first_start()
+        building = await self.store.versions_with_state(BuildState.BUILDING)
+        await self.services.functions.resume_builds(building)
+        recovered = await self.services.invocations.recover()
+        if recovered:
+            log.info("requeued %d invocations left by the previous run", recovered)
+        self.node.start(self.broker, self.services.invocations)
+        return new_key
+
+    async def _first_start(self) -> str | None:
+        tenants = self.services.tenants
+        project = await tenants.ensure_project()
+        if await self.store.list_keys(project.id):
+            return None
+        token = await tenants.create_key(project, Role.ADMIN, name="admin (first start)")
+        write_credentials(self.settings, token)
+        return token
+
+    async def close(self) -> None:
+        await self.node.close()
+        await self.services.functions.wait_built()
+        await self.broker.close()
+        await self.store.close()
+
+    def app(self) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_: Any) -> AsyncIterator[None]:
+            token = await self.start()
+            if token:
+                print(_first_start_banner(self.settings, token), flush=True)
+            try:
+                yield
+            finally:
+                await self.close()
+
+        return create_app(self.services, lifespan=lifespan)
+
+
+def write_credentials(settings: Settings, token: str) -> None:
+    path = settings.credentials_file
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"url": settings.url, "api_key": token}, out)
+    os.replace(tmp, path)
+
+
+def _first_start_banner(settings: Settings, token: str) -> str:
+    return (
+        "\n"
+        f"  Pratai is serving on {settings.url}  (data in {settings.home})\n"
+        f"  Admin API key (shown once): {token}\n"
+        f"  Saved to {settings.credentials_file}; the `pratai` CLI reads it from there.\n"
+    )
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    platform = Platform.assemble(settings)
+    config = uvicorn.Config(
+        platform.app(),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        loop="auto",
+        http="auto",
+    )
+    asyncio.run(uvicorn.Server(config).serve())

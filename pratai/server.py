@@ -54,6 +54,7 @@ class Platform:
         tenants = Tenants(store)
         functions = Functions(settings, store, workspace, evictor=node)
         invocations = Invocations(settings, store, broker, executor=node)
+        functions.listeners.append(invocations.forget)
         services = Services(settings, tenants, functions, invocations, node_stats=node.stats)
         return cls(settings, store, broker, services, node)
 

@@ -25,9 +25,14 @@ class Services:
     node_stats: Callable[[], dict[str, Any]] | None = None
 
 
-def services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
+
+
+async def services(request: Request) -> Services:
+    """The dependency form (async, so FastAPI does not hand it to a thread)."""
+    return services_of(request)
 
 
 async def principal(request: Request) -> Principal:
@@ -35,7 +40,7 @@ async def principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    return await services(request).tenants.authenticate(token.strip())
+    return await services_of(request).tenants.authenticate(token.strip())
 
 
 _ALLOWED: dict[str, set[Role]] = {

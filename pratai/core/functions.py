@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,6 +75,12 @@ class Functions:
         self.workspace = workspace
         self.evictor = evictor
         self._builds: set[asyncio.Task[None]] = set()
+        # told of every change this process makes, e.g. to drop cached copies
+        self.listeners: list[Callable[[Function], None]] = []
+
+    def _changed(self, function: Function) -> None:
+        for listener in self.listeners:
+            listener(function)
 
     async def get(self, project: Project, name: str) -> Function:
         function = await self.store.get_function(project.id, name)
@@ -141,6 +148,7 @@ class Functions:
             if options.handler is not None:
                 raise InvalidInput("a new handler needs a new package (--file)")
             await self.store.update_function(function)
+            self._changed(function)
             await self._evict(function.id)
             return await self.view(function)
         latest = await self.store.get_version(function.id, function.latest_version)
@@ -154,6 +162,7 @@ class Functions:
         )
         await self.store.add_version(version)
         await self.store.update_function(function)
+        self._changed(function)
         return await self._build(function, version, info.requirements)
 
     async def rollback(self, project: Project, name: str, version_number: int) -> FunctionView:
@@ -168,11 +177,13 @@ class Functions:
         function.active_version = version_number
         function.updated_at = now()
         await self.store.update_function(function)
+        self._changed(function)
         return await self.view(function)
 
     async def delete(self, project: Project, name: str) -> None:
         function = await self.get(project, name)
         await self.store.delete_function(function.id)
+        self._changed(function)
         await self._evict(function.id)
 
     async def wait_built(self) -> None:
@@ -231,4 +242,5 @@ class Functions:
                 current.active_version = version.version
                 current.updated_at = now()
                 await self.store.update_function(current)
+                self._changed(current)
                 function.active_version = version.version

@@ -23,6 +23,8 @@ from pratai.settings import Settings
 from pratai.store import Store
 
 INVOCATIONS_QUEUE = "invocations"
+# Another api process may change a function; this process notices within this many seconds.
+FUNCTION_CACHE_SECONDS = 1.0
 
 
 class Executor(Protocol):
@@ -54,9 +56,26 @@ class Invocations:
         self.broker = broker
         self.executor = executor
         self._versions: dict[tuple[str, int], FunctionVersion] = {}
+        self._functions: dict[tuple[str, str], tuple[float, Function]] = {}
+
+    def forget(self, function: Function) -> None:
+        """Called when this process changes a function, so the change applies at once."""
+        self._functions.pop((function.project_id, function.name), None)
+
+    async def _function(self, project: Project, name: str) -> Function | None:
+        key = (project.id, name)
+        cached = self._functions.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        function = await self.store.get_function(project.id, name)
+        if function is not None:
+            if len(self._functions) > 10_000:
+                self._functions.clear()
+            self._functions[key] = (time.monotonic() + FUNCTION_CACHE_SECONDS, function)
+        return function
 
     async def _target(self, project: Project, name: str) -> tuple[Function, FunctionVersion]:
-        function = await self.store.get_function(project.id, name)
+        function = await self._function(project, name)
         if function is None:
             raise NotFound(f"function {name!r} not found", function=name)
         if function.active_version is None:

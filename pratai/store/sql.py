@@ -1,9 +1,9 @@
 """`Store` on SQLAlchemy 2 Core: SQLite (embedded default, WAL) or PostgreSQL (psycopg 3).
 
-Blocking database work runs on a thread pool (one thread for SQLite, so writes are serialised;
-eight for PostgreSQL). Each pool thread keeps one connection for its lifetime and every method
-is one short transaction, so the hot path (create/update an invocation) is a single prepared
-statement plus a commit.
+Blocking database work runs off the event loop: for SQLite on one thread that group-commits
+(see `batching`), for PostgreSQL on a pool of eight threads. Each thread keeps one connection
+for its lifetime and every method is one short unit of work, so the hot path (create/update an
+invocation) is a single prepared statement plus (a share of) a commit.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pratai.core.models import (
 )
 from pratai.errors import Conflict
 from pratai.store import tables as t
+from pratai.store.batching import GroupCommitter
 
 T = TypeVar("T")
 
@@ -173,6 +174,7 @@ class SqlStore:
         self.engine = create_engine(self.url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._executor: ThreadPoolExecutor | None = None
+        self._committer: GroupCommitter | None = None
         self._local = threading.local()
         self._conns: list[Connection] = []
         self._conns_lock = threading.Lock()
@@ -190,7 +192,10 @@ class SqlStore:
 
     def _tx(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in one transaction on this thread's connection."""
-        conn = self._conn()
+        return self._tx_on(self._conn(), fn)
+
+    @staticmethod
+    def _tx_on(conn: Connection, fn: Callable[[Connection], T]) -> T:
         try:
             result = fn(conn)
             conn.commit()
@@ -204,6 +209,8 @@ class SqlStore:
             raise
 
     async def _run(self, fn: Callable[[Connection], T]) -> T:
+        if self._committer is not None:
+            return await self._committer.submit(fn)
         if self._executor is None:
             raise RuntimeError("SqlStore is not open")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._tx, fn)
@@ -238,8 +245,14 @@ class SqlStore:
             self._executor.shutdown(wait=True)
             self._executor = None
             raise
+        if self.is_sqlite:
+            self._committer = GroupCommitter(self.engine.connect, self._tx_on)
+            self._committer.start()
 
     async def close(self) -> None:
+        committer, self._committer = self._committer, None
+        if committer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, committer.stop)
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)

@@ -123,6 +123,9 @@ def serve(settings: Settings) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # The data folder must be traversable by the sandbox uid (to reach sandbox/), so everything
+    # else in it is created private; sandbox code and environments are chmodded explicitly.
+    os.umask(0o077)
     platform = Platform.assemble(settings)
     config = uvicorn.Config(
         platform.app(),

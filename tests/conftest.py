@@ -1,152 +1,42 @@
-"""Shared fixtures: zips built in memory and a real `pratai serve` process."""
+"""Shared fixtures: a real `pratai serve` for the session, and deploying through its CLI."""
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import textwrap
+import shutil
+import tempfile
 import time
-import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
-
-def make_zip(files: dict[str, str | bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in files.items():
-            data = content.encode() if isinstance(content, str) else content
-            archive.writestr(name, data)
-    return buffer.getvalue()
+from tests.helpers import _SANDBOX_DIRS, Server, make_zip, start_server
 
 
-def code(source: str) -> str:
-    return textwrap.dedent(source).lstrip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@dataclass
-class Server:
-    home: Path
-    port: int
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-    log: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.log = self.home.parent / f"server-{self.port}.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        out = open(self.log, "ab")  # noqa: SIM115 - the server keeps it
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pratai", "serve"], env=self.env, stdout=out, stderr=out
-        )
-
-        def healthy() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited:\n{self.log.read_text()}")
-            try:
-                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, timeout=60, what="pratai serve to answer /healthz")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    @property
-    def api_key(self) -> str:
-        return str(json.loads((self.home / "credentials.json").read_text())["api_key"])
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=60
-        )
-
-    def cli(
-        self, *args: str, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        """Runs the CLI as a user would after `make run`: no flags, credentials from PRATAI_HOME."""
-        env = {k: v for k, v in self.env.items() if k not in ("PRATAI_URL", "PRATAI_API_KEY")}
-        done = subprocess.run(
-            [sys.executable, "-m", "pratai", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"pratai {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-        return done
-
-    def cli_json(self, *args: str):
-        return json.loads(self.cli(*args, "-o", "json").stdout)
-
-
-def start_server(tmp: Path, **env: str) -> Server:
-    home = tmp / "home"
-    port = free_port()
-    full_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PRATAI_")},
-        "PRATAI_HOME": str(home),
-        "PRATAI_PORT": str(port),
-        **env,
-    }
-    server = Server(home=home, port=port, env=full_env)
-    server.start()
-    return server
+@pytest.fixture(scope="session", autouse=True)
+def _remove_sandbox_dirs() -> Iterator[None]:
+    """Servers under pytest's private tmp_path keep their sandbox folder in /var/tmp."""
+    yield
+    for folder in _SANDBOX_DIRS:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server() -> Iterator[Server]:
+    # A folder other users can traverse, so the data folder keeps its default layout (sandbox/
+    # inside it); servers started under pytest's private tmp_path use the /var/tmp fallback.
+    base = Path(tempfile.mkdtemp(prefix="pratai-test-", dir="/var/tmp"))
+    base.chmod(0o755)
     srv = start_server(
-        tmp_path_factory.mktemp("platform"),
+        base,
         PRATAI_IDLE_TIMEOUT="30",
         PRATAI_MAX_RESULT_BYTES=str(1024 * 1024),
         PRATAI_MAX_PAYLOAD_BYTES=str(256 * 1024),
     )
     yield srv
     srv.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ def when(ts: float | None) -> str:
 
 
 def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} ms"
+    if value is None:
+        return "-"
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
 
 
 def emit_json(data: Any) -> None:

@@ -8,7 +8,7 @@ import zipfile
 import httpx
 import pytest
 
-from tests.conftest import Server, make_zip
+from tests.helpers import Server, make_zip
 
 GOOD = {"main.py": "def main(p):\n    return p\n"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import Server, code, make_zip
+from tests.helpers import Server, code, make_zip
 
 HELLO = {
     "main.py": code("""

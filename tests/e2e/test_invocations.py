@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import Server, code, start_server, wait_for
+from tests.helpers import Server, code, start_server, wait_for
 
 
 def test_invocation_record_has_result_output_and_timings(server: Server, deploy) -> None:

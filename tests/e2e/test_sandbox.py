@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import Server, code
+from tests.helpers import Server, code
 
 
 def _invoke(server: Server, name: str, payload: str = "null") -> dict:

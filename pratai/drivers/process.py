@@ -85,6 +85,23 @@ class _Channel(asyncio.Protocol):
         return self.frames.pop(0)
 
 
+SETPRIV = shutil.which("setpriv")
+# Joins the cgroup(s) named before "--", then execs the rest. A shell + setpriv in front of bwrap
+# lets Popen use vfork: a Python preexec_fn forces a full fork of the (large) platform process,
+# which cost ~10 ms of every cold start.
+_JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+
+
+def _launcher(procs_files: list[str], drop: bool) -> list[str] | None:
+    """argv prefix that joins the cgroups and drops privileges, or None to use a preexec_fn."""
+    if drop and SETPRIV is None:
+        return None
+    prefix = ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *procs_files, "--"] if procs_files else []
+    if drop:
+        prefix += [str(SETPRIV), f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
+    return prefix
+
+
 def _preexec(procs_files: list[str], drop: bool) -> Callable[[], None]:
     def run() -> None:
         pid = str(os.getpid()).encode()
@@ -364,7 +381,10 @@ class ProcessDriver:
             "rlimit_pids": None if cgroup else self.settings.max_pids,
             "fsize": FSIZE_LIMIT,
         }
-        argv = [*cmd, "--", python, "-I", "/runtime/bootstrap.py", json.dumps(config)]
+        # A venv needs `site` to find its packages; without one, -S keeps the host's system
+        # site-packages out of the sandbox and starts faster.
+        flags = ["-I"] if env_dir else ["-I", "-S"]
+        argv = [*cmd, "--", python, *flags, "/runtime/bootstrap.py", json.dumps(config)]
         return argv, env
 
     async def start(self, spec: InstanceSpec) -> ProcessInstance:
@@ -383,16 +403,19 @@ class ProcessDriver:
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the instance
         argv, env = self.command(spec, req_r, resp_w, cgroup is not None)
         started = time.perf_counter()
+        procs_files = cgroup.procs_files if cgroup else []
+        launcher = _launcher(procs_files, self.drop_privileges)
+        preexec = None if launcher is not None else _preexec(procs_files, self.drop_privileges)
         try:
             proc = subprocess.Popen(
-                argv,
+                [*(launcher or []), *argv],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 pass_fds=(req_r, resp_w),
                 start_new_session=True,
-                preexec_fn=_preexec(cgroup.procs_files if cgroup else [], self.drop_privileges),
+                preexec_fn=preexec,
                 cwd="/",
             )
         except OSError as exc:

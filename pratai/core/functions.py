@@ -196,6 +196,7 @@ class Functions:
         for version in versions:
             function = await self.store.get_function_by_id(version.function_id)
             if function is not None:
+                log.info("resuming the build of %s version %d", function.name, version.version)
                 data = await asyncio.to_thread(self.workspace.artifacts.get, version.package_digest)
                 info = self.workspace.inspect(data, version.handler)
                 await self._build(function, version, info.requirements)

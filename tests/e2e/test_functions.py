@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.helpers import Server, code, make_zip
+from tests.helpers import Server, code, make_zip, start_server, wait_for
 
 HELLO = {
     "main.py": code("""
@@ -127,3 +127,31 @@ def test_openapi_and_docs_are_served(server: Server) -> None:
         spec = http.get("/openapi.json").json()
         assert "/v1/functions/{name}/invoke" in spec["paths"]
         assert http.get("/docs").status_code == 200
+
+
+def test_build_interrupted_by_a_crash_finishes_after_restart(tmp_path, make_zip_file) -> None:
+    server = start_server(tmp_path)
+    try:
+        path = make_zip_file(
+            {
+                "main.py": code("""
+                    import idna
+                    def main(p):
+                        return idna.encode('bücher.de').decode()
+                """),
+                "requirements.txt": "idna==3.7\n",
+            }
+        )
+        created = server.cli_json("function-create", "resumed", "--file", str(path), "--no-wait")
+        server.kill()
+        server.start()
+        shown = wait_for(
+            lambda: (f := server.cli_json("function-show", "resumed"))["state"] != "building" and f,
+            timeout=120,
+            what="the interrupted build to finish",
+        )
+        assert created["state"] in ("building", "ready")
+        assert shown["state"] == "ready" and shown["active_version"] == 1
+        assert server.cli_json("invoke", "resumed")["result"] == "xn--bcher-kva.de"
+    finally:
+        server.stop()

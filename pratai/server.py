@@ -92,6 +92,12 @@ class Platform:
             token = await self.start()
             if token:
                 print(_first_start_banner(self.settings, token), flush=True)
+            else:
+                print(
+                    f"Pratai is serving on {self.settings.url} (data in {self.settings.home}; "
+                    f"CLI credentials in {self.settings.credentials_file})",
+                    flush=True,
+                )
             try:
                 yield
             finally:

@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -165,6 +166,28 @@ class CgroupManager:
             self.version = self._setup()
         except OSError as exc:
             self.reason = f"cgroups not writable: {exc}"
+        if self.version is not None:
+            self.sweep()
+
+    def sweep(self, min_age_s: float = 60.0) -> int:
+        """Remove empty groups left by a platform that was killed; young ones may belong to a
+        node that is starting an instance right now, so they stay. Returns how many went."""
+        parents = (
+            [self.root / self.parent]
+            if self.version == "v2"
+            else [self.root / "memory" / self.parent, self.root / "pids" / self.parent]
+        )
+        removed = 0
+        cutoff = time.time() - min_age_s
+        for parent in parents:
+            for group in parent.iterdir():
+                try:
+                    if group.is_dir() and group.stat().st_mtime < cutoff:
+                        group.rmdir()  # fails (EBUSY) while it holds processes
+                        removed += 1
+                except OSError:
+                    continue
+        return removed
 
     @property
     def available(self) -> bool:

@@ -82,23 +82,22 @@ class Client:
         return body
 
     # functions
-    def create_function(self, name: str, package: bytes, **options: Any) -> Any:
-        form = {
+    @staticmethod
+    def _form(options: dict[str, Any]) -> dict[str, str]:
+        return {
             k: str(v).lower() if isinstance(v, bool) else str(v)
             for k, v in options.items()
             if v is not None
         }
-        form["name"] = name
+
+    def create_function(self, name: str, package: bytes, **options: Any) -> Any:
+        form = {**self._form(options), "name": name}
         return self.request(
             "POST", "/v1/functions", data=form, files={"file": ("package.zip", package)}
         )
 
     def update_function(self, name: str, package: bytes | None, **options: Any) -> Any:
-        form = {
-            k: str(v).lower() if isinstance(v, bool) else str(v)
-            for k, v in options.items()
-            if v is not None
-        }
+        form = self._form(options)
         files = {"file": ("package.zip", package)} if package is not None else None
         return self.request("PATCH", f"/v1/functions/{name}", data=form, files=files)
 

@@ -104,27 +104,34 @@ class Invocations:
                 limit=self.settings.max_payload_bytes,
             )
 
-    async def invoke(
-        self, project: Project, name: str, payload: bytes, content_type: str = "application/json"
-    ) -> Invocation:
-        """Run now and wait for the outcome."""
+    async def _new(
+        self, project: Project, name: str, payload: bytes, content_type: str, mode: str
+    ) -> tuple[Invocation, Function, FunctionVersion]:
         self._check_payload(payload)
         function, version = await self._target(project, name)
-        if self.executor is None:
-            raise Conflict("this process runs no node; use an async invocation")
         invocation = Invocation(
             id=new_id(),
             project_id=project.id,
             function_id=function.id,
             function_name=function.name,
             version=version.version,
-            mode="sync",
-            status=Status.RUNNING,
+            mode=mode,
             content_type=content_type,
-            started_at=now(),
         )
-        await self.store.create_invocation(invocation)
-        invocation.payload = payload  # kept out of the store: the caller is waiting for it
+        return invocation, function, version
+
+    async def invoke(
+        self, project: Project, name: str, payload: bytes, content_type: str = "application/json"
+    ) -> Invocation:
+        """Run now and wait for the outcome."""
+        if self.executor is None:
+            raise Conflict("this process runs no node; use an async invocation")
+        invocation, function, version = await self._new(
+            project, name, payload, content_type, "sync"
+        )
+        invocation.status, invocation.started_at = Status.RUNNING, now()
+        await self.store.create_invocation(invocation)  # without the payload: nobody reruns it
+        invocation.payload = payload
         await self.executor.execute(invocation, function, version)
         invocation.payload = b""
         await self.store.update_invocation(invocation)
@@ -134,18 +141,8 @@ class Invocations:
         self, project: Project, name: str, payload: bytes, content_type: str = "application/json"
     ) -> Invocation:
         """Store and queue; when this returns the invocation survives a crash."""
-        self._check_payload(payload)
-        function, version = await self._target(project, name)
-        invocation = Invocation(
-            id=new_id(),
-            project_id=project.id,
-            function_id=function.id,
-            function_name=function.name,
-            version=version.version,
-            mode="async",
-            payload=payload,
-            content_type=content_type,
-        )
+        invocation, _, _ = await self._new(project, name, payload, content_type, "async")
+        invocation.payload = payload
         await self.store.create_invocation(invocation)
         await self.broker.publish(
             INVOCATIONS_QUEUE, invocation.id.encode(), message_id=invocation.id

@@ -32,7 +32,7 @@ def create_app(
     app.include_router(invocations.router)
 
     @app.get("/v1/node", tags=["platform"])
-    async def node(who: Annotated[Principal, Depends(allowed("read"))]) -> dict[str, Any]:
+    async def node(who: Annotated[Principal, Depends(allowed("operate"))]) -> dict[str, Any]:
         """Warm pools on this process's node and the sandbox features in use."""
         return svc.node_stats() if svc.node_stats else {"pools": [], "driver": None}
 

@@ -47,6 +47,7 @@ _ALLOWED: dict[str, set[Role]] = {
     "read": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER, Role.VIEWER},
     "invoke": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER},
     "deploy": {Role.ADMIN, Role.DEVELOPER},
+    "operate": {Role.ADMIN},  # the machine itself: pools across every project, driver details
 }
 
 

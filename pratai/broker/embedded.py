@@ -193,8 +193,11 @@ class EmbeddedBroker:
             wait = self.poll_s
             if due is not None:
                 wait = min(wait, max(0.0, due - time.time()) + 0.001)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands
+            # as the event fires (gh-86296), and the consumer would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await ev.wait()
 
     async def ack(self, delivery: Delivery) -> None:
         await self._run(

@@ -188,9 +188,8 @@ class EnvironmentBuilder:
             log.append(f"cannot run {cmd[0]}: {e}\n")
             return False
         try:
-            out, _ = await asyncio.wait_for(
-                proc.communicate(), timeout=max(deadline - time.monotonic(), 0.1)
-            )
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+                out, _ = await proc.communicate()
         except TimeoutError:
             _kill(proc)
             await proc.wait()

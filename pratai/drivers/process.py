@@ -165,7 +165,8 @@ class ProcessInstance:
             started = time.perf_counter()
             self._writer.write(HEAD.pack(len(header), len(payload)) + header + payload)
             try:
-                frame = await asyncio.wait_for(self._channel.next(), timeout_s)
+                async with asyncio.timeout(timeout_s):  # not wait_for: see broker.embedded
+                    frame = await self._channel.next()
             except TimeoutError:
                 elapsed = (time.perf_counter() - started) * 1000
                 await self._kill()
@@ -432,7 +433,8 @@ class ProcessDriver:
         writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(req_w, "wb", 0))
         instance = ProcessInstance(spec, proc, cgroup, writer, reader, channel, stderr)
         try:
-            frame = await asyncio.wait_for(channel.next(), self.start_timeout)
+            async with asyncio.timeout(self.start_timeout):
+                frame = await channel.next()
         except TimeoutError:
             await instance.stop()
             raise SandboxError(

@@ -1,0 +1,532 @@
+"""The HTTP layer in-process: the app of `Platform.assemble` with every real part behind it,
+driven through httpx's ASGI transport. Authentication, roles, the mapping of errors to status
+codes and JSON bodies, the invoke endpoint's answers and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+import pratai
+from pratai.core.models import ApiKey, Project, Role, now
+from pratai.core.tenants import _hash
+from pratai.server import Platform
+from pratai.settings import Settings
+from tests.helpers import code, make_zip
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed"),
+    pytest.mark.asyncio(loop_scope="function"),
+]
+
+PAYLOAD_LIMIT = 1024
+PACKAGE_LIMIT = 4096
+ECHO = make_zip(
+    {
+        "main.py": code("""
+            def main(payload):
+                print("got", type(payload).__name__)
+                if isinstance(payload, bytes):
+                    return {"bytes": payload.decode()}
+                return {"echo": payload}
+        """)
+    }
+)
+ECHO_2 = make_zip({"main.py": "def main(p):\n    return 'v2'\n"})
+
+# every /v1 operation the API offers
+V1_ROUTES = {
+    ("POST", "/v1/functions"),
+    ("GET", "/v1/functions"),
+    ("GET", "/v1/functions/{name}"),
+    ("PATCH", "/v1/functions/{name}"),
+    ("DELETE", "/v1/functions/{name}"),
+    ("GET", "/v1/functions/{name}/versions"),
+    ("POST", "/v1/functions/{name}/rollback"),
+    ("POST", "/v1/functions/{name}/invoke"),
+    ("GET", "/v1/functions/{name}/logs"),
+    ("GET", "/v1/invocations"),
+    ("GET", "/v1/invocations/{invocation_id}"),
+    ("GET", "/v1/node"),
+}
+
+
+@dataclass
+class Api:
+    platform: Platform
+    client: httpx.AsyncClient
+    admin: str
+    project: Project
+
+    async def key(self, role: Role) -> str:
+        return await self.platform.services.tenants.create_key(self.project, role)
+
+    async def request(
+        self, method: str, path: str, token: str | None = None, **kw: Any
+    ) -> httpx.Response:
+        headers = kw.pop("headers", {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return await self.client.request(method, path, headers=headers, **kw)
+
+    async def deploy(
+        self, token: str, name: str = "echo", package: bytes = ECHO, **form: str
+    ) -> httpx.Response:
+        return await self.request(
+            "POST",
+            "/v1/functions",
+            token,
+            data={"name": name, **form},
+            files={"file": ("package.zip", package, "application/zip")},
+        )
+
+
+def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert body["error"] == code, body
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out waiting for a condition"
+        await asyncio.sleep(0.02)
+
+
+async def finished(api: Api, invocation_id: str, token: str) -> dict[str, Any]:
+    """The invocation's record once it is no longer queued or running."""
+
+    async def probe() -> dict[str, Any] | None:
+        shown = await api.request("GET", f"/v1/invocations/{invocation_id}", token)
+        assert shown.status_code == 200, shown.text
+        record: dict[str, Any] = shown.json()
+        return record if record["status"] not in ("queued", "running") else None
+
+    record: dict[str, Any] = await eventually(probe)
+    return record
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Iterator[Settings]:
+    s = Settings.from_env(
+        {
+            "PRATAI_HOME": str(tmp_path / "home"),
+            "PRATAI_MAX_PAYLOAD_BYTES": str(PAYLOAD_LIMIT),
+            "PRATAI_MAX_PACKAGE_BYTES": str(PACKAGE_LIMIT),
+        }
+    )
+    yield s
+    if not s.sandbox_dir.is_relative_to(s.home):
+        shutil.rmtree(s.sandbox_dir, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    platform = Platform.assemble(settings)
+    admin = await platform.start()  # ASGITransport runs no lifespan
+    try:
+        assert admin is not None
+        project = await platform.services.tenants.ensure_project()
+        transport = httpx.ASGITransport(app=platform.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://pratai.test") as client:
+            yield Api(platform, client, admin, project)
+    finally:
+        await platform.close()
+
+
+# --- authentication -----------------------------------------------------------------------
+
+
+async def test_healthz_needs_no_key(api: Api) -> None:
+    answer = await api.request("GET", "/healthz")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok", "version": pratai.__version__}
+
+
+async def test_missing_or_malformed_authorization_is_401(api: Api) -> None:
+    for headers in (
+        {},
+        {"Authorization": ""},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer   "},
+        {"Authorization": f"Basic {api.admin}"},
+        {"Authorization": api.admin},
+    ):
+        answer = await api.request("GET", "/v1/functions", headers=headers)
+        body = error_of(answer, 401, "unauthorized")
+        assert "missing API key" in body["message"], headers
+        assert answer.headers["www-authenticate"] == "Bearer"
+
+
+async def test_unknown_or_wrong_keys_are_401(api: Api) -> None:
+    key_id, _, secret = api.admin.partition(".")
+    for token in (
+        "garbage",
+        "pk_0000000000000000.secret",
+        f"{key_id}.{secrets.token_urlsafe(32)}",  # a real key id with the wrong secret
+        f"{key_id}.",
+        f".{secret}",
+        f"{key_id}.{secret}x",
+    ):
+        answer = await api.request("GET", "/v1/functions", token)
+        body = error_of(answer, 401, "unauthorized")
+        assert body["message"] == "invalid API key", token
+        assert answer.headers["www-authenticate"] == "Bearer"
+    assert (await api.request("GET", "/v1/functions", api.admin)).status_code == 200
+
+
+async def _stored_key(
+    api: Api, revoked_at: float | None = None, expires_at: float | None = None
+) -> str:
+    """A key made the way `Tenants.create_key` does, with revocation or expiry set."""
+    key_id, secret = "pk_" + secrets.token_hex(8), secrets.token_urlsafe(32)
+    key = ApiKey(
+        id=key_id,
+        project_id=api.project.id,
+        role=Role.ADMIN,
+        secret_hash=_hash(secret),
+        revoked_at=revoked_at,
+        expires_at=expires_at,
+    )
+    await api.platform.store.create_key(key)
+    return f"{key_id}.{secret}"
+
+
+async def test_revoked_and_expired_keys_are_401(api: Api) -> None:
+    revoked = await _stored_key(api, revoked_at=now() - 1)
+    expired = await _stored_key(api, expires_at=now() - 1)
+    valid = await _stored_key(api, expires_at=now() + 3600)
+
+    body = error_of(await api.request("GET", "/v1/functions", revoked), 401, "unauthorized")
+    assert "revoked" in body["message"]
+    body = error_of(await api.request("GET", "/v1/functions", expired), 401, "unauthorized")
+    assert "expired" in body["message"]
+    assert (await api.request("GET", "/v1/functions", valid)).status_code == 200
+
+
+# --- roles -------------------------------------------------------------------------------
+
+
+async def _cannot_change_anything(api: Api, token: str, role: str) -> None:
+    attempts = [
+        await api.deploy(token, "sneaky"),
+        await api.request("PATCH", "/v1/functions/echo", token, data={"memory": "256"}),
+        await api.request("POST", "/v1/functions/echo/rollback", token, json={"version": 1}),
+        await api.request("DELETE", "/v1/functions/echo", token),
+    ]
+    for answer in attempts:
+        body = error_of(answer, 403, "forbidden")
+        assert body["message"] == f"role {role} may not deploy"
+    shown = (await api.request("GET", "/v1/functions/echo", api.admin)).json()
+    assert shown["memory_mb"] == 128 and shown["latest_version"] == 1
+    names = [f["name"] for f in (await api.request("GET", "/v1/functions", api.admin)).json()]
+    assert names == ["echo"]
+
+
+async def test_viewer_can_read_but_not_invoke_or_deploy(api: Api) -> None:
+    assert (await api.deploy(api.admin)).status_code == 201
+    viewer = await api.key(Role.VIEWER)
+
+    for path in (
+        "/v1/functions",
+        "/v1/functions/echo",
+        "/v1/functions/echo/versions",
+        "/v1/functions/echo/logs",
+        "/v1/invocations",
+    ):
+        assert (await api.request("GET", path, viewer)).status_code == 200, path
+    assert [f["name"] for f in (await api.request("GET", "/v1/functions", viewer)).json()] == [
+        "echo"
+    ]
+
+    for path in ("/v1/functions/echo/invoke", "/v1/functions/echo/invoke?async=true"):
+        body = error_of(await api.request("POST", path, viewer, json={}), 403, "forbidden")
+        assert body["message"] == "role viewer may not invoke"
+    assert (await api.request("GET", "/v1/invocations", api.admin)).json() == []  # nothing ran
+
+    await _cannot_change_anything(api, viewer, "viewer")
+
+
+async def test_invoker_can_invoke_but_not_deploy(api: Api) -> None:
+    assert (await api.deploy(api.admin)).status_code == 201
+    invoker = await api.key(Role.INVOKER)
+
+    answer = await api.request("POST", "/v1/functions/echo/invoke", invoker, json={"a": 1})
+    assert answer.status_code == 200 and answer.json()["result"] == {"echo": {"a": 1}}
+    queued = await api.request("POST", "/v1/functions/echo/invoke?async=true", invoker, json={})
+    assert queued.status_code == 202
+    assert (await finished(api, queued.json()["id"], invoker))["status"] == "succeeded"
+    assert (await api.request("GET", "/v1/functions/echo", invoker)).status_code == 200
+
+    await _cannot_change_anything(api, invoker, "invoker")
+
+
+async def test_developer_can_deploy_update_roll_back_and_delete(api: Api) -> None:
+    developer = await api.key(Role.DEVELOPER)
+
+    created = await api.deploy(developer, memory="256", timeout="5", description="hi")
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert (body["name"], body["state"], body["active_version"]) == ("echo", "ready", 1)
+    assert (body["memory_mb"], body["timeout_s"], body["description"]) == (256, 5.0, "hi")
+
+    updated = await api.request(
+        "PATCH",
+        "/v1/functions/echo",
+        developer,
+        files={"file": ("v2.zip", ECHO_2, "application/zip")},
+    )
+    assert updated.status_code == 200 and updated.json()["active_version"] == 2
+    answer = await api.request("POST", "/v1/functions/echo/invoke", developer, json={})
+    assert answer.json()["result"] == "v2"
+
+    back = await api.request("POST", "/v1/functions/echo/rollback", developer, json={"version": 1})
+    assert back.status_code == 200 and back.json()["active_version"] == 1
+    answer = await api.request("POST", "/v1/functions/echo/invoke", developer, json=7)
+    assert answer.json()["result"] == {"echo": 7}
+
+    versions = (await api.request("GET", "/v1/functions/echo/versions", developer)).json()
+    assert [(v["version"], v["state"], v["active"]) for v in versions] == [
+        (1, "ready", True),
+        (2, "ready", False),
+    ]
+
+    deleted = await api.request("DELETE", "/v1/functions/echo", developer)
+    assert deleted.status_code == 204 and deleted.content == b""
+    error_of(await api.request("GET", "/v1/functions/echo", developer), 404, "not_found")
+
+
+async def test_only_admins_see_the_node(api: Api) -> None:
+    """Its pools span every project, so no project-scoped role may read them."""
+    for role in (Role.VIEWER, Role.INVOKER, Role.DEVELOPER):
+        answer = await api.request("GET", "/v1/node", await api.key(role))
+        assert error_of(answer, 403, "forbidden")["message"] == f"role {role} may not operate"
+    answer = await api.request("GET", "/v1/node", api.admin)
+    assert answer.status_code == 200 and answer.json()["pools"] == []
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+async def test_unknown_function_or_invocation_is_404(api: Api) -> None:
+    for method, path in (
+        ("GET", "/v1/functions/nope"),
+        ("GET", "/v1/functions/nope/versions"),
+        ("GET", "/v1/functions/nope/logs"),
+        ("POST", "/v1/functions/nope/invoke"),
+        ("POST", "/v1/functions/nope/invoke?async=true"),
+        ("DELETE", "/v1/functions/nope"),
+        ("GET", "/v1/invocations?function=nope"),
+    ):
+        body = error_of(await api.request(method, path, api.admin), 404, "not_found")
+        assert "'nope'" in body["message"] and body["details"] == {"function": "nope"}, path
+    body = error_of(await api.request("GET", "/v1/invocations/feed", api.admin), 404, "not_found")
+    assert body["details"] == {"invocation": "feed"}
+
+
+async def test_payload_over_the_limit_is_413(api: Api) -> None:
+    assert (await api.deploy(api.admin)).status_code == 201
+    path = "/v1/functions/echo/invoke"
+    over = b'"' + b"x" * (PAYLOAD_LIMIT - 1) + b'"'
+
+    body = error_of(
+        await api.request("POST", path, api.admin, content=over), 413, "payload_too_large"
+    )
+    assert body["details"] == {"limit": PAYLOAD_LIMIT} and str(PAYLOAD_LIMIT) in body["message"]
+
+    async def chunks() -> AsyncIterator[bytes]:  # no content-length: counted while read
+        for _ in range(4):
+            yield b" " * (PAYLOAD_LIMIT // 2)
+
+    answer = await api.request("POST", path + "?async=true", api.admin, content=chunks())
+    assert error_of(answer, 413, "payload_too_large")["details"] == {"limit": PAYLOAD_LIMIT}
+    assert (await api.request("GET", "/v1/invocations", api.admin)).json() == []
+
+    at_limit = b'"' + b"x" * (PAYLOAD_LIMIT - 2) + b'"'
+    answer = await api.request(
+        "POST", path, api.admin, content=at_limit, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 200 and answer.json()["status"] == "succeeded"
+
+
+async def test_package_over_the_limit_is_413(api: Api) -> None:
+    big = make_zip(
+        {"main.py": "def main(p):\n    return p\n", "blob.bin": secrets.token_bytes(5000)}
+    )
+    assert len(big) > PACKAGE_LIMIT
+    body = error_of(await api.deploy(api.admin, package=big), 413, "payload_too_large")
+    assert body["details"] == {"limit": PACKAGE_LIMIT}
+    assert (await api.request("GET", "/v1/functions", api.admin)).json() == []
+
+
+async def test_bad_deploys_are_4xx_with_a_message(api: Api) -> None:
+    missing_name = await api.request(
+        "POST",
+        "/v1/functions",
+        api.admin,
+        files={"file": ("package.zip", ECHO, "application/zip")},
+    )
+    body = error_of(missing_name, 422, "invalid_input")
+    assert "name" in body["message"]
+    assert [d["field"] for d in body["details"]] == ["body.name"]
+
+    missing_file = await api.request("POST", "/v1/functions", api.admin, data={"name": "echo"})
+    body = error_of(missing_file, 422, "invalid_input")
+    assert [d["field"] for d in body["details"]] == ["body.file"]
+
+    bad_memory = await api.deploy(api.admin, memory="lots")
+    assert "body.memory" in error_of(bad_memory, 422, "invalid_input")["message"]
+
+    error_of(await api.deploy(api.admin, memory="8193"), 400, "invalid_input")
+    error_of(await api.deploy(api.admin, "Not A Name"), 400, "invalid_name")
+    error_of(await api.deploy(api.admin, package=b"not a zip"), 400, "invalid_package")
+    assert (await api.request("GET", "/v1/functions", api.admin)).json() == []
+
+    assert (await api.deploy(api.admin)).status_code == 201
+    error_of(await api.deploy(api.admin), 409, "conflict")
+    rollback = await api.request("POST", "/v1/functions/echo/rollback", api.admin, json={})
+    assert "version" in error_of(rollback, 422, "invalid_input")["message"]
+
+
+# --- invoking ----------------------------------------------------------------------------
+
+
+async def test_sync_invoke_answers_with_the_invocation(api: Api) -> None:
+    assert (await api.deploy(api.admin)).status_code == 201
+    answer = await api.request("POST", "/v1/functions/echo/invoke", api.admin, json={"n": 2})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert set(body) == {
+        "id", "function", "version", "mode", "status", "result", "error", "stdout", "stderr",
+        "cold_start", "init_ms", "duration_ms", "peak_memory_kb", "attempt", "created_at",
+        "started_at", "finished_at",
+    }  # fmt: skip
+    assert (body["function"], body["version"], body["mode"]) == ("echo", 1, "sync")
+    assert (body["status"], body["result"], body["error"]) == (
+        "succeeded",
+        {"echo": {"n": 2}},
+        None,
+    )
+    assert body["stdout"] == "got dict\n" and body["cold_start"] is True
+    assert body["created_at"] <= body["started_at"] <= body["finished_at"]
+    assert len(body["id"]) == 32
+
+    shown = await api.request("GET", f"/v1/invocations/{body['id']}", api.admin)
+    assert shown.status_code == 200
+    assert {k: shown.json()[k] for k in ("status", "result", "stdout")} == {
+        "status": "succeeded",
+        "result": {"echo": {"n": 2}},
+        "stdout": "got dict\n",
+    }
+
+    # a body that is not JSON reaches the function as bytes, on the warm instance
+    raw = await api.request(
+        "POST",
+        "/v1/functions/echo/invoke",
+        api.admin,
+        content=b"plain words",
+        headers={"content-type": "text/plain"},
+    )
+    assert raw.json()["result"] == {"bytes": "plain words"} and raw.json()["cold_start"] is False
+
+
+async def test_async_invoke_answers_202_and_completes(api: Api) -> None:
+    assert (await api.deploy(api.admin)).status_code == 201
+    answer = await api.request(
+        "POST", "/v1/functions/echo/invoke?async=true", api.admin, json={"later": True}
+    )
+    assert answer.status_code == 202
+    body = answer.json()
+    assert set(body) == {"id", "status"} and body["status"] == "queued"
+
+    record = await finished(api, body["id"], api.admin)
+    assert (record["status"], record["mode"]) == ("succeeded", "async")
+    assert record["result"] == {"echo": {"later": True}}
+    listed = (await api.request("GET", "/v1/invocations?function=echo", api.admin)).json()
+    assert [i["id"] for i in listed] == [body["id"]]
+
+
+async def test_invoking_a_function_whose_build_failed_is_409(api: Api) -> None:
+    broken = make_zip(
+        {
+            "main.py": "def main(p):\n    return p\n",
+            "requirements.txt": "pratai-no-such-package-zzz==1.0\n",
+        }
+    )
+    created = await api.deploy(api.admin, "broken", broken)
+    assert created.status_code == 201 and created.json()["state"] == "building"
+    await api.platform.services.functions.wait_built()
+    shown = (await api.request("GET", "/v1/functions/broken", api.admin)).json()
+    assert shown["state"] == "build_failed" and "pratai-no-such-package-zzz" in shown["build_log"]
+    answer = await api.request("POST", "/v1/functions/broken/invoke", api.admin, json={})
+    assert "build_failed" in error_of(answer, 409, "conflict")["message"]
+
+
+# --- the API document ----------------------------------------------------------------------
+
+
+async def test_openapi_lists_every_v1_route(api: Api) -> None:
+    answer = await api.request("GET", "/openapi.json")
+    assert answer.status_code == 200
+    document = answer.json()
+    documented = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        if path.startswith("/v1")
+        for method in operations
+    }
+    assert documented == V1_ROUTES
+    # and each of them is served, behind a key (a missing route would answer 404 or 405)
+    for method, path in sorted(documented):
+        concrete = path.replace("{name}", "echo").replace("{invocation_id}", "feed")
+        answer = await api.request(method, concrete)
+        assert error_of(answer, 401, "unauthorized"), (method, path)
+    assert document["info"]["version"] == pratai.__version__
+    assert (await api.request("GET", "/docs")).status_code == 200
+
+
+# --- lifecycle ---------------------------------------------------------------------------
+
+
+async def test_close_returns_promptly_right_after_an_async_invoke(settings: Settings) -> None:
+    """Shutting down (`pratai serve` on SIGTERM) just after work was queued must not hang."""
+    platform = Platform.assemble(settings)
+    admin = await platform.start()
+    closing: asyncio.Future[None] | None = None
+    try:
+        transport = httpx.ASGITransport(app=platform.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://pratai.test") as client:
+            headers = {"Authorization": f"Bearer {admin}"}
+            files = {"file": ("package.zip", ECHO, "application/zip")}
+            created = await client.post(
+                "/v1/functions", headers=headers, data={"name": "echo"}, files=files
+            )
+            assert created.status_code == 201
+            queued = await client.post("/v1/functions/echo/invoke?async=true", headers=headers)
+            assert queued.status_code == 202
+        closing = asyncio.ensure_future(platform.close())
+        done, _ = await asyncio.wait({closing}, timeout=10)
+        assert done, "Platform.close() did not return within 10 s"
+    finally:
+        if closing is None:
+            await platform.close()
+        elif not closing.done():
+            await platform.node.close()  # cancel the workers again so the close can finish
+            await closing

@@ -142,6 +142,31 @@ class Client:
             params["function"] = function
         return self.request("GET", "/v1/invocations", params=params)
 
+    def invocation_tree(self, invocation_id: str) -> Any:
+        return self.request("GET", f"/v1/invocations/{invocation_id}/tree")
+
+    # events and triggers
+    def publish(self, topic: str, data: bytes, headers: dict[str, str] | None = None) -> Any:
+        return self.request("POST", f"/v1/events/{topic}", content=data, headers=headers or {})
+
+    def list_events(self, topic: str, limit: int = 50) -> Any:
+        return self.request("GET", f"/v1/events/{topic}", params={"limit": limit})
+
+    def redrive(self, event_id: str) -> Any:
+        return self.request("POST", f"/v1/dead-letter/{event_id}/redrive")
+
+    def list_triggers(self, function: str | None = None) -> Any:
+        return self.request(
+            "GET", "/v1/triggers", params={"function": function} if function else None
+        )
+
+    def create_trigger(self, function: str, **spec: Any) -> Any:
+        body = {k: v for k, v in spec.items() if v is not None}
+        return self.request("POST", "/v1/triggers", json={"function": function, **body})
+
+    def delete_trigger(self, trigger_id: str) -> None:
+        self.request("DELETE", f"/v1/triggers/{trigger_id}")
+
     def logs(self, name: str, after: float | None = None) -> Any:
         params = {"after": after} if after is not None else None
         return self.request("GET", f"/v1/functions/{name}/logs", params=params)

@@ -22,13 +22,16 @@ from pratai.api.app import create_app
 from pratai.api.deps import Services
 from pratai.artifacts.filesystem import FilesystemArtifacts
 from pratai.broker import Broker, open_broker
+from pratai.core.events import Events
 from pratai.core.functions import Functions
 from pratai.core.invocations import Invocations
 from pratai.core.models import BuildState, Role
 from pratai.core.tenants import Tenants
+from pratai.core.triggers import Triggers
 from pratai.core.workspace import Workspace
 from pratai.drivers.process import ProcessDriver
 from pratai.node.agent import Node
+from pratai.scheduler import Scheduler
 from pratai.settings import Settings
 from pratai.store import Store, open_store
 
@@ -42,6 +45,7 @@ class Platform:
     broker: Broker
     services: Services
     node: Node
+    scheduler: Scheduler
 
     @classmethod
     def assemble(cls, settings: Settings) -> Platform:
@@ -55,8 +59,12 @@ class Platform:
         functions = Functions(settings, store, workspace, evictor=node)
         invocations = Invocations(settings, store, broker, executor=node)
         functions.listeners.append(invocations.forget)
-        services = Services(settings, tenants, functions, invocations, node_stats=node.stats)
-        return cls(settings, store, broker, services, node)
+        events = Events(settings, store, invocations)
+        triggers = Triggers(store, events)
+        services = Services(
+            settings, tenants, functions, invocations, events, triggers, node_stats=node.stats
+        )
+        return cls(settings, store, broker, services, node, Scheduler(store, invocations))
 
     async def start(self) -> str | None:
         """Open everything; returns a new admin key on the very first start."""
@@ -68,7 +76,11 @@ class Platform:
         recovered = await self.services.invocations.recover()
         if recovered:
             log.info("requeued %d invocations left by the previous run", recovered)
+        dispatched = await self.services.events.recover()
+        if dispatched:
+            log.info("dispatched %d events left by the previous run", dispatched)
         self.node.start(self.broker, self.services.invocations)
+        self.scheduler.start()
         return new_key
 
     async def _first_start(self) -> str | None:
@@ -81,6 +93,7 @@ class Platform:
         return token
 
     async def close(self) -> None:
+        await self.scheduler.close()
         await self.node.close()
         await self.services.functions.wait_built()
         await self.broker.close()

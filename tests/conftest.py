@@ -33,6 +33,7 @@ def server() -> Iterator[Server]:
         PRATAI_IDLE_TIMEOUT="30",
         PRATAI_MAX_RESULT_BYTES=str(1024 * 1024),
         PRATAI_MAX_PAYLOAD_BYTES=str(256 * 1024),
+        PRATAI_RETRY_BASE_S="0.05",
     )
     yield srv
     srv.stop()

@@ -8,10 +8,12 @@ from typing import Any
 
 from fastapi import Request
 
+from pratai.core.events import Events
 from pratai.core.functions import Functions
 from pratai.core.invocations import Invocations
 from pratai.core.models import Role
 from pratai.core.tenants import Principal, Tenants
+from pratai.core.triggers import Triggers
 from pratai.errors import Forbidden, PayloadTooLarge, Unauthorized
 from pratai.settings import Settings
 
@@ -22,6 +24,8 @@ class Services:
     tenants: Tenants
     functions: Functions
     invocations: Invocations
+    events: Events
+    triggers: Triggers
     node_stats: Callable[[], dict[str, Any]] | None = None
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from pratai.api.deps import Services, allowed, services
-from pratai.api.schemas import FunctionOut, FunctionSummary, RollbackIn, VersionOut
-from pratai.core.functions import FunctionOptions
+from pratai.api.schemas import FunctionOut, FunctionSummary, RollbackIn, TriggerOut, VersionOut
+from pratai.core.functions import FunctionOptions, FunctionView
 from pratai.core.tenants import Principal
+from pratai.core.triggers import TriggerSpec, validate
 from pratai.errors import PayloadTooLarge
 
 router = APIRouter(prefix="/v1/functions", tags=["functions"])
@@ -28,6 +29,7 @@ async def _read_package(upload: UploadFile, limit: int) -> bytes:
 
 @router.post("", status_code=201, response_model=FunctionOut)
 async def create_function(
+    request: Request,
     who: Deployer,
     svc: Svc,
     name: Annotated[str, Form()],
@@ -38,11 +40,31 @@ async def create_function(
     network: Annotated[bool | None, Form()] = None,
     concurrency: Annotated[int | None, Form()] = None,
     handler: Annotated[str | None, Form(description="module.func")] = None,
+    max_retries: Annotated[int | None, Form(description="retries of a failed async run")] = None,
+    event: Annotated[str | None, Form(description="webhook | message | timer")] = None,
+    type: Annotated[str, Form(description="async | wait_for_response")] = "async",
+    subscribe_to: Annotated[str | None, Form(description="topic (message)")] = None,
+    frequency: Annotated[float | None, Form(description="minutes (timer)")] = None,
+    cron: Annotated[str | None, Form(description="cron expression (timer)")] = None,
+    timezone: Annotated[str | None, Form(description="time zone of cron")] = None,
 ) -> FunctionOut:
+    """Deploy a function; with `event`, also the trigger that runs it."""
     package = await _read_package(file, svc.settings.max_package_bytes)
-    options = FunctionOptions(description, memory, timeout, network, concurrency, handler)
+    options = FunctionOptions(
+        description, memory, timeout, network, concurrency, handler, max_retries
+    )
+    spec = TriggerSpec(event, type, subscribe_to, frequency, cron, timezone) if event else None
+    if spec is not None:
+        validate(spec)  # before anything is stored
     view = await svc.functions.create(who.project, name, package, options)
-    return FunctionOut.of(view)
+    if spec is not None:
+        await svc.triggers.create(who.project, view.function, spec)
+    return await _out(svc, view, str(request.base_url))
+
+
+async def _out(svc: Services, view: FunctionView, base_url: str) -> FunctionOut:
+    triggers = await svc.triggers.of_function(view.function)
+    return FunctionOut.of(view, [TriggerOut.of(t, view.function.name, base_url) for t in triggers])
 
 
 @router.get("", response_model=list[FunctionSummary])
@@ -62,13 +84,15 @@ async def list_functions(who: Reader, svc: Svc) -> list[FunctionSummary]:
 
 
 @router.get("/{name}", response_model=FunctionOut)
-async def show_function(name: str, who: Reader, svc: Svc) -> FunctionOut:
-    return FunctionOut.of(await svc.functions.view(await svc.functions.get(who.project, name)))
+async def show_function(name: str, request: Request, who: Reader, svc: Svc) -> FunctionOut:
+    view = await svc.functions.view(await svc.functions.get(who.project, name))
+    return await _out(svc, view, str(request.base_url))
 
 
 @router.patch("/{name}", response_model=FunctionOut)
 async def update_function(
     name: str,
+    request: Request,
     who: Deployer,
     svc: Svc,
     file: Annotated[UploadFile | None, File()] = None,
@@ -78,11 +102,15 @@ async def update_function(
     network: Annotated[bool | None, Form()] = None,
     concurrency: Annotated[int | None, Form()] = None,
     handler: Annotated[str | None, Form()] = None,
+    max_retries: Annotated[int | None, Form()] = None,
 ) -> FunctionOut:
     """A new `file` makes a new immutable version; other fields change settings."""
     package = await _read_package(file, svc.settings.max_package_bytes) if file else None
-    options = FunctionOptions(description, memory, timeout, network, concurrency, handler)
-    return FunctionOut.of(await svc.functions.update(who.project, name, package, options))
+    options = FunctionOptions(
+        description, memory, timeout, network, concurrency, handler, max_retries
+    )
+    view = await svc.functions.update(who.project, name, package, options)
+    return await _out(svc, view, str(request.base_url))
 
 
 @router.get("/{name}/versions", response_model=list[VersionOut])
@@ -93,8 +121,11 @@ async def list_versions(name: str, who: Reader, svc: Svc) -> list[VersionOut]:
 
 
 @router.post("/{name}/rollback", response_model=FunctionOut)
-async def rollback_function(name: str, body: RollbackIn, who: Deployer, svc: Svc) -> FunctionOut:
-    return FunctionOut.of(await svc.functions.rollback(who.project, name, body.version))
+async def rollback_function(
+    name: str, body: RollbackIn, request: Request, who: Deployer, svc: Svc
+) -> FunctionOut:
+    view = await svc.functions.rollback(who.project, name, body.version)
+    return await _out(svc, view, str(request.base_url))
 
 
 @router.delete("/{name}", status_code=204)

@@ -53,6 +53,15 @@ async def show_invocation(invocation_id: str, who: Reader, svc: Svc) -> Any:
     return InvocationOut.of(await svc.invocations.get(who.project, invocation_id))
 
 
+@router.get("/invocations/{invocation_id}/tree")
+async def invocation_tree(invocation_id: str, who: Reader, svc: Svc) -> list[dict[str, Any]]:
+    """The pipeline run this invocation belongs to, root first, each with its depth."""
+    return [
+        {"depth": depth, **InvocationOut.of(inv)}
+        for depth, inv in await svc.invocations.tree(who.project, invocation_id)
+    ]
+
+
 @router.get("/invocations", response_model=list[InvocationOut])
 async def list_invocations(
     who: Reader,

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from pratai.core.functions import FunctionView
 from pratai.core.invocations import decode_result
-from pratai.core.models import FunctionVersion, Invocation
+from pratai.core.models import FunctionVersion, Invocation, Trigger
 
 
 class VersionOut(BaseModel):
@@ -35,6 +35,34 @@ class VersionOut(BaseModel):
         )
 
 
+class TriggerOut(BaseModel):
+    id: str
+    function: str
+    event: str
+    type: str
+    subscribe_to: str | None
+    frequency_minutes: float | None
+    cron: str | None
+    timezone: str | None
+    url: str | None
+    created_at: float
+
+    @classmethod
+    def of(cls, trigger: Trigger, function: str, base_url: str) -> TriggerOut:
+        return cls(
+            id=trigger.id,
+            function=function,
+            event=trigger.kind,
+            type=trigger.mode,
+            subscribe_to=trigger.topic,
+            frequency_minutes=trigger.frequency_s / 60 if trigger.frequency_s else None,
+            cron=trigger.cron,
+            timezone=trigger.timezone,
+            url=f"{base_url.rstrip('/')}/hooks/{trigger.token}" if trigger.token else None,
+            created_at=trigger.created_at,
+        )
+
+
 class FunctionOut(BaseModel):
     id: str
     name: str
@@ -46,14 +74,16 @@ class FunctionOut(BaseModel):
     timeout_s: float
     network: bool
     concurrency: int
+    max_retries: int
     latest_version: int
     active_version: int | None
     build_log: str
+    triggers: list[TriggerOut] = []
     created_at: float
     updated_at: float
 
     @classmethod
-    def of(cls, view: FunctionView) -> FunctionOut:
+    def of(cls, view: FunctionView, triggers: list[TriggerOut] | None = None) -> FunctionOut:
         f = view.function
         return cls(
             id=f.id,
@@ -66,9 +96,11 @@ class FunctionOut(BaseModel):
             timeout_s=f.timeout_s,
             network=f.network,
             concurrency=f.concurrency,
+            max_retries=f.max_retries,
             latest_version=f.latest_version,
             active_version=f.active_version,
             build_log=view.latest.build_log,
+            triggers=triggers or [],
             created_at=f.created_at,
             updated_at=f.updated_at,
         )
@@ -99,6 +131,8 @@ class InvocationOut(BaseModel):
     duration_ms: float | None = None
     peak_memory_kb: int | None = None
     attempt: int = 1
+    event_seq: int | None = None
+    parent_id: str | None = None
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -121,6 +155,8 @@ class InvocationOut(BaseModel):
             "duration_ms": inv.duration_ms,
             "peak_memory_kb": inv.peak_memory_kb,
             "attempt": inv.attempt,
+            "event_seq": inv.event_seq,
+            "parent_id": inv.parent_id,
             "created_at": inv.created_at,
             "started_at": inv.started_at,
             "finished_at": inv.finished_at,

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pratai.cli.output import emit_json, fields, ms, table, when
+from pratai.cli.output import describe_trigger, emit_json, fields, ms, table, when
 from pratai.client import ApiError, Client
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,6 +49,8 @@ def cli() -> None:
 
 
 def main() -> None:
+    from pratai.cli import events  # noqa: F401 - registers the event and trigger commands
+
     cli()
 
 
@@ -102,6 +104,8 @@ def _show_function(fn: dict[str, Any]) -> None:
             ("timeout", f"{fn['timeout_s']:g} s"),
             ("network", "yes" if fn["network"] else "no"),
             ("concurrency", fn["concurrency"]),
+            ("max retries", fn.get("max_retries")),
+            *[(f"trigger {t['id'][:8]}", describe_trigger(t)) for t in fn.get("triggers", [])],
             ("updated", when(fn["updated_at"])),
             ("build log", fn["build_log"] or "-"),
         ]
@@ -150,6 +154,9 @@ def _function_options(f: F) -> F:
             click.option("--network/--no-network", default=None, help="allow network access"),
             click.option("--concurrency", type=int, help="invocations one node runs at once"),
             click.option("--handler", help="module.func (default: main.main)"),
+            click.option(
+                "--max-retries", type=int, help="retries of a failed async run (default 2)"
+            ),
             click.option("--wait/--no-wait", default=True, help="wait until the build is ready"),
             output_option,
         ]
@@ -162,11 +169,27 @@ def _function_options(f: F) -> F:
 @click.argument("name")
 @click.option("--file", "file_", required=True, help="zip with main.py [+ requirements.txt]")
 @_function_options
+@click.option("--event", type=click.Choice(["webhook", "message", "timer"]), help="what runs it")
+@click.option(
+    "--type",
+    "type_",
+    type=click.Choice(["async", "wait_for_response"]),
+    default="async",
+    show_default=True,
+    help="webhook: answer at once, or with the result",
+)
+@click.option("--subscribe_to", "--subscribe-to", "subscribe_to", help="topic (message events)")
+@click.option("--frequency", type=float, help="every N minutes (timer)")
+@click.option("--cron", help='cron expression, e.g. "*/5 * * * *" (timer)')
+@click.option("--timezone", help="time zone of --cron (default UTC)")
 @handle_errors
-def function_create(name: str, file_: str, wait: bool, output: str, **options: Any) -> None:
-    """Deploy a new function from a zip."""
+def function_create(
+    name: str, file_: str, wait: bool, output: str, type_: str, **options: Any
+) -> None:
+    """Deploy a new function from a zip (with --event, also what runs it)."""
     client = Client()
-    _deployed(client, client.create_function(name, _read_zip(file_), **options), wait, output)
+    fields = {**options, "type": type_ if options.get("event") else None}
+    _deployed(client, client.create_function(name, _read_zip(file_), **fields), wait, output)
 
 
 @cli.command("function-update")
@@ -313,10 +336,22 @@ def _print_failure(inv: dict[str, Any]) -> None:
 
 @cli.command("invocation-show")
 @click.argument("invocation_id")
+@click.option("--tree", is_flag=True, help="the whole pipeline run it belongs to")
 @output_option
 @handle_errors
-def invocation_show(invocation_id: str, output: str) -> None:
+def invocation_show(invocation_id: str, tree: bool, output: str) -> None:
     """Status, result, error, output, duration and peak memory of one invocation."""
+    if tree:
+        steps = Client().invocation_tree(invocation_id)
+        if output == "json":
+            return emit_json(steps)
+        for step in steps:
+            mark = "*" if step["id"] == invocation_id else " "
+            click.echo(
+                f"{mark} {'  ' * step['depth']}{step['function']}  {step['status']}  "
+                f"{ms(step['duration_ms'])}  {step['id']}"
+            )
+        return None
     inv = Client().get_invocation(invocation_id)
     if output == "json":
         return emit_json(inv)

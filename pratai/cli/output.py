@@ -45,3 +45,13 @@ def fields(pairs: Sequence[tuple[str, Any]]) -> None:
                 click.echo(f"    {line}")
         else:
             click.echo(f"{key.ljust(width)}  {text.rstrip()}")
+
+
+def describe_trigger(t: dict[str, Any]) -> str:
+    if t["event"] == "webhook":
+        return f"webhook ({t['type']}) {t['url']}"
+    if t["event"] == "message":
+        return f"message on {t['subscribe_to']}"
+    if t["cron"]:
+        return f"timer cron {t['cron']!r} ({t['timezone'] or 'UTC'})"
+    return f"timer every {t['frequency_minutes']:g} min"

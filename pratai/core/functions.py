@@ -51,6 +51,7 @@ class FunctionOptions:
     network: bool | None = None
     concurrency: int | None = None
     handler: str | None = None
+    max_retries: int | None = None
 
 
 def _check_options(options: FunctionOptions) -> None:
@@ -60,6 +61,8 @@ def _check_options(options: FunctionOptions) -> None:
         raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT_S} seconds")
     if options.concurrency is not None and not 1 <= options.concurrency <= 1000:
         raise InvalidInput("concurrency must be between 1 and 1000")
+    if options.max_retries is not None and not 0 <= options.max_retries <= 20:
+        raise InvalidInput("max retries must be between 0 and 20")
 
 
 class Functions:
@@ -87,6 +90,9 @@ class Functions:
         if function is None:
             raise NotFound(f"function {name!r} not found", function=name)
         return function
+
+    async def by_id(self, function_id: str) -> Function | None:
+        return await self.store.get_function_by_id(function_id)
 
     async def view(self, function: Function) -> FunctionView:
         latest = await self.store.get_version(function.id, function.latest_version)
@@ -119,6 +125,7 @@ class Functions:
             timeout_s=options.timeout_s or 30.0,
             network=bool(options.network),
             concurrency=options.concurrency or self.settings.default_concurrency,
+            max_retries=2 if options.max_retries is None else options.max_retries,
             latest_version=1,
         )
         digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
@@ -143,6 +150,8 @@ class Functions:
             function.network = options.network
         if options.concurrency is not None:
             function.concurrency = options.concurrency
+        if options.max_retries is not None:
+            function.max_retries = options.max_retries
         function.updated_at = now()
         if package is None:
             if options.handler is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,6 +59,8 @@ class Invocations:
         self.executor = executor
         self._versions: dict[tuple[str, int], FunctionVersion] = {}
         self._functions: dict[tuple[str, str], tuple[float, Function]] = {}
+        # told of every async invocation's final outcome (after its last retry)
+        self.finished_listeners: list[Callable[[Invocation, Function], Awaitable[None]]] = []
 
     def forget(self, function: Function) -> None:
         """Called when this process changes a function, so the change applies at once."""
@@ -137,6 +141,33 @@ class Invocations:
         await self.store.update_invocation(invocation)
         return invocation
 
+    async def invoke_by_id(
+        self, function_id: str, payload: bytes, content_type: str = "application/json"
+    ) -> Invocation:
+        """`invoke` for callers that hold a function id (webhooks)."""
+        function = await self.store.get_function_by_id(function_id)
+        project = await self.store.get_project(function.project_id) if function else None
+        if function is None or project is None:
+            raise NotFound("function not found")
+        return await self.invoke(project, function.name, payload, content_type)
+
+    async def tree(self, project: Project, invocation_id: str) -> list[tuple[int, Invocation]]:
+        """The whole chain this invocation belongs to: (depth, invocation), root first."""
+        node = await self.get(project, invocation_id)
+        while node.parent_id is not None:
+            parent = await self.store.get_invocation(project.id, node.parent_id)
+            if parent is None:
+                break
+            node = parent
+        found: list[tuple[int, Invocation]] = []
+        stack = [(0, node)]
+        while stack and len(found) < 1000:
+            depth, current = stack.pop()
+            found.append((depth, current))
+            children = await self.store.child_invocations(current.id)
+            stack.extend((depth + 1, child) for child in reversed(children))
+        return found
+
     async def submit(
         self, project: Project, name: str, payload: bytes, content_type: str = "application/json"
     ) -> Invocation:
@@ -144,6 +175,41 @@ class Invocations:
         invocation, _, _ = await self._new(project, name, payload, content_type, "async")
         invocation.payload = payload
         await self.store.create_invocation(invocation)
+        await self.broker.publish(
+            INVOCATIONS_QUEUE, invocation.id.encode(), message_id=invocation.id
+        )
+        return invocation
+
+    async def submit_for(
+        self,
+        function_id: str,
+        payload: bytes,
+        content_type: str,
+        *,
+        invocation_id: str,
+        event_seq: int | None = None,
+        parent_id: str | None = None,
+    ) -> Invocation | None:
+        """Queue an invocation caused by an event. Idempotent by `invocation_id`: a repeat
+        publishes the id again (the broker ignores it while queued) and creates nothing."""
+        self._check_payload(payload)
+        function = await self.store.get_function_by_id(function_id)
+        if function is None:
+            return None
+        invocation = Invocation(
+            id=invocation_id,
+            project_id=function.project_id,
+            function_id=function.id,
+            function_name=function.name,
+            version=function.active_version or 0,
+            mode="async",
+            payload=payload,
+            content_type=content_type,
+            event_seq=event_seq,
+            parent_id=parent_id,
+        )
+        with contextlib.suppress(Conflict):
+            await self.store.create_invocation(invocation)
         await self.broker.publish(
             INVOCATIONS_QUEUE, invocation.id.encode(), message_id=invocation.id
         )
@@ -163,13 +229,29 @@ class Invocations:
             invocation.finished_at = now()
             await self.store.update_invocation(invocation)
             return invocation
+        if invocation.version == 0:  # queued while the function had no ready version
+            if function.active_version is None:
+                raise Conflict(f"function {function.name!r} has no ready version yet")
+            invocation.version = function.active_version
         version = await self._version(function.id, invocation.version)
         invocation.status = Status.RUNNING
         invocation.started_at = now()
         await self.store.update_invocation(invocation)
         await self.executor.execute(invocation, function, version)
+        if invocation.status != Status.SUCCEEDED and invocation.attempt <= function.max_retries:
+            # Back to the queue; the node redelivers it after retry_delay(attempt).
+            invocation.status = Status.QUEUED
+            invocation.attempt += 1
+            await self.store.update_invocation(invocation)
+            return invocation
         await self.store.update_invocation(invocation)
+        for listener in self.finished_listeners:
+            await listener(invocation, function)
         return invocation
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential backoff before attempt number `attempt` (2, 3, ...)."""
+        return float(min(300.0, self.settings.retry_base_s * 2 ** max(0, attempt - 2)))
 
     async def recover(self) -> int:
         """After a crash: requeue async work that was queued or running; sync callers are gone."""

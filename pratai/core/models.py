@@ -91,6 +91,7 @@ class Function:
     runtime: str = "python"
     latest_version: int = 0
     active_version: int | None = None
+    max_retries: int = 2
     created_at: float = field(default_factory=now)
     updated_at: float = field(default_factory=now)
 
@@ -130,3 +131,45 @@ class Invocation:
     created_at: float = field(default_factory=now)
     started_at: float | None = None
     finished_at: float | None = None
+    event_seq: int | None = None  # the event that caused it
+    parent_id: str | None = None  # the invocation whose result event caused it (chaining)
+
+
+@dataclass
+class Event:
+    """A CloudEvents 1.0 event on a project's topic. (project, source, id) is unique."""
+
+    project_id: str
+    topic: str
+    id: str
+    source: str
+    type: str
+    data: bytes = b""
+    datacontenttype: str = "application/json"
+    subject: str | None = None
+    time: str = ""
+    extensions: dict[str, str] = field(default_factory=dict)
+    seq: int | None = None  # assigned by the store: the order of acceptance
+    created_at: float = field(default_factory=now)
+    dispatched: bool = False
+
+
+class TriggerKind(StrEnum):
+    WEBHOOK = "webhook"
+    MESSAGE = "message"
+    TIMER = "timer"
+
+
+@dataclass
+class Trigger:
+    id: str
+    project_id: str
+    function_id: str
+    kind: TriggerKind
+    mode: str = "async"  # or "wait_for_response" (webhooks)
+    topic: str | None = None  # message
+    frequency_s: float | None = None  # timer: every N seconds
+    cron: str | None = None  # timer: cron expression ...
+    timezone: str | None = None  # ... evaluated in this time zone
+    token: str | None = None  # webhook: the secret part of its URL
+    created_at: float = field(default_factory=now)

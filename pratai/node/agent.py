@@ -105,10 +105,13 @@ class Node:
     async def _handle(self, broker: Broker, invocations: Invocations, delivery: Delivery) -> None:
         invocation_id = delivery.body.decode()
         try:
-            await invocations.run_queued(invocation_id)
+            invocation = await invocations.run_queued(invocation_id)
         except Exception:
             log.exception("invocation %s could not run; it will be retried", invocation_id)
             await broker.nack(delivery, delay_s=min(60.0, 2.0**delivery.attempts))
+            return
+        if invocation is not None and invocation.status == Status.QUEUED:  # a retry is due
+            await broker.nack(delivery, delay_s=invocations.retry_delay(invocation.attempt))
             return
         await broker.ack(delivery)
 

@@ -8,11 +8,14 @@ from typing import Protocol
 from pratai.core.models import (
     ApiKey,
     BuildState,
+    Event,
     Function,
     FunctionVersion,
     Invocation,
     Project,
     Status,
+    Trigger,
+    TriggerKind,
 )
 
 
@@ -41,7 +44,7 @@ class Store(Protocol):
     async def list_functions(self, project_id: str) -> list[Function]: ...
     async def update_function(self, function: Function) -> None: ...
     async def delete_function(self, function_id: str) -> None:
-        """Deletes the function, its versions and its invocations."""
+        """Deletes the function, its versions, triggers and invocations."""
 
     async def add_version(self, version: FunctionVersion) -> None: ...
     async def get_version(self, function_id: str, version: int) -> FunctionVersion | None: ...
@@ -69,3 +72,32 @@ class Store(Protocol):
 
     async def invocations_with_status(self, statuses: Sequence[Status]) -> list[Invocation]:
         """Across all projects; used to recover work after a crash."""
+
+    # events, triggers, timer ticks
+    async def add_event(self, event: Event) -> Event | None:
+        """Stores the event and sets its seq; None when (project, source, id) exists."""
+
+    async def get_event(self, project_id: str, seq: int) -> Event | None: ...
+    async def find_event(self, project_id: str, source: str, event_id: str) -> Event | None: ...
+    async def list_events(self, project_id: str, topic: str, limit: int = 50) -> list[Event]:
+        """Newest first."""
+
+    async def mark_dispatched(self, seq: int) -> None: ...
+    async def undispatched_events(self, limit: int = 1000) -> list[Event]: ...
+    async def create_trigger(self, trigger: Trigger) -> None: ...
+    async def list_triggers(
+        self,
+        project_id: str | None = None,
+        *,
+        function_id: str | None = None,
+        kind: TriggerKind | None = None,
+        topic: str | None = None,
+    ) -> list[Trigger]: ...
+    async def get_trigger(self, trigger_id: str) -> Trigger | None: ...
+    async def get_trigger_by_token(self, token: str) -> Trigger | None: ...
+    async def delete_trigger(self, trigger_id: str) -> None: ...
+    async def claim_tick(self, trigger_id: str, tick: float, fired_at: float) -> bool:
+        """True for exactly one caller per (trigger, tick), across processes."""
+
+    async def last_tick(self, trigger_id: str) -> float | None: ...
+    async def child_invocations(self, parent_id: str) -> list[Invocation]: ...

@@ -24,12 +24,15 @@ from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 from pratai.core.models import (
     ApiKey,
     BuildState,
+    Event,
     Function,
     FunctionVersion,
     Invocation,
     Project,
     Role,
     Status,
+    Trigger,
+    TriggerKind,
 )
 from pratai.errors import Conflict
 from pratai.store import tables as t
@@ -134,6 +137,25 @@ def _invocation_row(inv: Invocation) -> dict[str, Any]:
     d["status"] = str(inv.status)
     d["error"] = json.dumps(inv.error) if inv.error is not None else None
     return d
+
+
+def _event(r: RowMapping) -> Event:
+    d = dict(r)
+    d["data"] = bytes(d["data"])
+    d["extensions"] = json.loads(d["extensions"])
+    return Event(**d)
+
+
+def _event_row(e: Event) -> dict[str, Any]:
+    d = {c.name: getattr(e, c.name) for c in t.events.columns if c.name != "seq"}
+    d["extensions"] = json.dumps(e.extensions)
+    return d
+
+
+def _trigger(r: RowMapping) -> Trigger:
+    d = dict(r)
+    d["kind"] = TriggerKind(d["kind"])
+    return Trigger(**d)
 
 
 # --- prepared statements (compiled once, cached by SQLAlchemy) --------------------------
@@ -333,6 +355,7 @@ class SqlStore:
     async def delete_function(self, function_id: str) -> None:
         def work(c: Connection) -> None:
             c.execute(t.invocations.delete().where(t.invocations.c.function_id == function_id))
+            c.execute(t.triggers.delete().where(t.triggers.c.function_id == function_id))
             c.execute(
                 t.function_versions.delete().where(t.function_versions.c.function_id == function_id)
             )
@@ -422,5 +445,130 @@ class SqlStore:
             .where(i.c.status.in_([str(s) for s in statuses]))
             .order_by(i.c.created_at, i.c.id)
         )
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_invocation(r) for r in rows]
+
+    # --- events, triggers, timer ticks ------------------------------------------------
+
+    async def add_event(self, event: Event) -> Event | None:
+        """Stores the event and sets its seq; None when (project, source, id) exists."""
+        row = _event_row(event)
+
+        def insert(c: Connection) -> int | None:
+            e = t.events
+            exists = c.execute(
+                sa.select(e.c.seq).where(
+                    e.c.project_id == event.project_id,
+                    e.c.source == event.source,
+                    e.c.id == event.id,
+                )
+            ).first()
+            if exists is not None:
+                return None
+            return int(c.execute(e.insert().returning(e.c.seq), row).scalar_one())
+
+        try:
+            seq = await self._run(insert)
+        except Conflict:  # lost a race with the same event published elsewhere
+            return None
+        if seq is None:
+            return None
+        event.seq = seq
+        return event
+
+    async def get_event(self, project_id: str, seq: int) -> Event | None:
+        e = t.events
+        q = sa.select(e).where(e.c.project_id == project_id, e.c.seq == seq)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return _event(r) if r else None
+
+    async def find_event(self, project_id: str, source: str, event_id: str) -> Event | None:
+        e = t.events
+        q = sa.select(e).where(
+            e.c.project_id == project_id, e.c.source == source, e.c.id == event_id
+        )
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return _event(r) if r else None
+
+    async def list_events(self, project_id: str, topic: str, limit: int = 50) -> list[Event]:
+        e = t.events
+        q = (
+            sa.select(e)
+            .where(e.c.project_id == project_id, e.c.topic == topic)
+            .order_by(e.c.seq.desc())
+            .limit(limit)
+        )
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_event(r) for r in rows]
+
+    async def mark_dispatched(self, seq: int) -> None:
+        e = t.events
+        q = sa.update(e).where(e.c.seq == seq).values(dispatched=True)
+        await self._run(lambda c: c.execute(q))
+
+    async def undispatched_events(self, limit: int = 1000) -> list[Event]:
+        e = t.events
+        q = sa.select(e).where(e.c.dispatched.is_(False)).order_by(e.c.seq).limit(limit)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_event(r) for r in rows]
+
+    async def create_trigger(self, trigger: Trigger) -> None:
+        row = {c.name: getattr(trigger, c.name) for c in t.triggers.columns}
+        row["kind"] = str(trigger.kind)
+        await self._run(lambda c: c.execute(t.triggers.insert(), row))
+
+    async def list_triggers(
+        self,
+        project_id: str | None = None,
+        *,
+        function_id: str | None = None,
+        kind: TriggerKind | None = None,
+        topic: str | None = None,
+    ) -> list[Trigger]:
+        tr = t.triggers
+        q = sa.select(tr).order_by(tr.c.created_at)
+        if project_id is not None:
+            q = q.where(tr.c.project_id == project_id)
+        if function_id is not None:
+            q = q.where(tr.c.function_id == function_id)
+        if kind is not None:
+            q = q.where(tr.c.kind == str(kind))
+        if topic is not None:
+            q = q.where(tr.c.topic == topic)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_trigger(r) for r in rows]
+
+    async def get_trigger(self, trigger_id: str) -> Trigger | None:
+        q = sa.select(t.triggers).where(t.triggers.c.id == trigger_id)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return _trigger(r) if r else None
+
+    async def get_trigger_by_token(self, token: str) -> Trigger | None:
+        q = sa.select(t.triggers).where(t.triggers.c.token == token)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return _trigger(r) if r else None
+
+    async def delete_trigger(self, trigger_id: str) -> None:
+        q = sa.delete(t.triggers).where(t.triggers.c.id == trigger_id)
+        await self._run(lambda c: c.execute(q))
+
+    async def claim_tick(self, trigger_id: str, tick: float, fired_at: float) -> bool:
+        """True for exactly one caller per (trigger, tick), across processes."""
+        row = {"trigger_id": trigger_id, "tick": tick, "fired_at": fired_at}
+        try:
+            await self._run(lambda c: c.execute(t.timer_ticks.insert(), row))
+        except Conflict:
+            return False
+        return True
+
+    async def last_tick(self, trigger_id: str) -> float | None:
+        tt = t.timer_ticks
+        q = sa.select(sa.func.max(tt.c.tick)).where(tt.c.trigger_id == trigger_id)
+        value = await self._run(lambda c: c.execute(q).scalar())
+        return float(value) if value is not None else None
+
+    async def child_invocations(self, parent_id: str) -> list[Invocation]:
+        i = t.invocations
+        q = sa.select(i).where(i.c.parent_id == parent_id).order_by(i.c.created_at)
         rows = await self._run(lambda c: c.execute(q).mappings().all())
         return [_invocation(r) for r in rows]

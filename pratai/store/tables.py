@@ -53,6 +53,7 @@ functions = sa.Table(
     sa.Column("runtime", sa.String(32), nullable=False),
     sa.Column("latest_version", sa.Integer(), nullable=False),
     sa.Column("active_version", sa.Integer(), nullable=True),
+    sa.Column("max_retries", sa.Integer(), nullable=False, server_default="2"),
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.Column("updated_at", sa.Double(), nullable=False),
     sa.UniqueConstraint("project_id", "name", name="uq_functions_project_name"),
@@ -101,7 +102,59 @@ invocations = sa.Table(
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.Column("started_at", sa.Double(), nullable=True),
     sa.Column("finished_at", sa.Double(), nullable=True),
+    sa.Column("event_seq", sa.BigInteger(), nullable=True),
+    sa.Column("parent_id", sa.String(64), nullable=True),
     sa.Index("ix_invocations_project_function_created", "project_id", "function_id", "created_at"),
+    sa.Index("ix_invocations_parent", "parent_id"),
     sa.Index("ix_invocations_status", "status"),
     sa.Index("ix_invocations_finished_at", "finished_at"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("id", sa.String(255), nullable=False),
+    sa.Column("source", sa.String(1024), nullable=False),
+    sa.Column("type", sa.String(255), nullable=False),
+    sa.Column("subject", sa.String(1024), nullable=True),
+    sa.Column("time", sa.String(64), nullable=False),
+    sa.Column("datacontenttype", sa.String(255), nullable=False),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+    sa.Column("extensions", sa.Text(), nullable=False),  # JSON
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("dispatched", sa.Boolean(), nullable=False),
+    sa.UniqueConstraint("project_id", "source", "id", name="uq_events_project_source_id"),
+    sa.Index("ix_events_project_topic_seq", "project_id", "topic", "seq"),
+    sa.Index("ix_events_dispatched", "dispatched"),
+)
+
+triggers = sa.Table(
+    "triggers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("function_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # webhook | message | timer
+    sa.Column("mode", sa.String(32), nullable=False),  # async | wait_for_response
+    sa.Column("topic", sa.String(255), nullable=True),
+    sa.Column("frequency_s", sa.Double(), nullable=True),
+    sa.Column("cron", sa.String(255), nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=True),
+    sa.Column("token", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.UniqueConstraint("token", name="uq_triggers_token"),
+    sa.Index("ix_triggers_project_topic", "project_id", "topic"),
+    sa.Index("ix_triggers_function", "function_id"),
+)
+
+# A row per timer tick that fired: the primary key is the lock that lets many schedulers run.
+timer_ticks = sa.Table(
+    "timer_ticks",
+    metadata,
+    sa.Column("trigger_id", sa.String(64), primary_key=True),
+    sa.Column("tick", sa.Double(), primary_key=True),
+    sa.Column("fired_at", sa.Double(), nullable=False),
 )

@@ -57,7 +57,14 @@ V1_ROUTES = {
     ("GET", "/v1/functions/{name}/logs"),
     ("GET", "/v1/invocations"),
     ("GET", "/v1/invocations/{invocation_id}"),
+    ("GET", "/v1/invocations/{invocation_id}/tree"),
     ("GET", "/v1/node"),
+    ("POST", "/v1/events/{topic}"),
+    ("GET", "/v1/events/{topic}"),
+    ("POST", "/v1/dead-letter/{event_id}/redrive"),
+    ("GET", "/v1/triggers"),
+    ("POST", "/v1/triggers"),
+    ("DELETE", "/v1/triggers/{trigger_id}"),
 }
 
 
@@ -415,8 +422,8 @@ async def test_sync_invoke_answers_with_the_invocation(api: Api) -> None:
     body = answer.json()
     assert set(body) == {
         "id", "function", "version", "mode", "status", "result", "error", "stdout", "stderr",
-        "cold_start", "init_ms", "duration_ms", "peak_memory_kb", "attempt", "created_at",
-        "started_at", "finished_at",
+        "cold_start", "init_ms", "duration_ms", "peak_memory_kb", "attempt", "event_seq",
+        "parent_id", "created_at", "started_at", "finished_at",
     }  # fmt: skip
     assert (body["function"], body["version"], body["mode"]) == ("echo", 1, "sync")
     assert (body["status"], body["result"], body["error"]) == (
@@ -496,6 +503,8 @@ async def test_openapi_lists_every_v1_route(api: Api) -> None:
     # and each of them is served, behind a key (a missing route would answer 404 or 405)
     for method, path in sorted(documented):
         concrete = path.replace("{name}", "echo").replace("{invocation_id}", "feed")
+        for param in ("{topic}", "{event_id}", "{trigger_id}"):
+            concrete = concrete.replace(param, "x")
         answer = await api.request(method, concrete)
         assert error_of(answer, 401, "unauthorized"), (method, path)
     assert document["info"]["version"] == pratai.__version__

@@ -1,0 +1,205 @@
+"""Events: CloudEvents 1.0 on per-project topics, delivered to subscribed functions.
+
+Publishing stores the event (unique per project, source and id, so a repeat is a no-op), then
+creates one queued invocation per subscriber, with an id derived from the event and the function
+so that dispatching twice (after a crash) creates nothing twice. An event is marked dispatched
+only after that; `recover()` dispatches what a crash left undispatched.
+
+Every finished async invocation can emit `function.NAME.succeeded` / `function.NAME.failed` on
+the topic of that name (only when someone subscribes), carrying a hop count so that accidental
+cycles stop after MAX_HOPS. An invocation that failed its last retry goes to the project's
+`dead-letter` topic, from where `redrive()` runs it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import time
+
+from pratai.core.invocations import Invocations
+from pratai.core.models import (
+    Event,
+    Function,
+    Invocation,
+    Project,
+    Status,
+    Trigger,
+    TriggerKind,
+    new_id,
+)
+from pratai.errors import InvalidInput, NotFound, PayloadTooLarge
+from pratai.settings import Settings
+from pratai.store import Store
+
+MAX_HOPS = 16
+DEAD_LETTER_TOPIC = "dead-letter"
+DEAD_LETTER_SOURCE = "/pratai/dead-letter"
+HOPS = "prataihops"
+PARENT = "prataiparent"
+_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
+_CACHE_SECONDS = 1.0
+
+
+def check_topic(topic: str) -> str:
+    if not _TOPIC.match(topic or ""):
+        raise InvalidInput(
+            f"invalid topic {topic!r}: use letters, digits, '.', '_', '-' or '/' (at most 255)"
+        )
+    return topic
+
+
+def iso_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def result_topic(function_name: str, status: Status) -> str:
+    outcome = "succeeded" if status == Status.SUCCEEDED else "failed"
+    return f"function.{function_name}.{outcome}"
+
+
+class Events:
+    def __init__(self, settings: Settings, store: Store, invocations: Invocations) -> None:
+        self.settings = settings
+        self.store = store
+        self.invocations = invocations
+        self._subscribers: dict[tuple[str, str], tuple[float, list[Trigger]]] = {}
+        invocations.finished_listeners.append(self.on_finished)
+
+    def forget_subscribers(self, project_id: str, topic: str | None) -> None:
+        if topic is not None:
+            self._subscribers.pop((project_id, topic), None)
+
+    async def subscribers(self, project_id: str, topic: str) -> list[Trigger]:
+        key = (project_id, topic)
+        cached = self._subscribers.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        found = await self.store.list_triggers(project_id, kind=TriggerKind.MESSAGE, topic=topic)
+        self._subscribers[key] = (time.monotonic() + _CACHE_SECONDS, found)
+        return found
+
+    async def publish(self, project: Project, event: Event) -> tuple[Event, bool]:
+        """Durable when it returns. Returns the stored event and whether it was a duplicate."""
+        check_topic(event.topic)
+        if len(event.data) > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"event data is {len(event.data)} bytes; the limit is "
+                f"{self.settings.max_payload_bytes} bytes"
+            )
+        event.project_id = project.id
+        event.time = event.time or iso_now()
+        stored = await self.store.add_event(event)
+        if stored is None:
+            existing = await self.store.find_event(project.id, event.source, event.id)
+            assert existing is not None
+            return existing, True
+        await self.dispatch(stored)
+        return stored, False
+
+    async def dispatch(self, event: Event) -> list[str]:
+        """Queue one invocation per subscriber; safe to repeat. Returns invocation ids."""
+        assert event.seq is not None
+        ids = []
+        for trigger in await self.subscribers(event.project_id, event.topic):
+            invocation_id = hashlib.sha256(
+                f"{event.seq}:{trigger.function_id}".encode()
+            ).hexdigest()[:32]
+            queued = await self.invocations.submit_for(
+                trigger.function_id,
+                event.data,
+                event.datacontenttype,
+                invocation_id=invocation_id,
+                event_seq=event.seq,
+                parent_id=event.extensions.get(PARENT),
+            )
+            if queued is not None:
+                ids.append(queued.id)
+        await self.store.mark_dispatched(event.seq)
+        return ids
+
+    async def recover(self) -> int:
+        pending = await self.store.undispatched_events()
+        for event in pending:
+            await self.dispatch(event)
+        return len(pending)
+
+    async def recent(self, project: Project, topic: str, limit: int = 50) -> list[Event]:
+        return await self.store.list_events(project.id, check_topic(topic), min(limit, 1000))
+
+    async def _hops(self, invocation: Invocation) -> int:
+        if invocation.event_seq is None:
+            return 0
+        cause = await self.store.get_event(invocation.project_id, invocation.event_seq)
+        return int(cause.extensions.get(HOPS, "0")) if cause else 0
+
+    async def on_finished(self, invocation: Invocation, function: Function) -> None:
+        """After the last attempt: chain to subscribers, and dead-letter a failure."""
+        project = await self.store.get_project(invocation.project_id)
+        if project is None:
+            return
+        failed = invocation.status != Status.SUCCEEDED
+        topic = result_topic(function.name, invocation.status)
+        if await self.subscribers(project.id, topic):
+            hops = await self._hops(invocation) + 1
+            if hops <= MAX_HOPS:
+                body = invocation.result if not failed else json.dumps(invocation.error)
+                await self.publish(
+                    project,
+                    Event(
+                        project_id=project.id,
+                        topic=topic,
+                        id=invocation.id,
+                        source=f"/pratai/functions/{function.name}",
+                        type=topic,
+                        data=(body or "null").encode(),
+                        subject=invocation.id,
+                        extensions={HOPS: str(hops), PARENT: invocation.id},
+                    ),
+                )
+        if failed and invocation.mode == "async":
+            await self._dead_letter(project, invocation, function)
+
+    async def _dead_letter(self, project: Project, invocation: Invocation, fn: Function) -> None:
+        error = invocation.error or {}
+        await self.publish(
+            project,
+            Event(
+                project_id=project.id,
+                topic=DEAD_LETTER_TOPIC,
+                id=invocation.id,
+                source=DEAD_LETTER_SOURCE,
+                type="pratai.dead_letter",
+                data=invocation.payload,
+                datacontenttype=invocation.content_type,
+                subject=fn.name,
+                extensions={
+                    "prataifunction": fn.name,
+                    "prataiinvocation": invocation.id,
+                    "prataierror": f"{error.get('type', '')}: {error.get('message', '')}"[:500],
+                    "prataiattempts": str(invocation.attempt),
+                },
+            ),
+        )
+
+    async def redrive(self, project: Project, event_id: str) -> Invocation:
+        """Run a dead-lettered event's function again, as a new invocation."""
+        dead = await self.store.find_event(project.id, DEAD_LETTER_SOURCE, event_id)
+        if dead is None:
+            raise NotFound(f"no dead-letter event {event_id!r}", event=event_id)
+        name = dead.extensions.get("prataifunction", "")
+        function = await self.store.get_function(project.id, name)
+        if function is None:
+            raise NotFound(f"function {name!r} of that event no longer exists", function=name)
+        queued = await self.invocations.submit_for(
+            function.id,
+            dead.data,
+            dead.datacontenttype,
+            invocation_id=new_id(),
+            event_seq=dead.seq,
+            parent_id=dead.extensions.get("prataiinvocation"),
+        )
+        assert queued is not None
+        return queued

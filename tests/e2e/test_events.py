@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from tests.helpers import Server, code, wait_for
+from tests.helpers import Server, code, start_server, wait_for
 
 ECHO = {"main.py": "def main(p):\n    return p\n"}
 
@@ -239,3 +239,72 @@ def test_timer_fires(server: Server, deploy) -> None:
     records = _finished(server, name, 2)
     ticks = [r["result"]["tick"] for r in records]
     assert len(set(ticks)) == len(ticks)
+
+
+def test_kill_9_during_a_burst_of_1000_events_loses_none(tmp_path, make_zip_file) -> None:
+    import concurrent.futures
+    import threading
+
+    server = start_server(tmp_path)
+    try:
+        path = make_zip_file(ECHO)
+        server.cli(
+            "function-create",
+            "burst",
+            "--file",
+            str(path),
+            "--event",
+            "message",
+            "--subscribe_to",
+            "burst",
+            "--concurrency",
+            "8",
+        )
+        accepted: set[int] = set()
+        lock = threading.Lock()
+        headers = {"Authorization": f"Bearer {server.api_key}"}
+
+        def publish(n: int, http: httpx.Client) -> None:
+            try:
+                answer = http.post(
+                    "/v1/events/burst",
+                    json={"n": n},
+                    headers={
+                        **headers,
+                        "ce-id": f"b-{n}",
+                        "ce-source": "/t",
+                        "ce-type": "t",
+                        "ce-specversion": "1.0",
+                    },
+                )
+            except httpx.HTTPError:
+                return
+            if answer.status_code == 202:
+                with lock:
+                    accepted.add(n)
+
+        def burst() -> None:
+            with (
+                httpx.Client(base_url=server.url, timeout=10) as http,
+                concurrent.futures.ThreadPoolExecutor(8) as pool,
+            ):
+                list(pool.map(lambda n: publish(n, http), range(1000)))
+
+        publisher = threading.Thread(target=burst)
+        publisher.start()
+        wait_for(lambda: len(accepted) >= 300, what="300 accepted events")
+        server.kill()
+        publisher.join()
+        assert 300 <= len(accepted) < 1000
+        server.start()
+
+        def all_ran():
+            with server.http() as http:
+                found = http.get("/v1/invocations", params={"function": "burst", "limit": 1000})
+            done = {i["result"]["n"] for i in found.json() if i["status"] == "succeeded"}
+            return done if accepted <= done else None
+
+        done = wait_for(all_ran, timeout=120, what="every accepted event to run")
+        assert accepted <= done
+    finally:
+        server.stop()

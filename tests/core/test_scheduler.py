@@ -1,0 +1,70 @@
+"""Timers: due ticks, cron in a time zone, and at most one firing per tick across schedulers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from pratai.broker.embedded import EmbeddedBroker
+from pratai.core.invocations import Invocations
+from pratai.core.models import Function, Project, Trigger, TriggerKind, new_id
+from pratai.core.triggers import last_due_tick
+from pratai.scheduler import Scheduler
+from pratai.settings import Settings
+from pratai.store.sql import SqlStore
+
+
+def test_frequency_ticks_count_from_creation() -> None:
+    trigger = Trigger("t", "p", "f", TriggerKind.TIMER, frequency_s=60, created_at=1000.0)
+    assert last_due_tick(trigger, 1059.0) is None
+    assert last_due_tick(trigger, 1060.0) == 1060.0
+    assert last_due_tick(trigger, 1000.0 + 60 * 7 + 5) == 1000.0 + 60 * 7  # missed: latest only
+
+
+def test_cron_ticks_follow_the_time_zone() -> None:
+    created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+    trigger = Trigger(
+        "t",
+        "p",
+        "f",
+        TriggerKind.TIMER,
+        cron="0 9 * * *",
+        timezone="Asia/Tokyo",
+        created_at=created,
+    )
+    at = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC).timestamp()
+    tick = last_due_tick(trigger, at)
+    assert tick is not None
+    assert dt.datetime.fromtimestamp(tick, dt.UTC) == dt.datetime(2026, 3, 10, 0, 0, tzinfo=dt.UTC)
+
+
+async def test_two_schedulers_fire_each_tick_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    settings = Settings(home=tmp_path)
+    stores = [SqlStore(url), SqlStore(url)]
+    broker = EmbeddedBroker(str(tmp_path / "broker.sqlite3"))
+    for store in stores:
+        await store.open()
+    await broker.open()
+    try:
+        project = Project(id=new_id(), name="default")
+        await stores[0].create_project(project)
+        function = Function(id=new_id(), project_id=project.id, name="tick", active_version=1)
+        await stores[0].create_function(function)
+        trigger = Trigger(
+            new_id(), project.id, function.id, TriggerKind.TIMER, frequency_s=10, created_at=0.0
+        )
+        await stores[0].create_trigger(trigger)
+        schedulers = [Scheduler(s, Invocations(settings, s, broker, None)) for s in stores]
+        fired = 0
+        for at in (25.0, 25.5, 31.0, 39.9, 40.0, 41.0, 95.0):  # due ticks: 20, 30, 40, 90
+            for scheduler in schedulers:
+                fired += await scheduler.tick(at)
+        assert fired == 4
+        invocations = await stores[0].list_invocations(project.id, function.id, limit=100)
+        assert len(invocations) == 4
+        assert await stores[1].last_tick(trigger.id) == 90.0
+    finally:
+        await broker.close()
+        for store in stores:
+            await store.close()

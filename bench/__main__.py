@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bench import events
 from bench.http_load import LoadResult, run_load
 
 RESULTS = Path(__file__).parent / "results"
@@ -89,6 +90,8 @@ def main() -> None:
         _wait_http(f"http://127.0.0.1:{floor_port}/", floor)
         key = json.loads((home / "home" / "credentials.json").read_text())["api_key"]
         results = asyncio.run(_measure(port, floor_port, key))
+        results["events"] = asyncio.run(events.measure(port, key, home / "home" / "pratai.sqlite3"))
+        results["events"]["store_insert_floor_per_s"] = asyncio.run(events.store_floor())
     finally:
         server.terminate()
         floor.terminate()
@@ -201,9 +204,31 @@ def _report(r: dict[str, Any]) -> None:
             "≤ 3000 ms",
         ),
     ]
+    ev = r["events"]
+    rows += [
+        (
+            "events: publish over HTTP, c=16",
+            f"{ev['publish_per_s']:.0f}/s",
+            f"{ev['store_insert_floor_per_s']:.0f}/s (store insert)",
+            "",
+        ),
+        (
+            "events: published to function finished",
+            f"{ev['end_to_end_per_s']:.0f}/s",
+            f"{ev['store_insert_floor_per_s']:.0f}/s (store insert)",
+            "≥ 500/s",
+        ),
+        (
+            "events: event to finished p50 / p99",
+            f"{ev['event_to_finished_p50_ms']:.0f} / {ev['event_to_finished_p99_ms']:.0f} ms",
+            "",
+            "",
+        ),
+    ]
     r["ratios"] = {
         "c1_p50_vs_floor": r["pratai_c1"]["p50_ms"] / r["floor_c1"]["p50_ms"],
         "c16_rate_vs_floor": r["pratai_c16"]["per_s"] / r["floor_c16"]["per_s"],
+        "events_vs_store_floor": ev["end_to_end_per_s"] / ev["store_insert_floor_per_s"],
     }
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     header = ("benchmark", "pratai", "bare ASGI floor", "target")

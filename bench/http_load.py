@@ -59,6 +59,7 @@ async def run_load(
     concurrency: int,
     requests: int,
     warmup: int = 50,
+    expect: int = 200,
 ) -> LoadResult:
     raw = _request(f"{host}:{port}", path, headers, body)
     latencies: list[float] = []
@@ -77,7 +78,7 @@ async def run_load(
                 started = time.perf_counter()
                 status = await _one(reader, writer, raw)
                 latencies.append((time.perf_counter() - started) * 1000)
-                if status != 200:
+                if status != expect:
                     raise RuntimeError(f"HTTP {status} during the benchmark")
         finally:
             writer.close()

@@ -76,6 +76,7 @@ class Platform:
         recovered = await self.services.invocations.recover()
         if recovered:
             log.info("requeued %d invocations left by the previous run", recovered)
+        self.services.events.start()
         dispatched = await self.services.events.recover()
         if dispatched:
             log.info("dispatched %d events left by the previous run", dispatched)
@@ -95,6 +96,7 @@ class Platform:
     async def close(self) -> None:
         await self.scheduler.close()
         await self.node.close()
+        await self.services.events.close()
         await self.services.functions.wait_built()
         await self.broker.close()
         await self.store.close()

@@ -18,6 +18,7 @@ processes share one broker file.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import sqlite3
 import time
@@ -70,7 +71,8 @@ class EmbeddedBroker:
         self.release_on_open = release_on_open
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
-        self._signals: dict[str, asyncio.Event] = {}
+        # one event per waiting consumer: a publish wakes one of them, not the whole herd
+        self._waiters: dict[str, collections.deque[asyncio.Event]] = {}
         self._closed = asyncio.Event()
 
     # --- plumbing ---------------------------------------------------------------------
@@ -85,18 +87,19 @@ class EmbeddedBroker:
             raise RuntimeError("EmbeddedBroker is not open")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    def _signal(self, queue: str) -> asyncio.Event:
-        ev = self._signals.get(queue)
-        if ev is None:
-            ev = self._signals[queue] = asyncio.Event()
-        return ev
-
     def _wake(self, queue: str | None = None) -> None:
+        """Wake one consumer of `queue` (a message arrived), or every consumer (closing)."""
         if queue is None:
-            for ev in self._signals.values():
+            for everyone in self._waiters.values():
+                for ev in everyone:
+                    ev.set()
+            return
+        waiters = self._waiters.get(queue)
+        while waiters:
+            ev = waiters.popleft()
+            if not ev.is_set():
                 ev.set()
-        elif queue in self._signals:
-            self._signals[queue].set()
+                return
 
     def _connect(self) -> None:
         if self.path != ":memory:":
@@ -182,12 +185,18 @@ class EmbeddedBroker:
 
     async def consume(self, queue: str, *, lease_s: float = 60.0) -> AsyncGenerator[Delivery, None]:
         """Yield deliveries until the broker closes; each one leased for `lease_s`."""
-        ev = self._signal(queue)
         closed = self._closed
+        waiters = self._waiters.setdefault(queue, collections.deque())
         while not closed.is_set():
-            ev.clear()
+            ev = asyncio.Event()
+            waiters.append(ev)  # before claiming, so a publish meanwhile is not missed
             delivery, due = await self._run(lambda: self._claim(queue, lease_s))
             if delivery is not None:
+                if ev.is_set():
+                    self._wake(queue)  # woken for another message while claiming this one
+                else:
+                    with contextlib.suppress(ValueError):
+                        waiters.remove(ev)
                 yield delivery
                 continue
             wait = self.poll_s
@@ -198,6 +207,9 @@ class EmbeddedBroker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await ev.wait()
+            if not ev.is_set():
+                with contextlib.suppress(ValueError):
+                    waiters.remove(ev)
 
     async def ack(self, delivery: Delivery) -> None:
         await self._run(

@@ -13,6 +13,8 @@ cycles stop after MAX_HOPS. An invocation that failed its last retry goes to the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -41,6 +43,7 @@ HOPS = "prataihops"
 PARENT = "prataiparent"
 _TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
 _CACHE_SECONDS = 1.0
+FLUSH_SECONDS = 0.2
 
 
 def check_topic(topic: str) -> str:
@@ -66,7 +69,31 @@ class Events:
         self.store = store
         self.invocations = invocations
         self._subscribers: dict[tuple[str, str], tuple[float, list[Trigger]]] = {}
+        # Dispatched events are marked in batches: a crash before the mark only means the
+        # event is dispatched again on restart, which creates nothing twice.
+        self._dispatched: list[int] = []
+        self._flusher: asyncio.Task[None] | None = None
         invocations.finished_listeners.append(self.on_finished)
+
+    def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await self.flush()
+
+    async def flush(self) -> None:
+        seqs, self._dispatched = self._dispatched, []
+        if seqs:
+            await self.store.mark_dispatched_many(seqs)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()
 
     def forget_subscribers(self, project_id: str, topic: str | None) -> None:
         if topic is not None:
@@ -117,7 +144,7 @@ class Events:
             )
             if queued is not None:
                 ids.append(queued.id)
-        await self.store.mark_dispatched(event.seq)
+        self._dispatched.append(event.seq)
         return ids
 
     async def recover(self) -> int:
@@ -137,12 +164,15 @@ class Events:
 
     async def on_finished(self, invocation: Invocation, function: Function) -> None:
         """After the last attempt: chain to subscribers, and dead-letter a failure."""
+        failed = invocation.status != Status.SUCCEEDED
+        topic = result_topic(function.name, invocation.status)
+        chained = bool(await self.subscribers(invocation.project_id, topic))
+        if not chained and not (failed and invocation.mode == "async"):
+            return  # the common case: nothing to publish, no store round trip
         project = await self.store.get_project(invocation.project_id)
         if project is None:
             return
-        failed = invocation.status != Status.SUCCEEDED
-        topic = result_topic(function.name, invocation.status)
-        if await self.subscribers(project.id, topic):
+        if chained:
             hops = await self._hops(invocation) + 1
             if hops <= MAX_HOPS:
                 body = invocation.result if not failed else json.dumps(invocation.error)

@@ -65,6 +65,17 @@ class Invocations:
     def forget(self, function: Function) -> None:
         """Called when this process changes a function, so the change applies at once."""
         self._functions.pop((function.project_id, function.name), None)
+        self._functions.pop(("", function.id), None)
+
+    async def _function_by_id(self, function_id: str) -> Function | None:
+        key = ("", function_id)  # ids and (project, name) pairs never collide
+        cached = self._functions.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        function = await self.store.get_function_by_id(function_id)
+        if function is not None:
+            self._functions[key] = (time.monotonic() + FUNCTION_CACHE_SECONDS, function)
+        return function
 
     async def _function(self, project: Project, name: str) -> Function | None:
         key = (project.id, name)
@@ -193,7 +204,7 @@ class Invocations:
         """Queue an invocation caused by an event. Idempotent by `invocation_id`: a repeat
         publishes the id again (the broker ignores it while queued) and creates nothing."""
         self._check_payload(payload)
-        function = await self.store.get_function_by_id(function_id)
+        function = await self._function_by_id(function_id)
         if function is None:
             return None
         invocation = Invocation(
@@ -222,7 +233,7 @@ class Invocations:
         invocation = await self.store.get_invocation_by_id(invocation_id)
         if invocation is None or invocation.status.finished:
             return invocation
-        function = await self.store.get_function_by_id(invocation.function_id)
+        function = await self._function_by_id(invocation.function_id)
         if function is None:
             invocation.status = Status.CANCELLED
             invocation.error = {"type": "FunctionDeleted", "message": "the function was deleted"}

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 
 from pratai.core.models import (
@@ -453,28 +455,20 @@ class SqlStore:
     async def add_event(self, event: Event) -> Event | None:
         """Stores the event and sets its seq; None when (project, source, id) exists."""
         row = _event_row(event)
-
-        def insert(c: Connection) -> int | None:
-            e = t.events
-            exists = c.execute(
-                sa.select(e.c.seq).where(
-                    e.c.project_id == event.project_id,
-                    e.c.source == event.source,
-                    e.c.id == event.id,
-                )
-            ).first()
-            if exists is not None:
-                return None
-            return int(c.execute(e.insert().returning(e.c.seq), row).scalar_one())
-
-        try:
-            seq = await self._run(insert)
-        except Conflict:  # lost a race with the same event published elsewhere
-            return None
+        insert = (
+            sqlite_insert(t.events) if self.is_sqlite else postgresql_insert(t.events)
+        ).on_conflict_do_nothing(index_elements=["project_id", "source", "id"])
+        statement = insert.returning(t.events.c.seq)
+        seq = await self._run(lambda c: c.execute(statement, row).scalar())
         if seq is None:
             return None
-        event.seq = seq
+        event.seq = int(seq)
         return event
+
+    async def mark_dispatched_many(self, seqs: Sequence[int]) -> None:
+        e = t.events
+        q = sa.update(e).where(e.c.seq.in_(list(seqs))).values(dispatched=True)
+        await self._run(lambda c: c.execute(q))
 
     async def get_event(self, project_id: str, seq: int) -> Event | None:
         e = t.events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Annotated, Any
 
@@ -120,14 +121,18 @@ async def webhook(token: str, request: Request, svc: Svc) -> Response:
             "body": decoded,
         }
     ).encode()
+    key = request.headers.get("idempotency-key")
     if trigger.mode != "wait_for_response":
+        invocation_id = new_id()
+        if key:  # the same key on the same hook: the first invocation, not a new one
+            invocation_id = hashlib.sha256(f"{token}:{key}".encode()).hexdigest()[:32]
         queued = await svc.invocations.submit_for(
-            trigger.function_id, payload, "application/json", invocation_id=new_id()
+            trigger.function_id, payload, "application/json", invocation_id=invocation_id
         )
         if queued is None:
             return JSONResponse({"error": "not_found", "message": "no such function"}, 404)
         return JSONResponse({"id": queued.id, "status": str(queued.status)}, status_code=202)
-    done = await svc.invocations.invoke_by_id(trigger.function_id, payload, "application/json")
+    done = await svc.invocations.invoke_by_id(trigger.function_id, payload, "application/json", key)
     if done.status != Status.SUCCEEDED:
         return JSONResponse(InvocationOut.of(done), status_code=502)
     return _as_response(InvocationOut.of(done)["result"])

@@ -38,13 +38,15 @@ async def invoke(
     run_async: Annotated[bool, Query(alias="async")] = False,
 ) -> Any:
     """Run the function. By default waits for the outcome; `?async=true` answers 202 with the
-    invocation id once the invocation is durably queued."""
+    invocation id once the invocation is durably queued. A repeated `Idempotency-Key` header
+    gets the first request's invocation instead of a new run."""
     payload = await read_body(request, svc.settings.max_payload_bytes)
     content_type = request.headers.get("content-type", "application/json")
+    key = request.headers.get("idempotency-key")
     if run_async:
-        queued = await svc.invocations.submit(who.project, name, payload, content_type)
+        queued = await svc.invocations.submit(who.project, name, payload, content_type, key)
         return JSONResponse({"id": queued.id, "status": str(queued.status)}, status_code=202)
-    done = await svc.invocations.invoke(who.project, name, payload, content_type)
+    done = await svc.invocations.invoke(who.project, name, payload, content_type, key)
     return JSONResponse(InvocationOut.of(done))
 
 

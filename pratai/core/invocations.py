@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,13 @@ class Executor(Protocol):
     async def execute(
         self, invocation: Invocation, function: Function, version: FunctionVersion
     ) -> Invocation: ...
+
+
+def idempotent_id(project: Project, key: str | None) -> str | None:
+    """The invocation id an Idempotency-Key stands for, within one project."""
+    if not key:
+        return None
+    return hashlib.sha256(f"{project.id}:{key}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -120,12 +128,18 @@ class Invocations:
             )
 
     async def _new(
-        self, project: Project, name: str, payload: bytes, content_type: str, mode: str
+        self,
+        project: Project,
+        name: str,
+        payload: bytes,
+        content_type: str,
+        mode: str,
+        invocation_id: str | None = None,
     ) -> tuple[Invocation, Function, FunctionVersion]:
         self._check_payload(payload)
         function, version = await self._target(project, name)
         invocation = Invocation(
-            id=new_id(),
+            id=invocation_id or new_id(),
             project_id=project.id,
             function_id=function.id,
             function_name=function.name,
@@ -136,16 +150,32 @@ class Invocations:
         return invocation, function, version
 
     async def invoke(
-        self, project: Project, name: str, payload: bytes, content_type: str = "application/json"
+        self,
+        project: Project,
+        name: str,
+        payload: bytes,
+        content_type: str = "application/json",
+        idempotency_key: str | None = None,
     ) -> Invocation:
-        """Run now and wait for the outcome."""
+        """Run now and wait for the outcome. With an idempotency key, a repeat of the same key
+        gets the first invocation back instead of running again."""
         if self.executor is None:
             raise Conflict("this process runs no node; use an async invocation")
+        invocation_id = idempotent_id(project, idempotency_key)
+        if invocation_id and (earlier := await self.store.get_invocation_by_id(invocation_id)):
+            return earlier
         invocation, function, version = await self._new(
-            project, name, payload, content_type, "sync"
+            project, name, payload, content_type, "sync", invocation_id
         )
         invocation.status, invocation.started_at = Status.RUNNING, now()
-        await self.store.create_invocation(invocation)  # without the payload: nobody reruns it
+        try:
+            await self.store.create_invocation(invocation)  # without the payload: never rerun
+        except Conflict:
+            if invocation_id is None:
+                raise
+            earlier = await self.store.get_invocation_by_id(invocation_id)
+            assert earlier is not None
+            return earlier  # the same key, concurrently
         invocation.payload = payload
         await self.executor.execute(invocation, function, version)
         invocation.payload = b""
@@ -153,14 +183,18 @@ class Invocations:
         return invocation
 
     async def invoke_by_id(
-        self, function_id: str, payload: bytes, content_type: str = "application/json"
+        self,
+        function_id: str,
+        payload: bytes,
+        content_type: str = "application/json",
+        idempotency_key: str | None = None,
     ) -> Invocation:
         """`invoke` for callers that hold a function id (webhooks)."""
         function = await self.store.get_function_by_id(function_id)
         project = await self.store.get_project(function.project_id) if function else None
         if function is None or project is None:
             raise NotFound("function not found")
-        return await self.invoke(project, function.name, payload, content_type)
+        return await self.invoke(project, function.name, payload, content_type, idempotency_key)
 
     async def tree(self, project: Project, invocation_id: str) -> list[tuple[int, Invocation]]:
         """The whole chain this invocation belongs to: (depth, invocation), root first."""
@@ -180,12 +214,29 @@ class Invocations:
         return found
 
     async def submit(
-        self, project: Project, name: str, payload: bytes, content_type: str = "application/json"
+        self,
+        project: Project,
+        name: str,
+        payload: bytes,
+        content_type: str = "application/json",
+        idempotency_key: str | None = None,
     ) -> Invocation:
         """Store and queue; when this returns the invocation survives a crash."""
-        invocation, _, _ = await self._new(project, name, payload, content_type, "async")
+        invocation_id = idempotent_id(project, idempotency_key)
+        if invocation_id and (earlier := await self.store.get_invocation_by_id(invocation_id)):
+            return earlier
+        invocation, _, _ = await self._new(
+            project, name, payload, content_type, "async", invocation_id
+        )
         invocation.payload = payload
-        await self.store.create_invocation(invocation)
+        try:
+            await self.store.create_invocation(invocation)
+        except Conflict:
+            if invocation_id is None:
+                raise
+            earlier = await self.store.get_invocation_by_id(invocation_id)
+            assert earlier is not None
+            return earlier
         await self.broker.publish(
             INVOCATIONS_QUEUE, invocation.id.encode(), message_id=invocation.id
         )

@@ -308,3 +308,33 @@ def test_kill_9_during_a_burst_of_1000_events_loses_none(tmp_path, make_zip_file
         assert accepted <= done
     finally:
         server.stop()
+
+
+def test_idempotency_key_gives_the_first_invocation_back(server: Server, deploy) -> None:
+    counter = code("""
+        calls = 0
+        def main(p):
+            global calls
+            calls += 1
+            return calls
+    """)
+    name = deploy({"main.py": counter}, "--event", "webhook")
+    hook = server.cli_json("function-show", name)["triggers"][0]["url"]
+    with server.http() as http:
+        url = f"/v1/functions/{name}/invoke"
+        first = http.post(url, json=1, headers={"Idempotency-Key": "k-1"}).json()
+        second = http.post(url, json=1, headers={"Idempotency-Key": "k-1"}).json()
+        third = http.post(url, json=1, headers={"Idempotency-Key": "k-2"}).json()
+        assert first["id"] == second["id"] != third["id"]
+        assert (first["result"], second["result"], third["result"]) == (1, 1, 2)
+        queued = [
+            http.post(url + "?async=true", json=1, headers={"Idempotency-Key": "a-1"}).json()["id"]
+            for _ in range(2)
+        ]
+        assert queued[0] == queued[1]
+    hooked = [
+        httpx.post(hook, json={}, headers={"Idempotency-Key": "h-1"}).json()["id"] for _ in range(2)
+    ]
+    assert hooked[0] == hooked[1]
+    _finished(server, name, 4)  # k-1, k-2, a-1 and h-1: one run each, none twice
+    assert len(server.cli_json("invocation-list", name)) == 4

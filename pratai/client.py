@@ -167,6 +167,19 @@ class Client:
     def delete_trigger(self, trigger_id: str) -> None:
         self.request("DELETE", f"/v1/triggers/{trigger_id}")
 
+    # connectors
+    def create_connector(self, **body: Any) -> Any:
+        return self.request("POST", "/v1/connectors", json=body)
+
+    def list_connectors(self) -> Any:
+        return self.request("GET", "/v1/connectors")
+
+    def get_connector(self, name: str) -> Any:
+        return self.request("GET", f"/v1/connectors/{name}")
+
+    def delete_connector(self, name: str) -> None:
+        self.request("DELETE", f"/v1/connectors/{name}")
+
     def logs(self, name: str, after: float | None = None) -> Any:
         params = {"after": after} if after is not None else None
         return self.request("GET", f"/v1/functions/{name}/logs", params=params)

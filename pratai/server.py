@@ -22,6 +22,8 @@ from pratai.api.app import create_app
 from pratai.api.deps import Services
 from pratai.artifacts.filesystem import FilesystemArtifacts
 from pratai.broker import Broker, open_broker
+from pratai.connectors.registry import make_connector
+from pratai.core.connectors import Connectors
 from pratai.core.events import Events
 from pratai.core.functions import Functions
 from pratai.core.invocations import Invocations
@@ -61,8 +63,16 @@ class Platform:
         functions.listeners.append(invocations.forget)
         events = Events(settings, store, invocations)
         triggers = Triggers(store, events)
+        connectors = Connectors(store, events, make_connector)
         services = Services(
-            settings, tenants, functions, invocations, events, triggers, node_stats=node.stats
+            settings,
+            tenants,
+            functions,
+            invocations,
+            events,
+            triggers,
+            connectors,
+            node_stats=node.stats,
         )
         return cls(settings, store, broker, services, node, Scheduler(store, invocations))
 
@@ -82,6 +92,7 @@ class Platform:
             log.info("dispatched %d events left by the previous run", dispatched)
         self.node.start(self.broker, self.services.invocations)
         self.scheduler.start()
+        await self.services.connectors.start_all()
         return new_key
 
     async def _first_start(self) -> str | None:
@@ -94,6 +105,7 @@ class Platform:
         return token
 
     async def close(self) -> None:
+        await self.services.connectors.close()
         await self.scheduler.close()
         await self.node.close()
         await self.services.events.close()

@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp
 
 import pratai
-from pratai.api import errors, events, functions, invocations
+from pratai.api import connectors, errors, events, functions, invocations
 from pratai.api.deps import Services, allowed
 from pratai.core.tenants import Principal
 
@@ -31,6 +31,7 @@ def create_app(
     app.include_router(functions.router)
     app.include_router(invocations.router)
     app.include_router(events.router)
+    app.include_router(connectors.router)
 
     @app.get("/v1/node", tags=["platform"])
     async def node(who: Annotated[Principal, Depends(allowed("operate"))]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Request
 
+from pratai.core.connectors import Connectors
 from pratai.core.events import Events
 from pratai.core.functions import Functions
 from pratai.core.invocations import Invocations
@@ -26,6 +27,7 @@ class Services:
     invocations: Invocations
     events: Events
     triggers: Triggers
+    connectors: Connectors
     node_stats: Callable[[], dict[str, Any]] | None = None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from pratai.cli.main import cli, handle_errors, output_option
-from pratai.cli.output import describe_trigger, emit_json, table, when
+from pratai.cli.output import describe_trigger, emit_json, fields, table, when
 from pratai.client import Client
 
 
@@ -120,3 +120,88 @@ def trigger_delete(trigger_id: str, output: str) -> None:
     """Remove a trigger."""
     Client().delete_trigger(trigger_id)
     emit_json({"deleted": trigger_id}) if output == "json" else click.echo(f"deleted {trigger_id}")
+
+
+@cli.command("connector-create")
+@click.argument("name")
+@click.option(
+    "--kind", required=True, type=click.Choice(["nats", "mqtt", "amqp", "redis", "postgres"])
+)
+@click.option("--url", required=True, help="e.g. nats://127.0.0.1:4222")
+@click.option("--topic", required=True, help="Pratai topic the messages are published to")
+@click.option("--subject", help="nats: subject to subscribe to (wildcards allowed)")
+@click.option("--source-topic", help="mqtt: topic filter, e.g. sensors/#")
+@click.option("--queue", help="amqp: queue to consume")
+@click.option("--stream", help="redis: stream to read")
+@click.option("--table", help="postgres: table whose inserts, updates and deletes become events")
+@output_option
+@handle_errors
+def connector_create(
+    name: str, kind: str, url: str, topic: str, output: str, **options: str | None
+) -> None:
+    """Turn messages of a system you already run into events on a topic."""
+    chosen = {k: v for k, v in options.items() if v is not None}
+    created = Client().create_connector(name=name, kind=kind, url=url, topic=topic, options=chosen)
+    emit_json(created) if output == "json" else _show_connector(created)
+
+
+def _show_connector(c: dict[str, Any]) -> None:
+    fields(
+        [
+            ("name", c["name"]),
+            ("kind", c["kind"]),
+            ("url", c["url"]),
+            ("topic", c["topic"]),
+            ("options", ", ".join(f"{k}={v}" for k, v in c["options"].items())),
+            ("connected", "yes" if c["connected"] else "no"),
+            ("forwarded", c["forwarded"]),
+            (
+                "last error",
+                f"{c['last_error']} ({when(c['last_error_at'])})" if c["last_error"] else None,
+            ),
+        ]
+    )
+
+
+@cli.command("connector-list")
+@output_option
+@handle_errors
+def connector_list(output: str) -> None:
+    """The project's connectors."""
+    found = Client().list_connectors()
+    if output == "json":
+        return emit_json(found)
+    table(
+        [
+            (
+                c["name"],
+                c["kind"],
+                c["url"],
+                c["topic"],
+                "yes" if c["connected"] else "no",
+                c["forwarded"],
+            )
+            for c in found
+        ],
+        ["NAME", "KIND", "URL", "TOPIC", "CONNECTED", "FORWARDED"],
+    )
+
+
+@cli.command("connector-show")
+@click.argument("name")
+@output_option
+@handle_errors
+def connector_show(name: str, output: str) -> None:
+    """Whether it is connected, how many events it forwarded, its last error."""
+    found = Client().get_connector(name)
+    emit_json(found) if output == "json" else _show_connector(found)
+
+
+@cli.command("connector-delete")
+@click.argument("name")
+@output_option
+@handle_errors
+def connector_delete(name: str, output: str) -> None:
+    """Stop and remove a connector."""
+    Client().delete_connector(name)
+    emit_json({"deleted": name}) if output == "json" else click.echo(f"deleted {name}")

@@ -173,3 +173,17 @@ class Trigger:
     timezone: str | None = None  # ... evaluated in this time zone
     token: str | None = None  # webhook: the secret part of its URL
     created_at: float = field(default_factory=now)
+
+
+@dataclass
+class ConnectorRecord:
+    """An external source whose messages become events on `topic`."""
+
+    id: str
+    project_id: str
+    name: str
+    kind: str
+    url: str  # may hold credentials: never shown back
+    topic: str
+    options: dict[str, str] = field(default_factory=dict)
+    created_at: float = field(default_factory=now)

@@ -8,6 +8,7 @@ from typing import Protocol
 from pratai.core.models import (
     ApiKey,
     BuildState,
+    ConnectorRecord,
     Event,
     Function,
     FunctionVersion,
@@ -102,3 +103,10 @@ class Store(Protocol):
 
     async def last_tick(self, trigger_id: str) -> float | None: ...
     async def child_invocations(self, parent_id: str) -> list[Invocation]: ...
+
+    # connectors
+    async def create_connector(self, connector: ConnectorRecord) -> None:
+        """Raises Conflict when the project has a connector of that name."""
+
+    async def list_connectors(self, project_id: str | None = None) -> list[ConnectorRecord]: ...
+    async def delete_connector(self, connector_id: str) -> None: ...

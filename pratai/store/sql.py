@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 from pratai.core.models import (
     ApiKey,
     BuildState,
+    ConnectorRecord,
     Event,
     Function,
     FunctionVersion,
@@ -566,3 +567,21 @@ class SqlStore:
         q = sa.select(i).where(i.c.parent_id == parent_id).order_by(i.c.created_at)
         rows = await self._run(lambda c: c.execute(q).mappings().all())
         return [_invocation(r) for r in rows]
+
+    # --- connectors ---------------------------------------------------------------------
+
+    async def create_connector(self, connector: ConnectorRecord) -> None:
+        row = {c.name: getattr(connector, c.name) for c in t.connectors.columns}
+        row["options"] = json.dumps(connector.options)
+        await self._run(lambda c: c.execute(t.connectors.insert(), row))
+
+    async def list_connectors(self, project_id: str | None = None) -> list[ConnectorRecord]:
+        q = sa.select(t.connectors).order_by(t.connectors.c.created_at)
+        if project_id is not None:
+            q = q.where(t.connectors.c.project_id == project_id)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [ConnectorRecord(**{**r, "options": json.loads(r["options"])}) for r in rows]
+
+    async def delete_connector(self, connector_id: str) -> None:
+        q = sa.delete(t.connectors).where(t.connectors.c.id == connector_id)
+        await self._run(lambda c: c.execute(q))

@@ -158,3 +158,17 @@ timer_ticks = sa.Table(
     sa.Column("tick", sa.Double(), primary_key=True),
     sa.Column("fired_at", sa.Double(), nullable=False),
 )
+
+connectors = sa.Table(
+    "connectors",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),  # may hold credentials: never shown back
+    sa.Column("options", sa.Text(), nullable=False),  # JSON
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.UniqueConstraint("project_id", "name", name="uq_connectors_project_name"),
+)

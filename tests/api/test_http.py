@@ -65,6 +65,10 @@ V1_ROUTES = {
     ("GET", "/v1/triggers"),
     ("POST", "/v1/triggers"),
     ("DELETE", "/v1/triggers/{trigger_id}"),
+    ("POST", "/v1/connectors"),
+    ("GET", "/v1/connectors"),
+    ("GET", "/v1/connectors/{name}"),
+    ("DELETE", "/v1/connectors/{name}"),
 }
 
 

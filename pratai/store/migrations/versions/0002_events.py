@@ -1,4 +1,4 @@
-"""Events, triggers and timer ticks; lineage and retries on invocations and functions.
+"""Events, triggers, timer ticks and connectors; lineage and retries on invocations and functions.
 
 Revision ID: 0002
 Revises: 0001
@@ -65,9 +65,22 @@ def upgrade() -> None:
         sa.Column("tick", sa.Double(), primary_key=True),
         sa.Column("fired_at", sa.Double(), nullable=False),
     )
+    op.create_table(
+        "connectors",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("project_id", sa.String(64), nullable=False),
+        sa.Column("name", sa.String(63), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("options", sa.Text(), nullable=False),
+        sa.Column("topic", sa.String(255), nullable=False),
+        sa.Column("created_at", sa.Double(), nullable=False),
+        sa.UniqueConstraint("project_id", "name", name="uq_connectors_project_name"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("connectors")
     op.drop_table("timer_ticks")
     op.drop_index("ix_triggers_function", "triggers")
     op.drop_index("ix_triggers_project_topic", "triggers")

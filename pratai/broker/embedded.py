@@ -71,6 +71,9 @@ class EmbeddedBroker:
         self.release_on_open = release_on_open
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        self._acks: list[str] = []
+        self._ack_batch: asyncio.Future[None] | None = None
+        self._ack_task: asyncio.Future[None] | None = None
         # one event per waiting consumer: a publish wakes one of them, not the whole herd
         self._waiters: dict[str, collections.deque[asyncio.Event]] = {}
         self._closed = asyncio.Event()
@@ -212,9 +215,30 @@ class EmbeddedBroker:
                     waiters.remove(ev)
 
     async def ack(self, delivery: Delivery) -> None:
-        await self._run(
-            lambda: self._conn().execute("DELETE FROM messages WHERE id = ?", (delivery.id,))
-        )
+        """Deleted when this returns. Acks that arrive together share one statement."""
+        self._acks.append(delivery.id)
+        if self._ack_batch is None:
+            self._ack_batch = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+        await asyncio.shield(self._ack_batch)
+
+    def _flush_acks(self) -> None:
+        ids, self._acks = self._acks, []
+        batch, self._ack_batch = self._ack_batch, None
+        assert batch is not None
+
+        def delete() -> None:
+            self._conn().executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
+
+        async def run() -> None:
+            try:
+                await self._run(delete)
+            except BaseException as exc:
+                batch.set_exception(exc)
+            else:
+                batch.set_result(None)
+
+        self._ack_task = asyncio.ensure_future(run())
 
     async def nack(self, delivery: Delivery, *, delay_s: float = 0.0) -> None:
         def work() -> None:

@@ -281,9 +281,13 @@ class Invocations:
         """Called by a node for a queued invocation; idempotent for finished ones."""
         if self.executor is None:
             raise Conflict("this process runs no node")
-        invocation = await self.store.get_invocation_by_id(invocation_id)
-        if invocation is None or invocation.status.finished:
-            return invocation
+        # The usual case in one statement: queued -> running, returning the row.
+        invocation = await self.store.start_invocation(invocation_id, now())
+        if invocation is None:
+            invocation = await self.store.get_invocation_by_id(invocation_id)
+            if invocation is None or invocation.status.finished:
+                return invocation
+            # still "running": its node died before finishing it, so run it again
         function = await self._function_by_id(invocation.function_id)
         if function is None:
             invocation.status = Status.CANCELLED
@@ -293,12 +297,11 @@ class Invocations:
             return invocation
         if invocation.version == 0:  # queued while the function had no ready version
             if function.active_version is None:
+                invocation.status = Status.QUEUED
+                await self.store.update_invocation(invocation)
                 raise Conflict(f"function {function.name!r} has no ready version yet")
             invocation.version = function.active_version
         version = await self._version(function.id, invocation.version)
-        invocation.status = Status.RUNNING
-        invocation.started_at = now()
-        await self.store.update_invocation(invocation)
         await self.executor.execute(invocation, function, version)
         if invocation.status != Status.SUCCEEDED and invocation.attempt <= function.max_retries:
             # Back to the queue; the node redelivers it after retry_delay(attempt).

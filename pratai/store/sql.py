@@ -409,6 +409,18 @@ class SqlStore:
         r = await self._run(lambda c: c.execute(_GET_INVOCATION, params).mappings().first())
         return _invocation(r) if r else None
 
+    async def start_invocation(self, invocation_id: str, started_at: float) -> Invocation | None:
+        """queued -> running in one statement, returning the row; None when it was not queued."""
+        i = t.invocations
+        q = (
+            sa.update(i)
+            .where(i.c.id == invocation_id, i.c.status == str(Status.QUEUED))
+            .values(status=str(Status.RUNNING), started_at=started_at)
+            .returning(*i.columns)
+        )
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return _invocation(r) if r else None
+
     async def update_invocation(self, invocation: Invocation) -> None:
         row = _invocation_row(invocation)
         row["_id"] = row.pop("id")

@@ -61,6 +61,7 @@ class Store(Protocol):
     async def update_invocation(self, invocation: Invocation) -> None: ...
     async def start_invocation(self, invocation_id: str, started_at: float) -> Invocation | None:
         """queued -> running in one statement, returning the row; None when it was not queued."""
+
     async def list_invocations(
         self,
         project_id: str,

@@ -118,29 +118,47 @@ class Events:
             )
         event.project_id = project.id
         event.time = event.time or iso_now()
-        stored = await self.store.add_event(event)
+        caused = await self._invocations_of(event)
+        event.dispatched = True  # its invocations are stored with it, atomically
+        stored = await self.store.add_event(event, caused)
         if stored is None:
             existing = await self.store.find_event(project.id, event.source, event.id)
             assert existing is not None
             return existing, True
-        await self.dispatch(stored)
+        for invocation in caused:
+            await self.invocations.enqueue(invocation)
         return stored, False
 
-    async def dispatch(self, event: Event) -> list[str]:
-        """Queue one invocation per subscriber; safe to repeat. Returns invocation ids."""
-        assert event.seq is not None
-        ids = []
+    async def _invocations_of(self, event: Event) -> list[Invocation]:
+        """One queued invocation per subscriber, with ids derived from the event's identity so
+        that dispatching again (after a crash) creates nothing twice."""
+        caused = []
         for trigger in await self.subscribers(event.project_id, event.topic):
-            invocation_id = hashlib.sha256(
-                f"{event.seq}:{trigger.function_id}".encode()
-            ).hexdigest()[:32]
-            queued = await self.invocations.submit_for(
+            identity = f"{event.project_id}:{event.source}:{event.id}:{trigger.function_id}"
+            invocation = await self.invocations.prepare_for(
                 trigger.function_id,
                 event.data,
                 event.datacontenttype,
-                invocation_id=invocation_id,
+                invocation_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
                 event_seq=event.seq,
                 parent_id=event.extensions.get(PARENT),
+            )
+            if invocation is not None:
+                caused.append(invocation)
+        return caused
+
+    async def dispatch(self, event: Event) -> list[str]:
+        """Queue the invocations of an event stored undispatched; safe to repeat."""
+        assert event.seq is not None
+        ids = []
+        for invocation in await self._invocations_of(event):
+            queued = await self.invocations.submit_for(
+                invocation.function_id,
+                invocation.payload,
+                invocation.content_type,
+                invocation_id=invocation.id,
+                event_seq=event.seq,
+                parent_id=invocation.parent_id,
             )
             if queued is not None:
                 ids.append(queued.id)

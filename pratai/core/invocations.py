@@ -242,6 +242,40 @@ class Invocations:
         )
         return invocation
 
+    async def prepare_for(
+        self,
+        function_id: str,
+        payload: bytes,
+        content_type: str,
+        *,
+        invocation_id: str,
+        event_seq: int | None = None,
+        parent_id: str | None = None,
+    ) -> Invocation | None:
+        """A queued invocation caused by an event, not yet stored; None if the function is gone."""
+        self._check_payload(payload)
+        function = await self._function_by_id(function_id)
+        if function is None:
+            return None
+        return Invocation(
+            id=invocation_id,
+            project_id=function.project_id,
+            function_id=function.id,
+            function_name=function.name,
+            version=function.active_version or 0,
+            mode="async",
+            payload=payload,
+            content_type=content_type,
+            event_seq=event_seq,
+            parent_id=parent_id,
+        )
+
+    async def enqueue(self, invocation: Invocation) -> None:
+        """Hand a stored, queued invocation to the nodes (a repeat is harmless)."""
+        await self.broker.publish(
+            INVOCATIONS_QUEUE, invocation.id.encode(), message_id=invocation.id
+        )
+
     async def submit_for(
         self,
         function_id: str,
@@ -254,27 +288,19 @@ class Invocations:
     ) -> Invocation | None:
         """Queue an invocation caused by an event. Idempotent by `invocation_id`: a repeat
         publishes the id again (the broker ignores it while queued) and creates nothing."""
-        self._check_payload(payload)
-        function = await self._function_by_id(function_id)
-        if function is None:
-            return None
-        invocation = Invocation(
-            id=invocation_id,
-            project_id=function.project_id,
-            function_id=function.id,
-            function_name=function.name,
-            version=function.active_version or 0,
-            mode="async",
-            payload=payload,
-            content_type=content_type,
+        invocation = await self.prepare_for(
+            function_id,
+            payload,
+            content_type,
+            invocation_id=invocation_id,
             event_seq=event_seq,
             parent_id=parent_id,
         )
+        if invocation is None:
+            return None
         with contextlib.suppress(Conflict):
             await self.store.create_invocation(invocation)
-        await self.broker.publish(
-            INVOCATIONS_QUEUE, invocation.id.encode(), message_id=invocation.id
-        )
+        await self.enqueue(invocation)
         return invocation
 
     async def run_queued(self, invocation_id: str) -> Invocation | None:

@@ -78,8 +78,9 @@ class Store(Protocol):
         """Across all projects; used to recover work after a crash."""
 
     # events, triggers, timer ticks
-    async def add_event(self, event: Event) -> Event | None:
-        """Stores the event and sets its seq; None when (project, source, id) exists."""
+    async def add_event(self, event: Event, invocations: Sequence[Invocation] = ()) -> Event | None:
+        """Stores the event, sets its seq and, in the same transaction, the invocations it
+        causes (their event_seq set); None, storing nothing, when (project, source, id) exists."""
 
     async def get_event(self, project_id: str, seq: int) -> Event | None: ...
     async def find_event(self, project_id: str, source: str, event_id: str) -> Event | None: ...

@@ -465,17 +465,32 @@ class SqlStore:
 
     # --- events, triggers, timer ticks ------------------------------------------------
 
-    async def add_event(self, event: Event) -> Event | None:
-        """Stores the event and sets its seq; None when (project, source, id) exists."""
+    async def add_event(self, event: Event, invocations: Sequence[Invocation] = ()) -> Event | None:
+        """Stores the event, sets its seq and, in the same transaction, the invocations it
+        causes (their event_seq set); None, storing nothing, when (project, source, id) exists."""
         row = _event_row(event)
-        insert = (
-            sqlite_insert(t.events) if self.is_sqlite else postgresql_insert(t.events)
-        ).on_conflict_do_nothing(index_elements=["project_id", "source", "id"])
-        statement = insert.returning(t.events.c.seq)
-        seq = await self._run(lambda c: c.execute(statement, row).scalar())
+        dialect_insert = sqlite_insert if self.is_sqlite else postgresql_insert
+        insert_event = (
+            dialect_insert(t.events)
+            .on_conflict_do_nothing(index_elements=["project_id", "source", "id"])
+            .returning(t.events.c.seq)
+        )
+        insert_invocation = dialect_insert(t.invocations).on_conflict_do_nothing(
+            index_elements=["id"]
+        )
+
+        def work(c: Connection) -> int | None:
+            seq = c.execute(insert_event, row).scalar()
+            if seq is not None and invocations:
+                for invocation in invocations:
+                    invocation.event_seq = int(seq)
+                c.execute(insert_invocation, [_invocation_row(i) for i in invocations])
+            return None if seq is None else int(seq)
+
+        seq = await self._run(work)
         if seq is None:
             return None
-        event.seq = int(seq)
+        event.seq = seq
         return event
 
     async def mark_dispatched_many(self, seqs: Sequence[int]) -> None:

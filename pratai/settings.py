@@ -5,7 +5,7 @@
 | PRATAI_HOME | ./.pratai | data folder: database, artifacts, environments, credentials |
 | PRATAI_HOST / PRATAI_PORT | 127.0.0.1 / 8080 | where `pratai serve` listens |
 | PRATAI_DATABASE_URL | sqlite:///$PRATAI_HOME/pratai.sqlite3 | SQLite or postgresql:// |
-| PRATAI_BROKER_URL | embedded | work queue (`embedded` keeps it in $PRATAI_HOME/broker.sqlite3) |
+| PRATAI_BROKER_URL | memory | work queue: memory (work is durable in the store) or embedded |
 | PRATAI_SANDBOX_DIR | $PRATAI_HOME/sandbox | code and environments the sandboxes read (see below) |
 | PRATAI_SANDBOX_PYTHON | /usr/bin/python3 | interpreter of functions (sandbox-readable) |
 | PRATAI_IDLE_TIMEOUT | 300 | seconds a warm instance may idle before it is stopped |
@@ -62,7 +62,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     database_url: str = ""
-    broker_url: str = "embedded"
+    broker_url: str = "memory"
     sandbox_python: str = field(default_factory=_default_sandbox_python)
     sandbox_dir: Path = Path()  # empty means $home/sandbox
     idle_timeout: float = 300.0

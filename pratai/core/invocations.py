@@ -237,9 +237,7 @@ class Invocations:
             earlier = await self.store.get_invocation_by_id(invocation_id)
             assert earlier is not None
             return earlier
-        await self.broker.publish(
-            INVOCATIONS_QUEUE, invocation.id.encode(), message_id=invocation.id
-        )
+        await self.enqueue(invocation)
         return invocation
 
     async def prepare_for(
@@ -361,9 +359,7 @@ class Invocations:
                 invocation.status = Status.QUEUED
                 invocation.attempt += 1
                 await self.store.update_invocation(invocation)
-            await self.broker.publish(
-                INVOCATIONS_QUEUE, invocation.id.encode(), message_id=invocation.id
-            )
+            await self.enqueue(invocation)
             count += 1
         return count
 

@@ -167,6 +167,35 @@ class Client:
     def delete_trigger(self, trigger_id: str) -> None:
         self.request("DELETE", f"/v1/triggers/{trigger_id}")
 
+    # tenancy
+    def whoami(self) -> Any:
+        return self.request("GET", "/v1/whoami")
+
+    def create_project(self, name: str) -> Any:
+        return self.request("POST", "/v1/projects", json={"name": name})
+
+    def list_projects(self) -> Any:
+        return self.request("GET", "/v1/projects")
+
+    def create_user(self, name: str, project: str, role: str) -> Any:
+        return self.request(
+            "POST", "/v1/users", json={"name": name, "project": project, "role": role}
+        )
+
+    def create_key(self, **body: Any) -> Any:
+        return self.request(
+            "POST", "/v1/keys", json={k: v for k, v in body.items() if v is not None}
+        )
+
+    def list_keys(self, project: str | None = None) -> Any:
+        return self.request("GET", "/v1/keys", params={"project": project} if project else None)
+
+    def revoke_key(self, key_id: str) -> None:
+        self.request("DELETE", f"/v1/keys/{key_id}")
+
+    def audit(self, limit: int = 50) -> Any:
+        return self.request("GET", "/v1/audit", params={"limit": limit})
+
     # connectors
     def create_connector(self, **body: Any) -> Any:
         return self.request("POST", "/v1/connectors", json=body)

@@ -10,7 +10,8 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp
 
 import pratai
-from pratai.api import connectors, errors, events, functions, invocations
+from pratai.api import connectors, errors, events, functions, invocations, tenancy
+from pratai.api.audit import AuditMiddleware
 from pratai.api.deps import Services, allowed
 from pratai.core.tenants import Principal
 
@@ -32,6 +33,8 @@ def create_app(
     app.include_router(invocations.router)
     app.include_router(events.router)
     app.include_router(connectors.router)
+    app.include_router(tenancy.router)
+    app.add_middleware(AuditMiddleware, store=svc.tenants.store)
 
     @app.get("/v1/node", tags=["platform"])
     async def node(who: Annotated[Principal, Depends(allowed("operate"))]) -> dict[str, Any]:

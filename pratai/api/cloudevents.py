@@ -113,5 +113,4 @@ def to_json(event: Event) -> dict[str, Any]:
         except UnicodeDecodeError:
             doc["data_base64"] = base64.b64encode(event.data).decode()
     doc["topic"] = event.topic
-    doc["seq"] = event.seq
     return doc

@@ -46,21 +46,23 @@ async def principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    return await services_of(request).tenants.authenticate(token.strip())
+    who = await services_of(request).tenants.authenticate(token.strip())
+    request.state.principal = who  # for the audit log
+    return who
 
 
 _ALLOWED: dict[str, set[Role]] = {
     "read": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER, Role.VIEWER},
     "invoke": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER},
     "deploy": {Role.ADMIN, Role.DEVELOPER},
-    "operate": {Role.ADMIN},  # the machine itself: pools across every project, driver details
+    "operate": {Role.ADMIN},  # the machine itself (platform admins only): every project's pools
 }
 
 
 def allowed(action: str) -> Callable[[Request], Awaitable[Principal]]:
     async def check(request: Request) -> Principal:
         who = await principal(request)
-        if who.role not in _ALLOWED[action]:
+        if who.role not in _ALLOWED[action] or (action == "operate" and not who.platform_admin):
             raise Forbidden(f"role {who.role} may not {action}")
         return who
 

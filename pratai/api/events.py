@@ -27,7 +27,6 @@ Svc = Annotated[Services, Depends(services)]
 
 class Published(BaseModel):
     id: str
-    seq: int | None
     duplicate: bool
 
 
@@ -53,7 +52,7 @@ async def publish_event(topic: str, request: Request, who: Invoker, svc: Svc) ->
     body = await read_body(request, svc.settings.max_payload_bytes)
     event = cloudevents.from_http(topic, request.headers, body)
     stored, duplicate = await svc.events.publish(who.project, event)
-    return Published(id=stored.id, seq=stored.seq, duplicate=duplicate)
+    return Published(id=stored.id, duplicate=duplicate)
 
 
 @router.get("/v1/events/{topic:path}")

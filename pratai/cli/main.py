@@ -49,7 +49,7 @@ def cli() -> None:
 
 
 def main() -> None:
-    from pratai.cli import events  # noqa: F401 - registers the event and trigger commands
+    from pratai.cli import events, tenancy  # noqa: F401 - register their commands
 
     cli()
 

@@ -76,6 +76,7 @@ class ApiKey:
     created_at: float = field(default_factory=now)
     expires_at: float | None = None
     revoked_at: float | None = None
+    user_id: str | None = None
 
 
 @dataclass
@@ -187,3 +188,22 @@ class ConnectorRecord:
     topic: str
     options: dict[str, str] = field(default_factory=dict)
     created_at: float = field(default_factory=now)
+
+
+@dataclass
+class User:
+    id: str
+    name: str
+    created_at: float = field(default_factory=now)
+
+
+@dataclass
+class AuditEntry:
+    project_id: str
+    key_id: str
+    action: str
+    target: str
+    status: int
+    user_id: str | None = None
+    at: float = field(default_factory=now)
+    seq: int | None = None

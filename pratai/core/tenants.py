@@ -8,8 +8,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from pratai.core.models import ApiKey, Project, Role, new_id, now
-from pratai.errors import Unauthorized
+from pratai.core.models import ApiKey, Project, Role, User, check_name, new_id, now
+from pratai.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from pratai.store import Store
 
 DEFAULT_PROJECT = "default"
@@ -22,11 +22,29 @@ def _hash(secret: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's project and role."""
+    """Who is calling: the key's project and role (and user, when the key belongs to one)."""
 
     key_id: str
     project: Project
     role: Role
+    user_id: str | None = None
+
+    @property
+    def platform_admin(self) -> bool:
+        """Admins of the `default` project administer the platform: every project."""
+        return self.role == Role.ADMIN and self.project.name == DEFAULT_PROJECT
+
+
+RANK = {Role.VIEWER: 0, Role.INVOKER: 1, Role.DEVELOPER: 2, Role.ADMIN: 3}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'30d', '12h', '15m', '90s' -> seconds."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _UNITS or not number.isdigit() or int(number) <= 0:
+        raise InvalidInput(f"invalid duration {text!r}: use e.g. 30d, 12h, 15m or 90s")
+    return int(number) * _UNITS[unit]
 
 
 class Tenants:
@@ -42,16 +60,105 @@ class Tenants:
             await self.store.create_project(project)
         return project
 
-    async def create_key(self, project: Project, role: Role, name: str = "") -> str:
+    async def create_key(
+        self,
+        project: Project,
+        role: Role,
+        name: str = "",
+        *,
+        user_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> str:
         """Returns the token; it is never retrievable again."""
         key_id = "pk_" + secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         await self.store.create_key(
             ApiKey(
-                id=key_id, project_id=project.id, role=role, secret_hash=_hash(secret), name=name
+                id=key_id,
+                project_id=project.id,
+                role=role,
+                secret_hash=_hash(secret),
+                name=name,
+                user_id=user_id,
+                expires_at=expires_at,
             )
         )
         return f"{key_id}.{secret}"
+
+    # --- administration, as a principal -------------------------------------------------
+
+    async def project_for(self, who: Principal, name: str | None) -> Project:
+        """The project `who` may administer by that name (their own when None)."""
+        if name is None or name == who.project.name:
+            return who.project
+        project = await self.store.get_project_by_name(name)
+        if project is None or not who.platform_admin:
+            raise NotFound(f"project {name!r} not found", project=name)
+        return project
+
+    async def create_project(self, who: Principal, name: str) -> Project:
+        if not who.platform_admin:
+            raise Forbidden("only admins of the default project create projects")
+        check_name(name, "project")
+        project = Project(id=new_id(), name=name)
+        try:
+            await self.store.create_project(project)
+        except Conflict:
+            raise Conflict(f"project {name!r} already exists", project=name) from None
+        return project
+
+    async def projects(self, who: Principal) -> list[Project]:
+        return await self.store.list_projects() if who.platform_admin else [who.project]
+
+    async def create_user(
+        self, who: Principal, name: str, project_name: str, role: Role
+    ) -> tuple[User, str]:
+        """A user with a first key in the project; returns the user and that key's token."""
+        project = await self.project_for(who, project_name)
+        if who.role != Role.ADMIN:
+            raise Forbidden("only admins create users")
+        check_name(name, "user")
+        user = User(id=new_id(), name=name)
+        try:
+            await self.store.create_user(user)
+        except Conflict:
+            raise Conflict(f"user {name!r} already exists", user=name) from None
+        token = await self.create_key(project, role, f"{name}'s key", user_id=user.id)
+        return user, token
+
+    async def issue_key(
+        self,
+        who: Principal,
+        project_name: str | None,
+        role: Role,
+        expires_in_s: float | None = None,
+        name: str = "",
+    ) -> tuple[ApiKey, str]:
+        """A new key in a project `who` may administer, never with a role above theirs."""
+        project = await self.project_for(who, project_name)
+        if RANK[role] > RANK[who.role] or who.role == Role.VIEWER:
+            raise Forbidden(f"a {who.role} key cannot create {role} keys")
+        expires_at = now() + expires_in_s if expires_in_s else None
+        token = await self.create_key(
+            project, role, name, user_id=who.user_id, expires_at=expires_at
+        )
+        key = await self.store.get_key(token.partition(".")[0])
+        assert key is not None
+        return key, token
+
+    async def keys(self, who: Principal, project_name: str | None) -> list[ApiKey]:
+        project = await self.project_for(who, project_name)
+        return await self.store.list_keys(project.id)
+
+    async def revoke(self, who: Principal, key_id: str) -> None:
+        key = await self.store.get_key(key_id)
+        visible = key is not None and (key.project_id == who.project.id or who.platform_admin)
+        if key is None or not visible:
+            raise NotFound(f"key {key_id!r} not found", key=key_id)
+        if who.role != Role.ADMIN and key.id != who.key_id:
+            raise Forbidden("only admins revoke other keys")
+        await self.store.revoke_key(key_id, now())
+        self._verified = {t: v for t, v in self._verified.items() if v[1].key_id != key_id}
 
     async def authenticate(self, token: str) -> Principal:
         cached = self._verified.get(token)
@@ -68,8 +175,11 @@ class Tenants:
         project = await self.store.get_project(key.project_id)
         if project is None:
             raise Unauthorized("invalid API key")
-        principal = Principal(key_id=key.id, project=project, role=key.role)
+        principal = Principal(key_id=key.id, project=project, role=key.role, user_id=key.user_id)
         if len(self._verified) > 10_000:
             self._verified.clear()
-        self._verified[token] = (time.monotonic() + _CACHE_SECONDS, principal)
+        trusted_for = _CACHE_SECONDS
+        if key.expires_at is not None:  # never trust a key past its expiry
+            trusted_for = min(trusted_for, key.expires_at - now())
+        self._verified[token] = (time.monotonic() + trusted_for, principal)
         return principal

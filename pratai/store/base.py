@@ -7,6 +7,7 @@ from typing import Protocol
 
 from pratai.core.models import (
     ApiKey,
+    AuditEntry,
     BuildState,
     ConnectorRecord,
     Event,
@@ -17,6 +18,7 @@ from pratai.core.models import (
     Status,
     Trigger,
     TriggerKind,
+    User,
 )
 
 
@@ -114,3 +116,14 @@ class Store(Protocol):
 
     async def list_connectors(self, project_id: str | None = None) -> list[ConnectorRecord]: ...
     async def delete_connector(self, connector_id: str) -> None: ...
+
+    # tenancy
+    async def list_projects(self) -> list[Project]: ...
+    async def create_user(self, user: User) -> None:
+        """Raises Conflict when the name is taken."""
+
+    async def get_user_by_name(self, name: str) -> User | None: ...
+    async def revoke_key(self, key_id: str, at: float) -> None: ...
+    async def add_audit(self, entry: AuditEntry) -> None: ...
+    async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
+        """Newest first."""

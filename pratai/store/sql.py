@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 
 from pratai.core.models import (
     ApiKey,
+    AuditEntry,
     BuildState,
     ConnectorRecord,
     Event,
@@ -36,6 +37,7 @@ from pratai.core.models import (
     Status,
     Trigger,
     TriggerKind,
+    User,
 )
 from pratai.errors import Conflict
 from pratai.store import tables as t
@@ -97,6 +99,7 @@ def _key(r: RowMapping) -> ApiKey:
         created_at=r["created_at"],
         expires_at=r["expires_at"],
         revoked_at=r["revoked_at"],
+        user_id=r["user_id"],
     )
 
 
@@ -612,3 +615,33 @@ class SqlStore:
     async def delete_connector(self, connector_id: str) -> None:
         q = sa.delete(t.connectors).where(t.connectors.c.id == connector_id)
         await self._run(lambda c: c.execute(q))
+
+    # --- tenancy ------------------------------------------------------------------------
+
+    async def list_projects(self) -> list[Project]:
+        q = sa.select(t.projects).order_by(t.projects.c.name)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_project(r) for r in rows]
+
+    async def create_user(self, user: User) -> None:
+        row = {"id": user.id, "name": user.name, "created_at": user.created_at}
+        await self._run(lambda c: c.execute(t.users.insert(), row))
+
+    async def get_user_by_name(self, name: str) -> User | None:
+        q = sa.select(t.users).where(t.users.c.name == name)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return User(**r) if r else None
+
+    async def revoke_key(self, key_id: str, at: float) -> None:
+        q = sa.update(t.api_keys).where(t.api_keys.c.id == key_id).values(revoked_at=at)
+        await self._run(lambda c: c.execute(q))
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        row = {c.name: getattr(entry, c.name) for c in t.audit.columns if c.name != "seq"}
+        await self._run(lambda c: c.execute(t.audit.insert(), row))
+
+    async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
+        a = t.audit
+        q = sa.select(a).where(a.c.project_id == project_id).order_by(a.c.seq.desc()).limit(limit)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [AuditEntry(**r) for r in rows]

@@ -31,6 +31,7 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.Column("expires_at", sa.Double(), nullable=True),
     sa.Column("revoked_at", sa.Double(), nullable=True),
+    sa.Column("user_id", sa.String(64), nullable=True),
     sa.Index("ix_api_keys_project", "project_id"),
 )
 
@@ -171,4 +172,28 @@ connectors = sa.Table(
     sa.Column("topic", sa.String(255), nullable=False),
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.UniqueConstraint("project_id", "name", name="uq_connectors_project_name"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.UniqueConstraint("name", name="uq_users_name"),
+)
+
+# Who created, changed, deleted or invoked what. Never holds request bodies or secrets.
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=True),
+    sa.Column("action", sa.String(16), nullable=False),  # the HTTP method
+    sa.Column("target", sa.String(1024), nullable=False),  # the path
+    sa.Column("status", sa.Integer(), nullable=False),
+    sa.Column("at", sa.Double(), nullable=False),
+    sa.Index("ix_audit_project_seq", "project_id", "seq"),
 )

@@ -69,6 +69,14 @@ V1_ROUTES = {
     ("GET", "/v1/connectors"),
     ("GET", "/v1/connectors/{name}"),
     ("DELETE", "/v1/connectors/{name}"),
+    ("GET", "/v1/whoami"),
+    ("POST", "/v1/projects"),
+    ("GET", "/v1/projects"),
+    ("POST", "/v1/users"),
+    ("POST", "/v1/keys"),
+    ("GET", "/v1/keys"),
+    ("DELETE", "/v1/keys/{key_id}"),
+    ("GET", "/v1/audit"),
 }
 
 
@@ -507,7 +515,7 @@ async def test_openapi_lists_every_v1_route(api: Api) -> None:
     # and each of them is served, behind a key (a missing route would answer 404 or 405)
     for method, path in sorted(documented):
         concrete = path.replace("{name}", "echo").replace("{invocation_id}", "feed")
-        for param in ("{topic}", "{event_id}", "{trigger_id}"):
+        for param in ("{topic}", "{event_id}", "{trigger_id}", "{key_id}"):
             concrete = concrete.replace(param, "x")
         answer = await api.request(method, concrete)
         assert error_of(answer, 401, "unauthorized"), (method, path)

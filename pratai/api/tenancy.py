@@ -1,0 +1,166 @@
+"""/v1/projects, /v1/users, /v1/keys, /v1/audit, /v1/whoami."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from pratai.api.deps import Services, allowed, principal, services
+from pratai.core.models import ApiKey, Role
+from pratai.core.tenants import Principal, parse_duration
+
+router = APIRouter(prefix="/v1", tags=["tenancy"])
+
+Anyone = Annotated[Principal, Depends(principal)]
+Reader = Annotated[Principal, Depends(allowed("read"))]
+Svc = Annotated[Services, Depends(services)]
+
+
+class ProjectIn(BaseModel):
+    name: str
+
+
+class ProjectOut(BaseModel):
+    id: str
+    name: str
+    created_at: float
+
+
+class UserIn(BaseModel):
+    name: str
+    project: str
+    role: Role = Role.DEVELOPER
+
+
+class KeyIn(BaseModel):
+    project: str | None = None
+    role: Role
+    expires: str | None = None  # "30d", "12h", "15m", "90s"
+    name: str = ""
+
+
+class KeyOut(BaseModel):
+    id: str
+    project: str
+    role: str
+    name: str
+    user_id: str | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+    @classmethod
+    def of(cls, key: ApiKey, project: str) -> KeyOut:
+        return cls(
+            id=key.id,
+            project=project,
+            role=key.role,
+            name=key.name,
+            user_id=key.user_id,
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class NewKey(KeyOut):
+    token: str  # shown once; only its hash is stored
+
+
+class NewUser(BaseModel):
+    id: str
+    name: str
+    project: str
+    role: str
+    token: str  # the user's first key, shown once
+
+
+class Whoami(BaseModel):
+    key_id: str
+    project: str
+    role: str
+    user_id: str | None
+    platform_admin: bool
+
+
+class AuditOut(BaseModel):
+    key_id: str
+    user_id: str | None
+    action: str
+    target: str
+    status: int
+    at: float
+
+
+@router.get("/whoami", response_model=Whoami)
+async def whoami(who: Anyone) -> Whoami:
+    return Whoami(
+        key_id=who.key_id,
+        project=who.project.name,
+        role=who.role,
+        user_id=who.user_id,
+        platform_admin=who.platform_admin,
+    )
+
+
+@router.post("/projects", status_code=201, response_model=ProjectOut)
+async def create_project(body: ProjectIn, who: Anyone, svc: Svc) -> ProjectOut:
+    """Admins of the `default` project create projects."""
+    project = await svc.tenants.create_project(who, body.name)
+    return ProjectOut(id=project.id, name=project.name, created_at=project.created_at)
+
+
+@router.get("/projects", response_model=list[ProjectOut])
+async def list_projects(who: Reader, svc: Svc) -> list[ProjectOut]:
+    return [
+        ProjectOut(id=p.id, name=p.name, created_at=p.created_at)
+        for p in await svc.tenants.projects(who)
+    ]
+
+
+@router.post("/users", status_code=201, response_model=NewUser)
+async def create_user(body: UserIn, who: Anyone, svc: Svc) -> NewUser:
+    """Admins create users; the answer holds the user's first key, shown this once."""
+    user, token = await svc.tenants.create_user(who, body.name, body.project, body.role)
+    return NewUser(id=user.id, name=user.name, project=body.project, role=body.role, token=token)
+
+
+@router.post("/keys", status_code=201, response_model=NewKey)
+async def create_key(body: KeyIn, who: Anyone, svc: Svc) -> NewKey:
+    """A key with a role no higher than the caller's; the token is shown this once."""
+    expires = parse_duration(body.expires) if body.expires else None
+    key, token = await svc.tenants.issue_key(who, body.project, body.role, expires, body.name)
+    project = body.project or who.project.name
+    return NewKey(**KeyOut.of(key, project).model_dump(), token=token)
+
+
+@router.get("/keys", response_model=list[KeyOut])
+async def list_keys(who: Reader, svc: Svc, project: str | None = None) -> list[KeyOut]:
+    name = project or who.project.name
+    return [KeyOut.of(k, name) for k in await svc.tenants.keys(who, project)]
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def revoke_key(key_id: str, who: Anyone, svc: Svc) -> None:
+    await svc.tenants.revoke(who, key_id)
+
+
+@router.get("/audit", response_model=list[AuditOut])
+async def list_audit(
+    who: Reader, svc: Svc, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[AuditOut]:
+    """Who created, changed, deleted or invoked what in this project, newest first."""
+    entries = await svc.tenants.store.list_audit(who.project.id, limit)
+    return [
+        AuditOut(
+            key_id=e.key_id,
+            user_id=e.user_id,
+            action=e.action,
+            target=e.target,
+            status=e.status,
+            at=e.at,
+        )
+        for e in entries
+    ]

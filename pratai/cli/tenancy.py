@@ -1,0 +1,144 @@
+"""Project, user, key, login and audit commands of the `pratai` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from pratai.cli.main import cli, handle_errors, output_option
+from pratai.cli.output import emit_json, table, when
+from pratai.client import Client
+
+ROLES = click.Choice(["admin", "developer", "invoker", "viewer"])
+
+
+@cli.command()
+@click.option("--url", required=True, help="the platform, e.g. http://127.0.0.1:8080")
+@click.option("--key", required=True, help="an API key")
+@handle_errors
+def login(url: str, key: str) -> None:
+    """Check a key and write it to the credentials file the CLI and SDK read."""
+    who = Client(url, key).whoami()
+    path = Path(
+        os.environ.get("PRATAI_CREDENTIALS") or Path.home() / ".config/pratai/credentials.json"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"url": url, "api_key": key}, out)
+    click.echo(f"logged in to {url} as a {who['role']} of project {who['project']} ({path})")
+
+
+@cli.command()
+@output_option
+@handle_errors
+def whoami(output: str) -> None:
+    """The project and role of the key in use."""
+    who = Client().whoami()
+    if output == "json":
+        return emit_json(who)
+    click.echo(f"key {who['key_id']}: {who['role']} of project {who['project']}")
+
+
+@cli.command("project-create")
+@click.argument("name")
+@output_option
+@handle_errors
+def project_create(name: str, output: str) -> None:
+    """Create a project (admins of the default project)."""
+    created = Client().create_project(name)
+    emit_json(created) if output == "json" else click.echo(f"created project {created['name']}")
+
+
+@cli.command("project-list")
+@output_option
+@handle_errors
+def project_list(output: str) -> None:
+    """Projects you can see."""
+    found = Client().list_projects()
+    if output == "json":
+        return emit_json(found)
+    table([(p["name"], p["id"], when(p["created_at"])) for p in found], ["NAME", "ID", "CREATED"])
+
+
+@cli.command("user-create")
+@click.argument("name")
+@click.option("--project", required=True)
+@click.option("--role", type=ROLES, default="developer", show_default=True)
+@output_option
+@handle_errors
+def user_create(name: str, project: str, role: str, output: str) -> None:
+    """Create a user in a project (admins); prints the user's first key once."""
+    created = Client().create_user(name, project, role)
+    if output == "json":
+        return emit_json(created)
+    click.echo(f"created user {name} ({role} of {project})")
+    click.echo(f"key (shown once): {created['token']}")
+
+
+@cli.command("key-create")
+@click.option("--project", help="default: the project of the key in use")
+@click.option("--role", type=ROLES, required=True)
+@click.option("--expires", help="e.g. 30d, 12h, 15m")
+@click.option("--name", default="", help="a note on what the key is for")
+@output_option
+@handle_errors
+def key_create(project: str | None, role: str, expires: str | None, name: str, output: str) -> None:
+    """Create an API key; the secret is printed once and stored only hashed."""
+    created = Client().create_key(project=project, role=role, expires=expires, name=name)
+    if output == "json":
+        return emit_json(created)
+    click.echo(created["token"])
+
+
+@cli.command("key-list")
+@click.option("--project")
+@output_option
+@handle_errors
+def key_list(project: str | None, output: str) -> None:
+    """Keys of a project (never their secrets)."""
+    found = Client().list_keys(project)
+    if output == "json":
+        return emit_json(found)
+    table(
+        [
+            (
+                k["id"],
+                k["role"],
+                k["name"],
+                when(k["created_at"]),
+                when(k["expires_at"]),
+                "revoked" if k["revoked_at"] else "active",
+            )
+            for k in found
+        ],
+        ["ID", "ROLE", "NAME", "CREATED", "EXPIRES", "STATE"],
+    )
+
+
+@cli.command("key-revoke")
+@click.argument("key_id")
+@output_option
+@handle_errors
+def key_revoke(key_id: str, output: str) -> None:
+    """Revoke a key at once."""
+    Client().revoke_key(key_id)
+    emit_json({"revoked": key_id}) if output == "json" else click.echo(f"revoked {key_id}")
+
+
+@cli.command("audit-list")
+@click.option("--limit", type=int, default=50, show_default=True)
+@output_option
+@handle_errors
+def audit_list(limit: int, output: str) -> None:
+    """Who created, changed, deleted or invoked what, newest first."""
+    found = Client().audit(limit)
+    if output == "json":
+        return emit_json(found)
+    table(
+        [(when(e["at"]), e["key_id"], e["action"], e["target"], e["status"]) for e in found],
+        ["TIME", "KEY", "ACTION", "TARGET", "STATUS"],
+    )

@@ -83,11 +83,14 @@ class Client:
 
     # functions
     @staticmethod
-    def _form(options: dict[str, Any]) -> dict[str, str]:
+    def _form(options: dict[str, Any]) -> dict[str, Any]:
+        def text(v: Any) -> str:
+            return str(v).lower() if isinstance(v, bool) else str(v)
+
         return {
-            k: str(v).lower() if isinstance(v, bool) else str(v)
+            k: [text(x) for x in v] if isinstance(v, list | tuple) else text(v)
             for k, v in options.items()
-            if v is not None
+            if v is not None and v != ()
         }
 
     def create_function(self, name: str, package: bytes, **options: Any) -> Any:
@@ -195,6 +198,16 @@ class Client:
 
     def audit(self, limit: int = 50) -> Any:
         return self.request("GET", "/v1/audit", params={"limit": limit})
+
+    # secrets
+    def create_secret(self, name: str, value: str) -> Any:
+        return self.request("POST", "/v1/secrets", json={"name": name, "value": value})
+
+    def list_secrets(self) -> Any:
+        return self.request("GET", "/v1/secrets")
+
+    def delete_secret(self, name: str) -> None:
+        self.request("DELETE", f"/v1/secrets/{name}")
 
     # connectors
     def create_connector(self, **body: Any) -> Any:

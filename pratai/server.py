@@ -28,6 +28,7 @@ from pratai.core.events import Events
 from pratai.core.functions import Functions
 from pratai.core.invocations import Invocations
 from pratai.core.models import BuildState, Role
+from pratai.core.secrets import Secrets, load_keys
 from pratai.core.tenants import Tenants
 from pratai.core.triggers import Triggers
 from pratai.core.workspace import Workspace
@@ -56,7 +57,9 @@ class Platform:
         broker = open_broker(settings.broker_url, str(settings.home / "broker.sqlite3"))
         artifacts = FilesystemArtifacts(settings.artifacts_dir)
         workspace = Workspace(settings, artifacts)
-        node = Node(settings, ProcessDriver(settings), workspace)
+        secrets = Secrets(store, load_keys(settings.secrets_key, settings.home / "secrets.key"))
+        node = Node(settings, ProcessDriver(settings), workspace, secret_env=secrets.environment)
+        secrets.listeners.append(node.evict_all)
         tenants = Tenants(store)
         functions = Functions(settings, store, workspace, evictor=node)
         invocations = Invocations(settings, store, broker, executor=node)
@@ -72,6 +75,7 @@ class Platform:
             events,
             triggers,
             connectors,
+            secrets,
             node_stats=node.stats,
         )
         return cls(settings, store, broker, services, node, Scheduler(store, invocations))
@@ -81,6 +85,9 @@ class Platform:
         await self.store.open()
         await self.broker.open()
         new_key = await self._first_start()
+        if len(self.settings.secrets_key.split(",")) > 1:  # a rotation is under way
+            rotated = await self.services.secrets.rotate()
+            log.info("re-encrypted %d secrets with the newest key", rotated)
         building = await self.store.versions_with_state(BuildState.BUILDING)
         await self.services.functions.resume_builds(building)
         recovered = await self.services.invocations.recover()

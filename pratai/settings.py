@@ -17,6 +17,7 @@
 | PRATAI_MAX_COMPRESSION_RATIO | 200 | per-file ratio beyond which a zip is a bomb |
 | PRATAI_MAX_PIDS | 64 | processes and threads per instance |
 | PRATAI_DEFAULT_CONCURRENCY | 4 | invocations one function version runs at once |
+| PRATAI_SECRETS_KEY | generated | Fernet key(s) for secrets, newest first (see core/secrets.py) |
 | PRATAI_RETRY_BASE_S | 1 | first retry of a failed async invocation after this, doubling after |
 
 When Pratai runs as root, sandboxes run as an unprivileged uid, which must be able to reach the
@@ -75,6 +76,7 @@ class Settings:
     max_pids: int = 64
     default_concurrency: int = 4
     retry_base_s: float = 1.0
+    secrets_key: str = ""
 
     def __post_init__(self) -> None:
         if self.sandbox_dir == Path():
@@ -110,6 +112,7 @@ class Settings:
             max_pids=int(num("MAX_PIDS", d.max_pids)),
             default_concurrency=int(num("DEFAULT_CONCURRENCY", d.default_concurrency)),
             retry_base_s=num("RETRY_BASE_S", d.retry_base_s),
+            secrets_key=env.get("PRATAI_SECRETS_KEY", ""),
         )
 
     @property

@@ -13,6 +13,7 @@ from pratai.core.events import Events
 from pratai.core.functions import Functions
 from pratai.core.invocations import Invocations
 from pratai.core.models import Role
+from pratai.core.secrets import Secrets
 from pratai.core.tenants import Principal, Tenants
 from pratai.core.triggers import Triggers
 from pratai.errors import Forbidden, PayloadTooLarge, Unauthorized
@@ -28,6 +29,7 @@ class Services:
     events: Events
     triggers: Triggers
     connectors: Connectors
+    secrets: Secrets
     node_stats: Callable[[], dict[str, Any]] | None = None
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from pratai.api.deps import Services, allowed, services
 from pratai.api.schemas import FunctionOut, FunctionSummary, RollbackIn, TriggerOut, VersionOut
 from pratai.core.functions import FunctionOptions, FunctionView
+from pratai.core.secrets import parse_bindings
 from pratai.core.tenants import Principal
 from pratai.core.triggers import TriggerSpec, validate
 from pratai.errors import PayloadTooLarge
@@ -47,11 +48,15 @@ async def create_function(
     frequency: Annotated[float | None, Form(description="minutes (timer)")] = None,
     cron: Annotated[str | None, Form(description="cron expression (timer)")] = None,
     timezone: Annotated[str | None, Form(description="time zone of cron")] = None,
+    secret: Annotated[list[str] | None, Form(description="ENV or ENV=secret_name")] = None,
 ) -> FunctionOut:
     """Deploy a function; with `event`, also the trigger that runs it."""
     package = await _read_package(file, svc.settings.max_package_bytes)
+    bindings = parse_bindings(secret) if secret else None
+    if bindings:
+        await svc.secrets.check_bindings(who.project, bindings)
     options = FunctionOptions(
-        description, memory, timeout, network, concurrency, handler, max_retries
+        description, memory, timeout, network, concurrency, handler, max_retries, bindings
     )
     spec = TriggerSpec(event, type, subscribe_to, frequency, cron, timezone) if event else None
     if spec is not None:
@@ -103,11 +108,15 @@ async def update_function(
     concurrency: Annotated[int | None, Form()] = None,
     handler: Annotated[str | None, Form()] = None,
     max_retries: Annotated[int | None, Form()] = None,
+    secret: Annotated[list[str] | None, Form(description="ENV or ENV=secret_name")] = None,
 ) -> FunctionOut:
     """A new `file` makes a new immutable version; other fields change settings."""
     package = await _read_package(file, svc.settings.max_package_bytes) if file else None
+    bindings = parse_bindings(secret) if secret else None
+    if bindings:
+        await svc.secrets.check_bindings(who.project, bindings)
     options = FunctionOptions(
-        description, memory, timeout, network, concurrency, handler, max_retries
+        description, memory, timeout, network, concurrency, handler, max_retries, bindings
     )
     view = await svc.functions.update(who.project, name, package, options)
     return await _out(svc, view, str(request.base_url))

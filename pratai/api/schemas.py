@@ -75,6 +75,7 @@ class FunctionOut(BaseModel):
     network: bool
     concurrency: int
     max_retries: int
+    secrets: dict[str, str]  # env var -> secret name (never values)
     latest_version: int
     active_version: int | None
     build_log: str
@@ -97,6 +98,7 @@ class FunctionOut(BaseModel):
             network=f.network,
             concurrency=f.concurrency,
             max_retries=f.max_retries,
+            secrets=f.secrets,
             latest_version=f.latest_version,
             active_version=f.active_version,
             build_log=view.latest.build_log,

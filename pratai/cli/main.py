@@ -105,6 +105,7 @@ def _show_function(fn: dict[str, Any]) -> None:
             ("network", "yes" if fn["network"] else "no"),
             ("concurrency", fn["concurrency"]),
             ("max retries", fn.get("max_retries")),
+            ("secrets", ", ".join(f"{k}={v}" for k, v in fn.get("secrets", {}).items()) or None),
             *[(f"trigger {t['id'][:8]}", describe_trigger(t)) for t in fn.get("triggers", [])],
             ("updated", when(fn["updated_at"])),
             ("build log", fn["build_log"] or "-"),
@@ -156,6 +157,11 @@ def _function_options(f: F) -> F:
             click.option("--handler", help="module.func (default: main.main)"),
             click.option(
                 "--max-retries", type=int, help="retries of a failed async run (default 2)"
+            ),
+            click.option(
+                "--secret",
+                multiple=True,
+                help="inject a secret as an env var: NAME, or VAR=secret_name (repeatable)",
             ),
             click.option("--wait/--no-wait", default=True, help="wait until the build is ready"),
             output_option,

@@ -142,3 +142,39 @@ def audit_list(limit: int, output: str) -> None:
         [(when(e["at"]), e["key_id"], e["action"], e["target"], e["status"]) for e in found],
         ["TIME", "KEY", "ACTION", "TARGET", "STATUS"],
     )
+
+
+@cli.command("secret-create")
+@click.argument("name")
+@click.option("--value", help="the secret (prefer --from-file: shell history keeps --value)")
+@click.option("--from-file", type=click.Path(exists=True, dir_okay=False), help="read the value")
+@output_option
+@handle_errors
+def secret_create(name: str, value: str | None, from_file: str | None, output: str) -> None:
+    """Store a secret, encrypted; it is never shown again."""
+    if (value is None) == (from_file is None):
+        raise click.UsageError("give exactly one of --value or --from-file")
+    text = value if value is not None else Path(str(from_file)).read_text().rstrip("\n")
+    created = Client().create_secret(name, text)
+    emit_json(created) if output == "json" else click.echo(f"stored secret {name}")
+
+
+@cli.command("secret-list")
+@output_option
+@handle_errors
+def secret_list(output: str) -> None:
+    """Names of the project's secrets (never their values)."""
+    found = Client().list_secrets()
+    if output == "json":
+        return emit_json(found)
+    table([(s["name"], when(s["created_at"])) for s in found], ["NAME", "CREATED"])
+
+
+@cli.command("secret-delete")
+@click.argument("name")
+@output_option
+@handle_errors
+def secret_delete(name: str, output: str) -> None:
+    """Delete a secret; functions using it no longer receive it."""
+    Client().delete_secret(name)
+    emit_json({"deleted": name}) if output == "json" else click.echo(f"deleted secret {name}")

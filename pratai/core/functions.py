@@ -52,6 +52,7 @@ class FunctionOptions:
     concurrency: int | None = None
     handler: str | None = None
     max_retries: int | None = None
+    secrets: dict[str, str] | None = None  # env var -> secret name
 
 
 def _check_options(options: FunctionOptions) -> None:
@@ -126,6 +127,7 @@ class Functions:
             network=bool(options.network),
             concurrency=options.concurrency or self.settings.default_concurrency,
             max_retries=2 if options.max_retries is None else options.max_retries,
+            secrets=options.secrets or {},
             latest_version=1,
         )
         digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
@@ -152,6 +154,8 @@ class Functions:
             function.concurrency = options.concurrency
         if options.max_retries is not None:
             function.max_retries = options.max_retries
+        if options.secrets is not None:
+            function.secrets = options.secrets
         function.updated_at = now()
         if package is None:
             if options.handler is not None:

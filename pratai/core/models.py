@@ -93,6 +93,7 @@ class Function:
     latest_version: int = 0
     active_version: int | None = None
     max_retries: int = 2
+    secrets: dict[str, str] = field(default_factory=dict)  # env var -> secret name
     created_at: float = field(default_factory=now)
     updated_at: float = field(default_factory=now)
 

@@ -7,10 +7,12 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from pratai.broker import Broker, Delivery
 from pratai.core.invocations import INVOCATIONS_QUEUE, Invocations
 from pratai.core.models import Function, FunctionVersion, Invocation, Status, now
+from pratai.core.secrets import mask
 from pratai.core.workspace import Workspace
 from pratai.drivers import Driver, InstanceSpec
 from pratai.errors import SandboxError
@@ -24,10 +26,17 @@ LEASE_S = 960.0
 
 
 class Node:
-    def __init__(self, settings: Settings, driver: Driver, workspace: Workspace) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        driver: Driver,
+        workspace: Workspace,
+        secret_env: Callable[[Function], Awaitable[dict[str, str]]] | None = None,
+    ) -> None:
         self.settings = settings
         self.driver = driver
         self.workspace = workspace
+        self.secret_env = secret_env
         # keyed by (function id, version, updated_at) so a settings change gets fresh instances
         self._pools: dict[tuple[str, int, float], VersionPool] = {}
         self._pool_lock = asyncio.Lock()
@@ -44,6 +53,7 @@ class Node:
                 code_dir, env_dir = await self.workspace.prepare(
                     version.package_digest, version.handler
                 )
+                secrets = await self.secret_env(function) if self.secret_env else {}
                 spec = InstanceSpec(
                     key=f"{function.id}-{version.version}",
                     name=function.name,
@@ -52,9 +62,14 @@ class Node:
                     handler=version.handler,
                     memory_mb=function.memory_mb,
                     network=function.network,
-                    env={"PRATAI_FUNCTION": function.name, "PRATAI_VERSION": str(version.version)},
+                    env={
+                        **secrets,
+                        "PRATAI_FUNCTION": function.name,
+                        "PRATAI_VERSION": str(version.version),
+                    },
                 )
                 pool = VersionPool(self.driver, spec, function.concurrency)
+                pool.secret_values = sorted(secrets.values(), key=len, reverse=True)
                 self._pools[key] = pool
         return pool
 
@@ -77,17 +92,24 @@ class Node:
             invocation.finished_at = now()
             return invocation
         result = outcome.result
+        hidden = pool.secret_values
         invocation.status = Status(result.status)
         invocation.result = result.result
         invocation.error = result.error
-        invocation.stdout = result.stdout
-        invocation.stderr = result.stderr
+        if hidden and result.error:
+            invocation.error = {k: mask(str(v), hidden) for k, v in result.error.items()}
+        invocation.stdout = mask(result.stdout, hidden) if hidden else result.stdout
+        invocation.stderr = mask(result.stderr, hidden) if hidden else result.stderr
         invocation.duration_ms = result.duration_ms
         invocation.peak_memory_kb = result.peak_memory_kb
         invocation.cold_start = outcome.cold_start
         invocation.init_ms = outcome.init_ms
         invocation.finished_at = now()
         return invocation
+
+    async def evict_all(self) -> None:
+        for key in list(self._pools):
+            await self._pools.pop(key).close()
 
     async def evict(self, function_id: str) -> None:
         for key in [k for k in self._pools if k[0] == function_id]:

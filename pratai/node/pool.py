@@ -28,6 +28,7 @@ class VersionPool:
         self.busy = 0
         self.last_used = time.monotonic()
         self.closed = False
+        self.secret_values: list[str] = []  # masked in what the function prints
 
     @property
     def size(self) -> int:

@@ -127,3 +127,16 @@ class Store(Protocol):
     async def add_audit(self, entry: AuditEntry) -> None: ...
     async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""
+
+    # secrets (ciphertext only; the core encrypts)
+    async def put_secret(self, project_id: str, name: str, ciphertext: bytes, at: float) -> None:
+        """Raises Conflict when the project has a secret of that name."""
+
+    async def get_secret(self, project_id: str, name: str) -> bytes | None: ...
+    async def list_secrets(self, project_id: str | None = None) -> list[tuple[str, str, float]]:
+        """(project id, name, created_at) of each secret; never the values."""
+
+    async def replace_secret_ciphertext(
+        self, project_id: str, name: str, ciphertext: bytes
+    ) -> None: ...
+    async def delete_secret(self, project_id: str, name: str) -> None: ...

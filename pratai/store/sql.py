@@ -104,11 +104,15 @@ def _key(r: RowMapping) -> ApiKey:
 
 
 def _function(r: RowMapping) -> Function:
-    return Function(**dict(r))
+    d = dict(r)
+    d["secrets"] = json.loads(d["secrets"])
+    return Function(**d)
 
 
 def _function_row(f: Function) -> dict[str, Any]:
-    return {c.name: getattr(f, c.name) for c in t.functions.columns}
+    d = {c.name: getattr(f, c.name) for c in t.functions.columns}
+    d["secrets"] = json.dumps(f.secrets)
+    return d
 
 
 def _version(r: RowMapping) -> FunctionVersion:
@@ -645,3 +649,41 @@ class SqlStore:
         q = sa.select(a).where(a.c.project_id == project_id).order_by(a.c.seq.desc()).limit(limit)
         rows = await self._run(lambda c: c.execute(q).mappings().all())
         return [AuditEntry(**r) for r in rows]
+
+    # --- secrets ------------------------------------------------------------------------
+
+    async def put_secret(self, project_id: str, name: str, ciphertext: bytes, at: float) -> None:
+        """Raises Conflict when the project has a secret of that name."""
+        row = {"project_id": project_id, "name": name, "ciphertext": ciphertext, "created_at": at}
+        await self._run(lambda c: c.execute(t.secrets.insert(), row))
+
+    async def get_secret(self, project_id: str, name: str) -> bytes | None:
+        s = t.secrets
+        q = sa.select(s.c.ciphertext).where(s.c.project_id == project_id, s.c.name == name)
+        value = await self._run(lambda c: c.execute(q).scalar())
+        return bytes(value) if value is not None else None
+
+    async def list_secrets(self, project_id: str | None = None) -> list[tuple[str, str, float]]:
+        """(project id, name, created_at) of each secret; never the values."""
+        s = t.secrets
+        q = sa.select(s.c.project_id, s.c.name, s.c.created_at).order_by(s.c.name)
+        if project_id is not None:
+            q = q.where(s.c.project_id == project_id)
+        rows = await self._run(lambda c: c.execute(q).all())
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def replace_secret_ciphertext(
+        self, project_id: str, name: str, ciphertext: bytes
+    ) -> None:
+        s = t.secrets
+        q = (
+            sa.update(s)
+            .where(s.c.project_id == project_id, s.c.name == name)
+            .values(ciphertext=ciphertext)
+        )
+        await self._run(lambda c: c.execute(q))
+
+    async def delete_secret(self, project_id: str, name: str) -> None:
+        s = t.secrets
+        q = sa.delete(s).where(s.c.project_id == project_id, s.c.name == name)
+        await self._run(lambda c: c.execute(q))

@@ -55,6 +55,7 @@ functions = sa.Table(
     sa.Column("latest_version", sa.Integer(), nullable=False),
     sa.Column("active_version", sa.Integer(), nullable=True),
     sa.Column("max_retries", sa.Integer(), nullable=False, server_default="2"),
+    sa.Column("secrets", sa.Text(), nullable=False, server_default="{}"),  # env name -> secret
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.Column("updated_at", sa.Double(), nullable=False),
     sa.UniqueConstraint("project_id", "name", name="uq_functions_project_name"),
@@ -196,4 +197,14 @@ audit = sa.Table(
     sa.Column("status", sa.Integer(), nullable=False),
     sa.Column("at", sa.Double(), nullable=False),
     sa.Index("ix_audit_project_seq", "project_id", "seq"),
+)
+
+# Values are encrypted (Fernet) with the platform's secrets key; names are not secret.
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("project_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
 )

@@ -77,6 +77,9 @@ V1_ROUTES = {
     ("GET", "/v1/keys"),
     ("DELETE", "/v1/keys/{key_id}"),
     ("GET", "/v1/audit"),
+    ("POST", "/v1/secrets"),
+    ("GET", "/v1/secrets"),
+    ("DELETE", "/v1/secrets/{name}"),
 }
 
 

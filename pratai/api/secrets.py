@@ -1,0 +1,44 @@
+"""/v1/secrets: values go in, and never come out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from pratai.api.deps import Services, allowed, services
+from pratai.core.tenants import Principal
+
+router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
+
+Reader = Annotated[Principal, Depends(allowed("read"))]
+Deployer = Annotated[Principal, Depends(allowed("deploy"))]
+Svc = Annotated[Services, Depends(services)]
+
+
+class SecretIn(BaseModel):
+    name: str
+    value: str
+
+
+class SecretOut(BaseModel):
+    name: str
+    created_at: float | None = None
+
+
+@router.post("", status_code=201, response_model=SecretOut)
+async def create_secret(body: SecretIn, who: Deployer, svc: Svc) -> SecretOut:
+    """Stored encrypted; no endpoint ever returns the value."""
+    await svc.secrets.create(who.project, body.name, body.value)
+    return SecretOut(name=body.name)
+
+
+@router.get("", response_model=list[SecretOut])
+async def list_secrets(who: Reader, svc: Svc) -> list[SecretOut]:
+    return [SecretOut(name=n, created_at=at) for n, at in await svc.secrets.names(who.project)]
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_secret(name: str, who: Deployer, svc: Svc) -> None:
+    await svc.secrets.delete(who.project, name)

@@ -1,6 +1,7 @@
 """A small client of the HTTP API, used by the CLI (and the base of the SDK).
 
-Credentials come from, in order: PRATAI_URL + PRATAI_API_KEY; the file named by
+Credentials come from, in order: PRATAI_URL + PRATAI_API_KEY; PRATAI_URL + a Keystone token
+got with the OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME variables; the file named by
 PRATAI_CREDENTIALS; $PRATAI_HOME/credentials.json (default ./.pratai, written by `pratai serve`);
 ~/.config/pratai/credentials.json.
 """
@@ -34,6 +35,12 @@ def find_credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str
     url, key = env.get("PRATAI_URL"), env.get("PRATAI_API_KEY")
     if url and key:
         return url, key
+    if url and env.get("OS_AUTH_URL"):  # a platform configured for Keystone
+        from pratai.auth.keystone_client import keystone_token
+
+        token = keystone_token(env)
+        if token:
+            return url, token
     candidates = [
         env.get("PRATAI_CREDENTIALS"),
         str(Path(env.get("PRATAI_HOME", ".pratai")) / "credentials.json"),

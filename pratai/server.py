@@ -21,6 +21,8 @@ from fastapi import FastAPI
 from pratai.api.app import create_app
 from pratai.api.deps import Services
 from pratai.artifacts.filesystem import FilesystemArtifacts
+from pratai.auth import Authenticator, ChainAuthenticator
+from pratai.auth.keystone import KeystoneAuthenticator
 from pratai.broker import Broker, open_broker
 from pratai.connectors.registry import make_connector
 from pratai.core.connectors import Connectors
@@ -76,6 +78,7 @@ class Platform:
             triggers,
             connectors,
             secrets,
+            _authenticator(settings, tenants, store),
             node_stats=node.stats,
         )
         return cls(settings, store, broker, services, node, Scheduler(store, invocations))
@@ -138,6 +141,21 @@ class Platform:
                 await self.close()
 
         return create_app(self.services, lifespan=lifespan)
+
+
+def _authenticator(settings: Settings, tenants: Tenants, store: Store) -> Authenticator:
+    if settings.auth == "keys":
+        return tenants
+    if settings.auth == "keystone":
+        if not settings.keystone_url:
+            raise SystemExit("PRATAI_AUTH=keystone needs PRATAI_KEYSTONE_URL")
+        keystone = KeystoneAuthenticator(
+            settings.keystone_url,
+            store,
+            service_token=settings.keystone_service_token or None,
+        )
+        return ChainAuthenticator(tenants, keystone)
+    raise SystemExit(f"unknown PRATAI_AUTH {settings.auth!r}: use keys or keystone")
 
 
 def write_credentials(settings: Settings, token: str) -> None:

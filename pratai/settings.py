@@ -18,6 +18,9 @@
 | PRATAI_MAX_PIDS | 64 | processes and threads per instance |
 | PRATAI_DEFAULT_CONCURRENCY | 4 | invocations one function version runs at once |
 | PRATAI_SECRETS_KEY | generated | Fernet key(s) for secrets, newest first (see core/secrets.py) |
+| PRATAI_AUTH | keys | keys, or keystone (Keystone v3 tokens, plus built-in keys) |
+| PRATAI_KEYSTONE_URL | | Keystone endpoint, e.g. http://keystone:5000/v3 |
+| PRATAI_KEYSTONE_SERVICE_TOKEN | | token Pratai validates user tokens with (optional) |
 | PRATAI_RETRY_BASE_S | 1 | first retry of a failed async invocation after this, doubling after |
 
 When Pratai runs as root, sandboxes run as an unprivileged uid, which must be able to reach the
@@ -77,6 +80,9 @@ class Settings:
     default_concurrency: int = 4
     retry_base_s: float = 1.0
     secrets_key: str = ""
+    auth: str = "keys"
+    keystone_url: str = ""
+    keystone_service_token: str = ""
 
     def __post_init__(self) -> None:
         if self.sandbox_dir == Path():
@@ -113,6 +119,9 @@ class Settings:
             default_concurrency=int(num("DEFAULT_CONCURRENCY", d.default_concurrency)),
             retry_base_s=num("RETRY_BASE_S", d.retry_base_s),
             secrets_key=env.get("PRATAI_SECRETS_KEY", ""),
+            auth=env.get("PRATAI_AUTH", "keys"),
+            keystone_url=env.get("PRATAI_KEYSTONE_URL", ""),
+            keystone_service_token=env.get("PRATAI_KEYSTONE_SERVICE_TOKEN", ""),
         )
 
     @property

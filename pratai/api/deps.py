@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Request
 
+from pratai.auth import Authenticator
 from pratai.core.connectors import Connectors
 from pratai.core.events import Events
 from pratai.core.functions import Functions
@@ -30,6 +31,7 @@ class Services:
     triggers: Triggers
     connectors: Connectors
     secrets: Secrets
+    auth: Authenticator
     node_stats: Callable[[], dict[str, Any]] | None = None
 
 
@@ -48,7 +50,7 @@ async def principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    who = await services_of(request).tenants.authenticate(token.strip())
+    who = await services_of(request).auth.authenticate(token.strip())
     request.state.principal = who  # for the audit log
     return who
 

@@ -4,11 +4,13 @@
     ├── InvalidInput            (400) the request is malformed or breaks a rule
     │   ├── InvalidName         a function name is not a DNS-style label
     │   ├── InvalidPackage      not a zip, unsafe paths, zip bomb, no handler, syntax error
+    │   ├── UnprocessableInput  (422) a gateway request that breaks the function's schema
     │   └── PayloadTooLarge     (413) body or package over its size limit
     ├── Unauthorized            (401) missing, unknown, revoked or expired API key
     ├── Forbidden               (403) the key's role does not allow the action
     ├── NotFound                (404) no such object in this project
     ├── Conflict                (409) the name exists, or the object is in the wrong state
+    ├── RateLimited             (429) over a route's or key's rate limit (Retry-After set)
     ├── Unavailable             (503) the platform cannot take the work right now
     └── SandboxError            (500) the sandbox failed to start or broke its protocol
 
@@ -49,6 +51,11 @@ class InvalidPackage(InvalidInput):
     code = "invalid_package"
 
 
+class UnprocessableInput(InvalidInput):
+    status = 422
+    code = "invalid_request"
+
+
 class PayloadTooLarge(InvalidInput):
     status = 413
     code = "payload_too_large"
@@ -72,6 +79,15 @@ class NotFound(PrataiError):
 class Conflict(PrataiError):
     status = 409
     code = "conflict"
+
+
+class RateLimited(PrataiError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, retry_after=round(retry_after, 3))
+        self.retry_after = retry_after
 
 
 class Unavailable(PrataiError):

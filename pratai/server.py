@@ -28,6 +28,7 @@ from pratai.connectors.registry import make_connector
 from pratai.core.connectors import Connectors
 from pratai.core.events import Events
 from pratai.core.functions import Functions
+from pratai.core.gateway import Gateway
 from pratai.core.invocations import Invocations
 from pratai.core.models import BuildState, Role
 from pratai.core.secrets import Secrets, load_keys
@@ -79,6 +80,7 @@ class Platform:
             connectors,
             secrets,
             _authenticator(settings, tenants, store),
+            Gateway(store, workspace),
             node_stats=node.stats,
         )
         return cls(settings, store, broker, services, node, Scheduler(store, invocations))

@@ -10,7 +10,16 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp
 
 import pratai
-from pratai.api import connectors, errors, events, functions, invocations, secrets, tenancy
+from pratai.api import (
+    connectors,
+    errors,
+    events,
+    functions,
+    gateway,
+    invocations,
+    secrets,
+    tenancy,
+)
 from pratai.api.audit import AuditMiddleware
 from pratai.api.deps import Services, allowed
 from pratai.core.tenants import Principal
@@ -35,6 +44,7 @@ def create_app(
     app.include_router(connectors.router)
     app.include_router(tenancy.router)
     app.include_router(secrets.router)
+    app.include_router(gateway.router)
     app.add_middleware(AuditMiddleware, store=svc.tenants.store)
 
     @app.get("/v1/node", tags=["platform"])

@@ -12,6 +12,7 @@ from pratai.auth import Authenticator
 from pratai.core.connectors import Connectors
 from pratai.core.events import Events
 from pratai.core.functions import Functions
+from pratai.core.gateway import Gateway
 from pratai.core.invocations import Invocations
 from pratai.core.models import Role
 from pratai.core.secrets import Secrets
@@ -32,6 +33,7 @@ class Services:
     connectors: Connectors
     secrets: Secrets
     auth: Authenticator
+    gateway: Gateway
     node_stats: Callable[[], dict[str, Any]] | None = None
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from pratai.errors import PrataiError, Unauthorized
+from pratai.errors import PrataiError, RateLimited, Unauthorized
 
 
 async def _pratai_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PrataiError)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 

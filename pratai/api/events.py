@@ -134,10 +134,10 @@ async def webhook(token: str, request: Request, svc: Svc) -> Response:
     done = await svc.invocations.invoke_by_id(trigger.function_id, payload, "application/json", key)
     if done.status != Status.SUCCEEDED:
         return JSONResponse(InvocationOut.of(done), status_code=502)
-    return _as_response(InvocationOut.of(done)["result"])
+    return as_response(InvocationOut.of(done)["result"])
 
 
-def _as_response(result: Any) -> Response:
+def as_response(result: Any) -> Response:
     if isinstance(result, dict) and "statusCode" in result:
         body = result.get("body", "")
         headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from pratai.api.deps import Services, allowed, services
 from pratai.api.schemas import FunctionOut, FunctionSummary, RollbackIn, TriggerOut, VersionOut
 from pratai.core.functions import FunctionOptions, FunctionView
+from pratai.core.gateway import RouteSpec, describe_limits, parse_rate, parse_route
 from pratai.core.secrets import parse_bindings
 from pratai.core.tenants import Principal
 from pratai.core.triggers import TriggerSpec, validate
@@ -49,8 +50,23 @@ async def create_function(
     cron: Annotated[str | None, Form(description="cron expression (timer)")] = None,
     timezone: Annotated[str | None, Form(description="time zone of cron")] = None,
     secret: Annotated[list[str] | None, Form(description="ENV or ENV=secret_name")] = None,
+    route: Annotated[str | None, Form(description='gateway route, e.g. "GET /users/{id}"')] = None,
+    route_auth: Annotated[str, Form(description="public, or the least role")] = "public",
+    rate_limit: Annotated[str | None, Form(description="e.g. 100/minute")] = None,
+    max_body: Annotated[int | None, Form(description="route request size limit")] = None,
+    route_timeout: Annotated[float | None, Form(description="route time limit, s")] = None,
+    cors_origin: Annotated[list[str] | None, Form(description="allowed origin")] = None,
 ) -> FunctionOut:
-    """Deploy a function; with `event`, also the trigger that runs it."""
+    """Deploy a function; with `event`, also the trigger that runs it; with `route`, a route
+    of the project's gateway."""
+    route_spec = None
+    if route:
+        route_spec = RouteSpec(
+            route, route_auth, rate_limit, max_body, route_timeout, tuple(cors_origin or ())
+        )
+        parse_route(route)
+        if rate_limit:
+            parse_rate(rate_limit)
     package = await _read_package(file, svc.settings.max_package_bytes)
     bindings = parse_bindings(secret) if secret else None
     if bindings:
@@ -64,12 +80,22 @@ async def create_function(
     view = await svc.functions.create(who.project, name, package, options)
     if spec is not None:
         await svc.triggers.create(who.project, view.function, spec)
+    if route_spec is not None:
+        await svc.gateway.add(who.project, view.function, route_spec)
     return await _out(svc, view, str(request.base_url))
 
 
 async def _out(svc: Services, view: FunctionView, base_url: str) -> FunctionOut:
-    triggers = await svc.triggers.of_function(view.function)
-    return FunctionOut.of(view, [TriggerOut.of(t, view.function.name, base_url) for t in triggers])
+    function = view.function
+    triggers = await svc.triggers.of_function(function)
+    out = FunctionOut.of(view, [TriggerOut.of(t, function.name, base_url) for t in triggers])
+    project = await svc.tenants.store.get_project(function.project_id)
+    prefix = f"{base_url.rstrip('/')}/fn/{project.name if project else '?'}"
+    out.routes = [
+        f"{r.method} {prefix}{r.path} ({describe_limits(r)})"
+        for r in await svc.gateway.store.list_routes(function.project_id, function.id)
+    ]
+    return out
 
 
 @router.get("", response_model=list[FunctionSummary])

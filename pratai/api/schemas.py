@@ -80,6 +80,7 @@ class FunctionOut(BaseModel):
     active_version: int | None
     build_log: str
     triggers: list[TriggerOut] = []
+    routes: list[str] = []
     created_at: float
     updated_at: float
 

@@ -107,6 +107,7 @@ def _show_function(fn: dict[str, Any]) -> None:
             ("max retries", fn.get("max_retries")),
             ("secrets", ", ".join(f"{k}={v}" for k, v in fn.get("secrets", {}).items()) or None),
             *[(f"trigger {t['id'][:8]}", describe_trigger(t)) for t in fn.get("triggers", [])],
+            *[("route", r) for r in fn.get("routes", [])],
             ("updated", when(fn["updated_at"])),
             ("build log", fn["build_log"] or "-"),
         ]
@@ -188,6 +189,18 @@ def _function_options(f: F) -> F:
 @click.option("--frequency", type=float, help="every N minutes (timer)")
 @click.option("--cron", help='cron expression, e.g. "*/5 * * * *" (timer)')
 @click.option("--timezone", help="time zone of --cron (default UTC)")
+@click.option("--route", help='expose on the gateway, e.g. "GET /users/{id}"')
+@click.option(
+    "--route-auth",
+    default="public",
+    show_default=True,
+    type=click.Choice(["public", "viewer", "invoker", "developer", "admin"]),
+    help="who may call the route",
+)
+@click.option("--rate-limit", help="route rate limit per caller, e.g. 100/minute")
+@click.option("--max-body", type=int, help="route request size limit in bytes")
+@click.option("--route-timeout", type=float, help="route time limit in seconds")
+@click.option("--cors-origin", multiple=True, help="origin allowed to call the route")
 @handle_errors
 def function_create(
     name: str, file_: str, wait: bool, output: str, type_: str, **options: Any

@@ -208,3 +208,21 @@ class AuditEntry:
     user_id: str | None = None
     at: float = field(default_factory=now)
     seq: int | None = None
+
+
+@dataclass
+class Route:
+    """`METHOD /path/{param}` on the gateway, served by a function."""
+
+    id: str
+    project_id: str
+    function_id: str
+    method: str
+    path: str
+    auth: str = "public"  # or the least role a key needs: viewer, invoker, developer, admin
+    rate_limit: int | None = None
+    rate_window_s: float | None = None
+    max_body_bytes: int | None = None
+    timeout_s: float | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    created_at: float = field(default_factory=now)

@@ -15,6 +15,7 @@ from pratai.core.models import (
     FunctionVersion,
     Invocation,
     Project,
+    Route,
     Status,
     Trigger,
     TriggerKind,
@@ -140,3 +141,13 @@ class Store(Protocol):
         self, project_id: str, name: str, ciphertext: bytes
     ) -> None: ...
     async def delete_secret(self, project_id: str, name: str) -> None: ...
+
+    # gateway
+    async def create_route(self, route: Route) -> None:
+        """Raises Conflict when the project already routes that method and path."""
+
+    async def list_routes(self, project_id: str, function_id: str | None = None) -> list[Route]: ...
+    async def delete_route(self, route_id: str) -> None: ...
+    async def hit(self, key: str, window: int) -> int:
+        """Count one request in (key, window) and return the count, atomically across
+        processes."""

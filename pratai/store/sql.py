@@ -34,6 +34,7 @@ from pratai.core.models import (
     Invocation,
     Project,
     Role,
+    Route,
     Status,
     Trigger,
     TriggerKind,
@@ -366,6 +367,7 @@ class SqlStore:
         def work(c: Connection) -> None:
             c.execute(t.invocations.delete().where(t.invocations.c.function_id == function_id))
             c.execute(t.triggers.delete().where(t.triggers.c.function_id == function_id))
+            c.execute(t.routes.delete().where(t.routes.c.function_id == function_id))
             c.execute(
                 t.function_versions.delete().where(t.function_versions.c.function_id == function_id)
             )
@@ -687,3 +689,42 @@ class SqlStore:
         s = t.secrets
         q = sa.delete(s).where(s.c.project_id == project_id, s.c.name == name)
         await self._run(lambda c: c.execute(q))
+
+    # --- gateway ------------------------------------------------------------------------
+
+    async def create_route(self, route: Route) -> None:
+        """Raises Conflict when the project already routes that method and path."""
+        row = {c.name: getattr(route, c.name) for c in t.routes.columns}
+        row["cors_origins"] = json.dumps(route.cors_origins)
+        await self._run(lambda c: c.execute(t.routes.insert(), row))
+
+    async def list_routes(self, project_id: str, function_id: str | None = None) -> list[Route]:
+        r = t.routes
+        q = sa.select(r).where(r.c.project_id == project_id).order_by(r.c.path, r.c.method)
+        if function_id is not None:
+            q = q.where(r.c.function_id == function_id)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [Route(**{**row, "cors_origins": json.loads(row["cors_origins"])}) for row in rows]
+
+    async def delete_route(self, route_id: str) -> None:
+        await self._run(lambda c: c.execute(sa.delete(t.routes).where(t.routes.c.id == route_id)))
+
+    async def hit(self, key: str, window: int) -> int:
+        """Count one request in (key, window) and return the count, atomically across
+        processes; old windows are cleared as they pass."""
+        dialect_insert = sqlite_insert if self.is_sqlite else postgresql_insert
+        rc = t.rate_counters
+        upsert = (
+            dialect_insert(rc)
+            .values(key=key, window=window, count=1)
+            .on_conflict_do_update(index_elements=["key", "window"], set_={"count": rc.c.count + 1})
+            .returning(rc.c.count)
+        )
+
+        def work(c: Connection) -> int:
+            count = int(c.execute(upsert).scalar_one())
+            if count == 1:
+                c.execute(sa.delete(rc).where(rc.c.key == key, rc.c.window < window))
+            return count
+
+        return await self._run(work)

@@ -208,3 +208,31 @@ secrets = sa.Table(
     sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
     sa.Column("created_at", sa.Double(), nullable=False),
 )
+
+# Function routes of the gateway: /fn/<project><path>.
+routes = sa.Table(
+    "routes",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("function_id", sa.String(64), nullable=False),
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("path", sa.String(1024), nullable=False),
+    sa.Column("auth", sa.String(16), nullable=False),  # "public" or the least role
+    sa.Column("rate_limit", sa.Integer(), nullable=True),  # requests per window
+    sa.Column("rate_window_s", sa.Double(), nullable=True),
+    sa.Column("max_body_bytes", sa.Integer(), nullable=True),
+    sa.Column("timeout_s", sa.Double(), nullable=True),
+    sa.Column("cors_origins", sa.Text(), nullable=False),  # JSON list
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.UniqueConstraint("project_id", "method", "path", name="uq_routes_project_method_path"),
+)
+
+# Fixed-window counters shared by every api process (rate limits).
+rate_counters = sa.Table(
+    "rate_counters",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("window", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("count", sa.Integer(), nullable=False),
+)

@@ -52,8 +52,10 @@ async def principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    who = await services_of(request).auth.authenticate(token.strip())
+    svc = services_of(request)
+    who = await svc.auth.authenticate(token.strip())
     request.state.principal = who  # for the audit log
+    await svc.tenants.limit(who)
     return who
 
 
@@ -61,6 +63,7 @@ _ALLOWED: dict[str, set[Role]] = {
     "read": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER, Role.VIEWER},
     "invoke": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER},
     "deploy": {Role.ADMIN, Role.DEVELOPER},
+    "administer": {Role.ADMIN},  # users and projects
     "operate": {Role.ADMIN},  # the machine itself (platform admins only): every project's pools
 }
 

@@ -34,6 +34,7 @@ async def _caller(svc: Services, request: Request) -> Principal | None:
         return None
     who = await svc.auth.authenticate(token.strip())
     request.state.principal = who
+    await svc.tenants.limit(who)
     return who
 
 

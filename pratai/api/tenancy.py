@@ -8,12 +8,14 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from pratai.api.deps import Services, allowed, principal, services
+from pratai.core.gateway import parse_rate
 from pratai.core.models import ApiKey, Role
 from pratai.core.tenants import Principal, parse_duration
 
 router = APIRouter(prefix="/v1", tags=["tenancy"])
 
 Anyone = Annotated[Principal, Depends(principal)]
+Admin = Annotated[Principal, Depends(allowed("administer"))]
 Reader = Annotated[Principal, Depends(allowed("read"))]
 Svc = Annotated[Services, Depends(services)]
 
@@ -39,6 +41,7 @@ class KeyIn(BaseModel):
     role: Role
     expires: str | None = None  # "30d", "12h", "15m", "90s"
     name: str = ""
+    rate_limit: str | None = None  # "100/minute", over every endpoint
 
 
 class KeyOut(BaseModel):
@@ -50,6 +53,7 @@ class KeyOut(BaseModel):
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    rate_limit: str | None = None
 
     @classmethod
     def of(cls, key: ApiKey, project: str) -> KeyOut:
@@ -62,6 +66,9 @@ class KeyOut(BaseModel):
             created_at=key.created_at,
             expires_at=key.expires_at,
             revoked_at=key.revoked_at,
+            rate_limit=f"{key.rate_limit} per {key.rate_window_s:g} s"
+            if key.rate_limit and key.rate_window_s
+            else None,
         )
 
 
@@ -106,7 +113,7 @@ async def whoami(who: Anyone) -> Whoami:
 
 
 @router.post("/projects", status_code=201, response_model=ProjectOut)
-async def create_project(body: ProjectIn, who: Anyone, svc: Svc) -> ProjectOut:
+async def create_project(body: ProjectIn, who: Admin, svc: Svc) -> ProjectOut:
     """Admins of the `default` project create projects."""
     project = await svc.tenants.create_project(who, body.name)
     return ProjectOut(id=project.id, name=project.name, created_at=project.created_at)
@@ -121,7 +128,7 @@ async def list_projects(who: Reader, svc: Svc) -> list[ProjectOut]:
 
 
 @router.post("/users", status_code=201, response_model=NewUser)
-async def create_user(body: UserIn, who: Anyone, svc: Svc) -> NewUser:
+async def create_user(body: UserIn, who: Admin, svc: Svc) -> NewUser:
     """Admins create users; the answer holds the user's first key, shown this once."""
     user, token = await svc.tenants.create_user(who, body.name, body.project, body.role)
     return NewUser(id=user.id, name=user.name, project=body.project, role=body.role, token=token)
@@ -131,7 +138,8 @@ async def create_user(body: UserIn, who: Anyone, svc: Svc) -> NewUser:
 async def create_key(body: KeyIn, who: Anyone, svc: Svc) -> NewKey:
     """A key with a role no higher than the caller's; the token is shown this once."""
     expires = parse_duration(body.expires) if body.expires else None
-    key, token = await svc.tenants.issue_key(who, body.project, body.role, expires, body.name)
+    rate = parse_rate(body.rate_limit) if body.rate_limit else None
+    key, token = await svc.tenants.issue_key(who, body.project, body.role, expires, body.name, rate)
     project = body.project or who.project.name
     return NewKey(**KeyOut.of(key, project).model_dump(), token=token)
 

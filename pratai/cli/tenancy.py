@@ -84,11 +84,21 @@ def user_create(name: str, project: str, role: str, output: str) -> None:
 @click.option("--role", type=ROLES, required=True)
 @click.option("--expires", help="e.g. 30d, 12h, 15m")
 @click.option("--name", default="", help="a note on what the key is for")
+@click.option("--rate-limit", help="the key's own limit over every endpoint, e.g. 100/minute")
 @output_option
 @handle_errors
-def key_create(project: str | None, role: str, expires: str | None, name: str, output: str) -> None:
+def key_create(
+    project: str | None,
+    role: str,
+    expires: str | None,
+    name: str,
+    rate_limit: str | None,
+    output: str,
+) -> None:
     """Create an API key; the secret is printed once and stored only hashed."""
-    created = Client().create_key(project=project, role=role, expires=expires, name=name)
+    created = Client().create_key(
+        project=project, role=role, expires=expires, name=name, rate_limit=rate_limit
+    )
     if output == "json":
         return emit_json(created)
     click.echo(created["token"])

@@ -77,6 +77,8 @@ class ApiKey:
     expires_at: float | None = None
     revoked_at: float | None = None
     user_id: str | None = None
+    rate_limit: int | None = None  # requests per window, over every endpoint
+    rate_window_s: float | None = None
 
 
 @dataclass

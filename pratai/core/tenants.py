@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from pratai.core.models import ApiKey, Project, Role, User, check_name, new_id, now
-from pratai.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from pratai.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
 from pratai.store import Store
 
 DEFAULT_PROJECT = "default"
@@ -28,6 +28,8 @@ class Principal:
     project: Project
     role: Role
     user_id: str | None = None
+    rate_limit: int | None = None
+    rate_window_s: float | None = None
 
     @property
     def platform_admin(self) -> bool:
@@ -68,6 +70,7 @@ class Tenants:
         *,
         user_id: str | None = None,
         expires_at: float | None = None,
+        rate: tuple[int, float] | None = None,
     ) -> str:
         """Returns the token; it is never retrievable again."""
         key_id = "pk_" + secrets.token_hex(8)
@@ -81,9 +84,24 @@ class Tenants:
                 name=name,
                 user_id=user_id,
                 expires_at=expires_at,
+                rate_limit=rate[0] if rate else None,
+                rate_window_s=rate[1] if rate else None,
             )
         )
         return f"{key_id}.{secret}"
+
+    async def limit(self, who: Principal) -> None:
+        """Count a request against the key's own rate limit (shared by every api process)."""
+        if not who.rate_limit or not who.rate_window_s:
+            return
+        at = time.time()
+        window = int(at // who.rate_window_s)
+        if await self.store.hit(f"key:{who.key_id}", window) > who.rate_limit:
+            raise RateLimited(
+                f"this key is over its limit of {who.rate_limit} requests per "
+                f"{who.rate_window_s:g} s",
+                (window + 1) * who.rate_window_s - at,
+            )
 
     # --- administration, as a principal -------------------------------------------------
 
@@ -133,6 +151,7 @@ class Tenants:
         role: Role,
         expires_in_s: float | None = None,
         name: str = "",
+        rate: tuple[int, float] | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key in a project `who` may administer, never with a role above theirs."""
         project = await self.project_for(who, project_name)
@@ -140,7 +159,7 @@ class Tenants:
             raise Forbidden(f"a {who.role} key cannot create {role} keys")
         expires_at = now() + expires_in_s if expires_in_s else None
         token = await self.create_key(
-            project, role, name, user_id=who.user_id, expires_at=expires_at
+            project, role, name, user_id=who.user_id, expires_at=expires_at, rate=rate
         )
         key = await self.store.get_key(token.partition(".")[0])
         assert key is not None
@@ -175,7 +194,14 @@ class Tenants:
         project = await self.store.get_project(key.project_id)
         if project is None:
             raise Unauthorized("invalid API key")
-        principal = Principal(key_id=key.id, project=project, role=key.role, user_id=key.user_id)
+        principal = Principal(
+            key_id=key.id,
+            project=project,
+            role=key.role,
+            user_id=key.user_id,
+            rate_limit=key.rate_limit,
+            rate_window_s=key.rate_window_s,
+        )
         if len(self._verified) > 10_000:
             self._verified.clear()
         trusted_for = _CACHE_SECONDS

@@ -101,6 +101,8 @@ def _key(r: RowMapping) -> ApiKey:
         expires_at=r["expires_at"],
         revoked_at=r["revoked_at"],
         user_id=r["user_id"],
+        rate_limit=r["rate_limit"],
+        rate_window_s=r["rate_window_s"],
     )
 
 

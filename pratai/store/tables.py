@@ -32,6 +32,8 @@ api_keys = sa.Table(
     sa.Column("expires_at", sa.Double(), nullable=True),
     sa.Column("revoked_at", sa.Double(), nullable=True),
     sa.Column("user_id", sa.String(64), nullable=True),
+    sa.Column("rate_limit", sa.Integer(), nullable=True),  # requests per window, any endpoint
+    sa.Column("rate_window_s", sa.Double(), nullable=True),
     sa.Index("ix_api_keys_project", "project_id"),
 )
 

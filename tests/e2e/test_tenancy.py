@@ -167,3 +167,40 @@ def test_audit_log_records_who_did_what(server: Server, deploy) -> None:
     assert ("DELETE", f"/v1/functions/{name}") in actions
     assert all(e["key_id"].startswith("pk_") for e in mine)
     assert "hunter2" not in server.cli("audit-list", "--limit", "200").stdout
+
+
+def test_a_keys_own_rate_limit(server: Server) -> None:
+    limited = server.cli_json("key-create", "--role", "viewer", "--rate-limit", "2/minute")
+    assert limited["rate_limit"] == "2 per 60 s"
+    with _as(server, limited["token"]) as client:
+        codes = [client.get("/v1/functions").status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        refused = client.get("/v1/functions")
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+
+
+def test_a_viewer_can_change_nothing_anywhere(server: Server) -> None:
+    """Every route that creates, changes, deletes or runs something refuses a viewer key."""
+    viewer = server.cli_json("key-create", "--role", "viewer")["token"]
+    with server.http() as admin:
+        spec = admin.get("/openapi.json").json()
+    # a viewer may still mint viewer keys and revoke its own key: those two are checked apart
+    own = {("post", "/v1/keys"), ("delete", "/v1/keys/{key_id}")}
+    with _as(server, viewer) as client:
+        for path, operations in spec["paths"].items():
+            for method in operations:
+                if method == "get" or not path.startswith("/v1") or (method, path) in own:
+                    continue
+                concrete = path
+                for param in (
+                    "{name}",
+                    "{invocation_id}",
+                    "{trigger_id}",
+                    "{event_id}",
+                    "{topic}",
+                    "{key_id}",
+                ):
+                    concrete = concrete.replace(param, "x")
+                answer = client.request(method.upper(), concrete, json={})
+                assert answer.status_code == 403, (method, path, answer.status_code)
+        assert client.post("/v1/keys", json={"role": "invoker"}).status_code == 403

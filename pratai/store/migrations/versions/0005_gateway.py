@@ -1,4 +1,4 @@
-"""Gateway routes and shared rate-limit counters.
+"""Gateway routes, per-key rate limits and the shared rate-limit counters.
 
 Revision ID: 0005
 Revises: 0004
@@ -17,6 +17,8 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
+    op.add_column("api_keys", sa.Column("rate_limit", sa.Integer(), nullable=True))
+    op.add_column("api_keys", sa.Column("rate_window_s", sa.Double(), nullable=True))
     op.create_table(
         "routes",
         sa.Column("id", sa.String(64), primary_key=True),
@@ -44,3 +46,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("rate_counters")
     op.drop_table("routes")
+    with op.batch_alter_table("api_keys") as batch:
+        batch.drop_column("rate_window_s")
+        batch.drop_column("rate_limit")

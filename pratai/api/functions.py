@@ -50,6 +50,7 @@ async def create_function(
     cron: Annotated[str | None, Form(description="cron expression (timer)")] = None,
     timezone: Annotated[str | None, Form(description="time zone of cron")] = None,
     secret: Annotated[list[str] | None, Form(description="ENV or ENV=secret_name")] = None,
+    secret_file: Annotated[list[str] | None, Form(description="secret in /run/secrets")] = None,
     route: Annotated[str | None, Form(description='gateway route, e.g. "GET /users/{id}"')] = None,
     route_auth: Annotated[str, Form(description="public, or the least role")] = "public",
     rate_limit: Annotated[str | None, Form(description="e.g. 100/minute")] = None,
@@ -68,7 +69,7 @@ async def create_function(
         if rate_limit:
             parse_rate(rate_limit)
     package = await _read_package(file, svc.settings.max_package_bytes)
-    bindings = parse_bindings(secret) if secret else None
+    bindings = parse_bindings(secret or [], secret_file) if secret or secret_file else None
     if bindings:
         await svc.secrets.check_bindings(who.project, bindings)
     options = FunctionOptions(
@@ -135,10 +136,11 @@ async def update_function(
     handler: Annotated[str | None, Form()] = None,
     max_retries: Annotated[int | None, Form()] = None,
     secret: Annotated[list[str] | None, Form(description="ENV or ENV=secret_name")] = None,
+    secret_file: Annotated[list[str] | None, Form(description="secret in /run/secrets")] = None,
 ) -> FunctionOut:
     """A new `file` makes a new immutable version; other fields change settings."""
     package = await _read_package(file, svc.settings.max_package_bytes) if file else None
-    bindings = parse_bindings(secret) if secret else None
+    bindings = parse_bindings(secret or [], secret_file) if secret or secret_file else None
     if bindings:
         await svc.secrets.check_bindings(who.project, bindings)
     options = FunctionOptions(

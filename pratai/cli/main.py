@@ -164,6 +164,11 @@ def _function_options(f: F) -> F:
                 multiple=True,
                 help="inject a secret as an env var: NAME, or VAR=secret_name (repeatable)",
             ),
+            click.option(
+                "--secret-file",
+                multiple=True,
+                help="mount a secret as the file /run/secrets/NAME (repeatable)",
+            ),
             click.option("--wait/--no-wait", default=True, help="wait until the build is ready"),
             output_option,
         ]

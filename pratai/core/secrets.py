@@ -39,9 +39,17 @@ def load_keys(configured: str, key_file: Path) -> MultiFernet:
     return MultiFernet([Fernet(key_file.read_bytes().strip())])
 
 
-def parse_bindings(specs: list[str]) -> dict[str, str]:
-    """`--secret DB_PASSWORD` and `--secret API_TOKEN=token_name` -> {env var: secret name}."""
+FILE = "file:"  # a binding key with this prefix is a file in /run/secrets, not a variable
+
+
+def parse_bindings(specs: list[str], files: list[str] | None = None) -> dict[str, str]:
+    """`--secret DB_PASSWORD`, `--secret API_TOKEN=token_name` -> {env var: secret name};
+    `--secret-file tls_key` -> {"file:tls_key": "tls_key"} (/run/secrets/tls_key)."""
     bindings: dict[str, str] = {}
+    for name in files or []:
+        if not _NAME.match(name) or name.startswith("."):
+            raise InvalidInput(f"invalid secret name {name!r}")
+        bindings[FILE + name] = name
     for spec in specs:
         env, _, name = spec.partition("=")
         name = name or env
@@ -87,13 +95,21 @@ class Secrets:
         await self.store.delete_secret(project.id, name)
         await self._changed()
 
+    @staticmethod
+    def split(values: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """(environment variables, files by name) of what `environment` returned."""
+        env = {k: v for k, v in values.items() if not k.startswith(FILE)}
+        files = {k[len(FILE) :]: v for k, v in values.items() if k.startswith(FILE)}
+        return env, files
+
     async def check_bindings(self, project: Project, bindings: dict[str, str]) -> None:
         for name in bindings.values():
             if await self.store.get_secret(project.id, name) is None:
                 raise NotFound(f"secret {name!r} not found", secret=name)
 
     async def environment(self, function: Function) -> dict[str, str]:
-        """The function's secrets as environment variables (for the node, never for output)."""
+        """The function's secrets, as environment variables and as files ("file:" keys), for
+        the node only, never for output."""
         env = {}
         for var, name in function.secrets.items():
             ciphertext = await self.store.get_secret(function.project_id, name)

@@ -22,6 +22,7 @@ class InstanceSpec:
     env: dict[str, str] = field(default_factory=dict)
     runtime: str = "python"
     name: str = ""  # the function's name, as the handler's context reports it
+    files: dict[str, str] = field(default_factory=dict)  # /run/secrets/<name> -> content
 
 
 @dataclass

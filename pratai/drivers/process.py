@@ -140,6 +140,7 @@ class ProcessInstance:
         self._reader = reader
         self._channel = channel
         self._stderr = stderr
+        self.secrets_dir: Path | None = None  # removed at stop
         self._lock = asyncio.Lock()
         self._dead = False
         self._stopped = False
@@ -255,6 +256,8 @@ class ProcessInstance:
                 self._writer.close()
                 self._reader.close()
             self._stderr.close()
+            if self.secrets_dir is not None:
+                shutil.rmtree(self.secrets_dir, ignore_errors=True)
 
     def read_stderr(self) -> str:
         """What bwrap (or the interpreter, before the runtime took over) wrote to stderr."""
@@ -329,7 +332,12 @@ class ProcessDriver:
         }
 
     def command(
-        self, spec: InstanceSpec, in_fd: int, out_fd: int, cgroup: bool
+        self,
+        spec: InstanceSpec,
+        in_fd: int,
+        out_fd: int,
+        cgroup: bool,
+        secrets_dir: Path | None = None,
     ) -> tuple[list[str], dict[str, str]]:
         """bwrap's argv and environment. The environment (which may hold secrets) is handed to
         bwrap itself rather than as --setenv arguments, which every host user could read in
@@ -356,6 +364,8 @@ class ProcessDriver:
         cmd += ["--ro-bind", str(RUNTIMES_DIR / spec.runtime), "/runtime"]
         if env_dir is not None:  # at its own path: the venv's bin/python finds pyvenv.cfg
             cmd += ["--ro-bind", str(env_dir), str(env_dir)]
+        if secrets_dir is not None:
+            cmd += ["--ro-bind", str(secrets_dir), "/run/secrets"]
         cmd += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "pratai"]
         cmd += ["--chdir", "/tmp"]
         env = {
@@ -388,6 +398,25 @@ class ProcessDriver:
         argv = [*cmd, "--", python, *flags, "/runtime/bootstrap.py", json.dumps(config)]
         return argv, env
 
+    def _write_secret_files(self, spec: InstanceSpec) -> Path | None:
+        """Secret files live in memory (/dev/shm), readable by the sandbox uid alone, and go
+        when the instance stops."""
+        if not spec.files:
+            return None
+        base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+        folder = Path(tempfile.mkdtemp(prefix="pratai-secrets-", dir=base))
+        for name, content in spec.files.items():
+            path = folder / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "w") as out:
+                out.write(content)
+            if self.drop_privileges:
+                os.chown(path, NOBODY, NOBODY)
+        os.chmod(folder, 0o500)
+        if self.drop_privileges:
+            os.chown(folder, NOBODY, NOBODY)
+        return folder
+
     async def start(self, spec: InstanceSpec) -> ProcessInstance:
         if not self.bwrap:
             raise SandboxError(INSTALL_HINT)
@@ -402,7 +431,8 @@ class ProcessDriver:
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the instance
-        argv, env = self.command(spec, req_r, resp_w, cgroup is not None)
+        secrets_dir = self._write_secret_files(spec)
+        argv, env = self.command(spec, req_r, resp_w, cgroup is not None, secrets_dir)
         started = time.perf_counter()
         procs_files = cgroup.procs_files if cgroup else []
         launcher = _launcher(procs_files, self.drop_privileges)
@@ -425,6 +455,8 @@ class ProcessDriver:
             stderr.close()
             if cgroup:
                 cgroup.remove()
+            if secrets_dir is not None:
+                shutil.rmtree(secrets_dir, ignore_errors=True)
             raise SandboxError(f"could not start the sandbox: {exc}") from exc
         os.close(req_r)
         os.close(resp_w)
@@ -432,6 +464,7 @@ class ProcessDriver:
         reader, _ = await loop.connect_read_pipe(lambda: channel, os.fdopen(resp_r, "rb", 0))
         writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(req_w, "wb", 0))
         instance = ProcessInstance(spec, proc, cgroup, writer, reader, channel, stderr)
+        instance.secrets_dir = secrets_dir
         try:
             async with asyncio.timeout(self.start_timeout):
                 frame = await channel.next()

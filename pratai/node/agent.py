@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pratai.broker import Broker, Delivery
 from pratai.core.invocations import INVOCATIONS_QUEUE, Invocations
 from pratai.core.models import Function, FunctionVersion, Invocation, Status, now
-from pratai.core.secrets import mask
+from pratai.core.secrets import Secrets, mask
 from pratai.core.workspace import Workspace
 from pratai.drivers import Driver, InstanceSpec
 from pratai.errors import SandboxError
@@ -54,6 +54,7 @@ class Node:
                     version.package_digest, version.handler
                 )
                 secrets = await self.secret_env(function) if self.secret_env else {}
+                secret_env, secret_files = Secrets.split(secrets)
                 spec = InstanceSpec(
                     key=f"{function.id}-{version.version}",
                     name=function.name,
@@ -62,8 +63,9 @@ class Node:
                     handler=version.handler,
                     memory_mb=function.memory_mb,
                     network=function.network,
+                    files=secret_files,
                     env={
-                        **secrets,
+                        **secret_env,
                         "PRATAI_FUNCTION": function.name,
                         "PRATAI_VERSION": str(version.version),
                     },

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import uuid
 
 from cryptography.fernet import Fernet
 
-from tests.helpers import Server, code, start_server
+from tests.helpers import Server, code, make_zip, start_server, wait_for
 
 USES_SECRET = code("""
     import os
@@ -42,8 +43,6 @@ def test_secret_reaches_the_function_and_never_comes_back(server: Server, deploy
 
 def test_unknown_secret_is_refused_and_nothing_is_created(server: Server, tmp_path) -> None:
     path = tmp_path / "f.zip"
-    from tests.helpers import make_zip
-
     path.write_bytes(make_zip({"main.py": USES_SECRET}))
     done = server.cli(
         "function-create", "nosecret", "--file", str(path), "--secret", "X=missing", check=False
@@ -78,3 +77,30 @@ def test_rotating_the_secrets_key(tmp_path, make_zip_file) -> None:
         assert failed.returncode != 0 and "no longer configured" in failed.stderr
     finally:
         server.stop()
+
+
+def test_secret_as_a_file_only_the_sandbox_can_read(server: Server, deploy) -> None:
+    value = f"tls-{uuid.uuid4().hex}"
+    name = f"tls_key_{uuid.uuid4().hex[:6]}"
+    server.cli("secret-create", name, "--value", value)
+    reader = code(f"""
+        import os
+        def main(p):
+            with open("/run/secrets/{name}") as f:
+                content = f.read()
+            try:
+                open("/run/secrets/{name}", "w")
+                writable = True
+            except OSError:
+                writable = False
+            return {{"length": len(content), "writable": writable, "env": "{name}" in os.environ}}
+    """)
+    fn = deploy({"main.py": reader}, "--secret-file", name)
+    result = server.cli_json("invoke", fn)["result"]
+    assert result == {"length": len(value), "writable": False, "env": False}
+    leftovers = glob.glob("/dev/shm/pratai-secrets-*")
+    server.cli("function-delete", fn)  # stops its instances, whose secret files go with them
+    wait_for(
+        lambda: not [p for p in glob.glob("/dev/shm/pratai-secrets-*") if p in leftovers],
+        what="the secret files to be removed",
+    )

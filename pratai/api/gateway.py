@@ -93,7 +93,7 @@ async def call_route(project: str, path: str, request: Request, svc: Svc) -> Res
     if function is None or function.active_version is None:
         raise NotFound("this route's function is not ready")
     version = await svc.functions.store.get_version(function.id, function.active_version)
-    schema = await svc.gateway.input_schema(function, version.package_digest) if version else None
+    schema = await svc.gateway.input_schema(function, version) if version else None
     if schema is not None:
         svc.gateway.validate(schema, decoded)
     payload = json.dumps(

@@ -8,15 +8,17 @@ an "input" JSON Schema has requests validated (422) before any sandbox starts.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-from pratai.core.models import Function, Project, Role, Route, new_id
+from pratai.core.models import Function, FunctionVersion, Project, Role, Route, new_id
 from pratai.core.tenants import RANK, Principal
 from pratai.core.workspace import Workspace
 from pratai.errors import (
@@ -62,6 +64,54 @@ def parse_rate(text: str) -> tuple[int, float]:
     if not count.isdigit() or int(count) < 1 or unit not in _WINDOWS:
         raise InvalidInput(f"rate limit {text!r}: use e.g. 100/minute (second, minute, hour, day)")
     return int(count), float(_WINDOWS[unit])
+
+
+_JSON_TYPES = {
+    "dict": "object",
+    "list": "array",
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+}
+
+
+def _hint_schema(node: ast.expr | None, typed: dict[str, ast.ClassDef]) -> dict[str, Any] | None:
+    if isinstance(node, ast.Subscript):  # dict[str, int], list[str]: the outer type is enough
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    if node.id in _JSON_TYPES:
+        return {"type": _JSON_TYPES[node.id]}
+    if node.id in typed:
+        fields = {
+            item.target.id: _hint_schema(item.annotation, typed) or {}
+            for item in typed[node.id].body
+            if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+        }
+        return {"type": "object", "properties": fields, "required": sorted(fields)}
+    return None
+
+
+def schema_from_hints(code: Path, handler: str) -> dict[str, Any] | None:
+    """`def main(order: Order)` with `class Order(TypedDict): id: int` -> a JSON Schema."""
+    module, _, func = handler.rpartition(".")
+    source = code / (module.replace(".", "/") + ".py")
+    try:
+        tree = ast.parse(source.read_text())
+    except (OSError, SyntaxError):
+        return None
+    typed = {
+        n.name: n
+        for n in tree.body
+        if isinstance(n, ast.ClassDef)
+        and any(isinstance(b, ast.Name) and b.id == "TypedDict" for b in n.bases)
+    }
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == func:
+            args = node.args.args
+            return _hint_schema(args[0].annotation, typed) if len(args) == 1 else None
+    return None
 
 
 def describe_limits(route: Route) -> str:
@@ -170,13 +220,20 @@ class Gateway:
                 retry_after,
             )
 
-    async def input_schema(self, function: Function, digest: str) -> dict[str, Any] | None:
+    async def input_schema(
+        self, function: Function, version: FunctionVersion
+    ) -> dict[str, Any] | None:
+        """The request body's schema: schema.json's "input", else the type hint of the
+        handler's first parameter (a builtin type, or a TypedDict of the module)."""
+        digest = version.package_digest
         if digest not in self._schemas:
             code = await self.workspace.code_dir(digest)
             schema = None
             if (code / "schema.json").is_file():
                 declared = json.loads((code / "schema.json").read_text())
                 schema = declared.get("input") if isinstance(declared, dict) else None
+            else:
+                schema = schema_from_hints(code, version.handler)
             self._schemas[digest] = schema
         return self._schemas[digest]
 
@@ -214,9 +271,7 @@ class Gateway:
                 operation["security"] = [{"bearer": []}]
             if function and function.active_version:
                 version = await self.store.get_version(function.id, function.active_version)
-                schema = (
-                    await self.input_schema(function, version.package_digest) if version else None
-                )
+                schema = await self.input_schema(function, version) if version else None
                 if schema is not None:
                     operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
             paths.setdefault(route.path, {})[route.method.lower()] = operation

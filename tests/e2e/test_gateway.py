@@ -147,3 +147,27 @@ def test_route_time_limit_and_function_show(server: Server, deploy) -> None:
     (route,) = server.cli_json("function-show", name)["routes"]
     assert route.startswith(f"GET {server.url}/fn/default{base}/slow")
     assert "10 per 1 s" in route and "timeout 0.5 s" in route
+
+
+def test_input_declared_with_type_hints(server: Server, deploy) -> None:
+    base = _path()
+    typed = code("""
+        from typing import TypedDict
+
+        class Order(TypedDict):
+            item: str
+            count: int
+
+        def main(order: Order):
+            return order
+    """)
+    deploy({"main.py": typed}, "--route", f"POST {base}/orders")
+    url = f"{server.url}/fn/default{base}/orders"
+    bad = httpx.post(url, json={"item": "tea", "count": "many"})
+    assert bad.status_code == 422 and "count" in bad.json()["message"]
+    assert httpx.post(url, json={"item": "tea"}).status_code == 422
+    good = httpx.post(url, json={"item": "tea", "count": 2})
+    assert good.status_code == 200
+    spec = httpx.get(f"{server.url}/fn/default/openapi.json").json()
+    schema = spec["paths"][f"{base}/orders"]["post"]["requestBody"]["content"]
+    assert schema["application/json"]["schema"]["required"] == ["count", "item"]

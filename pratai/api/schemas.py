@@ -134,7 +134,7 @@ class InvocationOut(BaseModel):
     duration_ms: float | None = None
     peak_memory_kb: int | None = None
     attempt: int = 1
-    event_seq: int | None = None
+    event_id: str | None = None
     parent_id: str | None = None
     created_at: float
     started_at: float | None = None
@@ -158,7 +158,7 @@ class InvocationOut(BaseModel):
             "duration_ms": inv.duration_ms,
             "peak_memory_kb": inv.peak_memory_kb,
             "attempt": inv.attempt,
-            "event_seq": inv.event_seq,
+            "event_id": inv.event_id,
             "parent_id": inv.parent_id,
             "created_at": inv.created_at,
             "started_at": inv.started_at,

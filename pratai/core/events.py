@@ -142,6 +142,7 @@ class Events:
                 invocation_id=hashlib.sha256(identity.encode()).hexdigest()[:32],
                 event_seq=event.seq,
                 parent_id=event.extensions.get(PARENT),
+                event_id=event.id,
             )
             if invocation is not None:
                 caused.append(invocation)
@@ -159,6 +160,7 @@ class Events:
                 invocation_id=invocation.id,
                 event_seq=event.seq,
                 parent_id=invocation.parent_id,
+                event_id=event.id,
             )
             if queued is not None:
                 ids.append(queued.id)
@@ -248,6 +250,7 @@ class Events:
             invocation_id=new_id(),
             event_seq=dead.seq,
             parent_id=dead.extensions.get("prataiinvocation"),
+            event_id=dead.id,
         )
         assert queued is not None
         return queued

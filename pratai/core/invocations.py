@@ -249,6 +249,7 @@ class Invocations:
         invocation_id: str,
         event_seq: int | None = None,
         parent_id: str | None = None,
+        event_id: str | None = None,
     ) -> Invocation | None:
         """A queued invocation caused by an event, not yet stored; None if the function is gone."""
         self._check_payload(payload)
@@ -266,6 +267,7 @@ class Invocations:
             content_type=content_type,
             event_seq=event_seq,
             parent_id=parent_id,
+            event_id=event_id,
         )
 
     async def enqueue(self, invocation: Invocation) -> None:
@@ -283,6 +285,7 @@ class Invocations:
         invocation_id: str,
         event_seq: int | None = None,
         parent_id: str | None = None,
+        event_id: str | None = None,
     ) -> Invocation | None:
         """Queue an invocation caused by an event. Idempotent by `invocation_id`: a repeat
         publishes the id again (the broker ignores it while queued) and creates nothing."""
@@ -293,6 +296,7 @@ class Invocations:
             invocation_id=invocation_id,
             event_seq=event_seq,
             parent_id=parent_id,
+            event_id=event_id,
         )
         if invocation is None:
             return None

@@ -135,7 +135,8 @@ class Invocation:
     created_at: float = field(default_factory=now)
     started_at: float | None = None
     finished_at: float | None = None
-    event_seq: int | None = None  # the event that caused it
+    event_seq: int | None = None  # the event that caused it (store order, all projects)
+    event_id: str | None = None  # ... and its CloudEvent id, as users know it
     parent_id: str | None = None  # the invocation whose result event caused it (chaining)
 
 

@@ -107,6 +107,7 @@ invocations = sa.Table(
     sa.Column("started_at", sa.Double(), nullable=True),
     sa.Column("finished_at", sa.Double(), nullable=True),
     sa.Column("event_seq", sa.BigInteger(), nullable=True),
+    sa.Column("event_id", sa.String(255), nullable=True),
     sa.Column("parent_id", sa.String(64), nullable=True),
     sa.Index("ix_invocations_project_function_created", "project_id", "function_id", "created_at"),
     sa.Index("ix_invocations_parent", "parent_id"),

@@ -17,6 +17,7 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
+    op.add_column("invocations", sa.Column("event_id", sa.String(255), nullable=True))
     op.add_column("api_keys", sa.Column("rate_limit", sa.Integer(), nullable=True))
     op.add_column("api_keys", sa.Column("rate_window_s", sa.Double(), nullable=True))
     op.create_table(
@@ -46,6 +47,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("rate_counters")
     op.drop_table("routes")
+    with op.batch_alter_table("invocations") as batch:
+        batch.drop_column("event_id")
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("rate_window_s")
         batch.drop_column("rate_limit")

@@ -333,8 +333,7 @@ async def test_no_network_unless_asked(start: Start) -> None:
     inst = await start(NET)
     res = await inst.call(b"", "application/json", 5)
     assert res.result == '"ConnectionRefusedError"'  # a private loopback with nothing on it
-    if not _port_open(5432):
-        pytest.skip("nothing listens on 127.0.0.1:5432 on this host")
+    assert _port_open(5432), "PostgreSQL must listen on 127.0.0.1:5432 (.ci/run starts it)"
     inst = await start(NET, network=True)
     res = await inst.call(b"", "application/json", 5)
     assert res.result == '"connected"'
@@ -346,8 +345,7 @@ async def test_env_and_virtualenv(start: Start, driver: ProcessDriver, code_root
     made = subprocess.run(
         [uv, "venv", "--python", "/usr/bin/python3", str(env_dir)], capture_output=True
     )
-    if made.returncode != 0:
-        pytest.skip(f"uv venv failed: {made.stderr.decode()}")
+    assert made.returncode == 0, f"uv venv failed: {made.stderr.decode()}"
     site = next(env_dir.glob("lib/python3*/site-packages"))
     (site / "extra_dep.py").write_text("VALUE = 42\n")
     code = code_root / "venvfn"

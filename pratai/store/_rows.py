@@ -1,0 +1,126 @@
+"""Rows to records and back, and what the SQL store's parts share."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Connection, RowMapping
+
+from pratai.core.models import (
+    ApiKey,
+    BuildState,
+    Event,
+    Function,
+    FunctionVersion,
+    Invocation,
+    Project,
+    Role,
+    Status,
+    Trigger,
+    TriggerKind,
+)
+from pratai.store import tables as t
+
+T = TypeVar("T")
+
+
+class SqlBase:
+    """What every part of the SQL store relies on (SqlStore provides it)."""
+
+    is_sqlite: bool
+
+    async def _run(self, fn: Callable[[Connection], T]) -> T:
+        raise NotImplementedError
+
+
+_INV_COLS = [c.name for c in t.invocations.columns]
+
+
+def _project(r: RowMapping) -> Project:
+    return Project(id=r["id"], name=r["name"], created_at=r["created_at"])
+
+
+def _key(r: RowMapping) -> ApiKey:
+    return ApiKey(
+        id=r["id"],
+        project_id=r["project_id"],
+        role=Role(r["role"]),
+        secret_hash=r["secret_hash"],
+        name=r["name"],
+        created_at=r["created_at"],
+        expires_at=r["expires_at"],
+        revoked_at=r["revoked_at"],
+        user_id=r["user_id"],
+        rate_limit=r["rate_limit"],
+        rate_window_s=r["rate_window_s"],
+    )
+
+
+def _function(r: RowMapping) -> Function:
+    d = dict(r)
+    d["secrets"] = json.loads(d["secrets"])
+    return Function(**d)
+
+
+def _function_row(f: Function) -> dict[str, Any]:
+    d = {c.name: getattr(f, c.name) for c in t.functions.columns}
+    d["secrets"] = json.dumps(f.secrets)
+    return d
+
+
+def _version(r: RowMapping) -> FunctionVersion:
+    d = dict(r)
+    d["state"] = BuildState(d["state"])
+    return FunctionVersion(**d)
+
+
+def _version_row(v: FunctionVersion) -> dict[str, Any]:
+    return {
+        "function_id": v.function_id,
+        "version": v.version,
+        "package_digest": v.package_digest,
+        "handler": v.handler,
+        "requirements_hash": v.requirements_hash,
+        "state": str(v.state),
+        "build_log": v.build_log,
+        "created_at": v.created_at,
+    }
+
+
+def _invocation(r: RowMapping) -> Invocation:
+    d = dict(r)
+    d["status"] = Status(d["status"])
+    d["payload"] = bytes(d["payload"]) if d["payload"] is not None else b""
+    d["error"] = json.loads(d["error"]) if d["error"] is not None else None
+    return Invocation(**d)
+
+
+def _invocation_row(inv: Invocation) -> dict[str, Any]:
+    d = {name: getattr(inv, name) for name in _INV_COLS}
+    d["status"] = str(inv.status)
+    d["error"] = json.dumps(inv.error) if inv.error is not None else None
+    return d
+
+
+def _event(r: RowMapping) -> Event:
+    d = dict(r)
+    d["data"] = bytes(d["data"])
+    d["extensions"] = json.loads(d["extensions"])
+    return Event(**d)
+
+
+def _event_row(e: Event) -> dict[str, Any]:
+    d = {c.name: getattr(e, c.name) for c in t.events.columns if c.name != "seq"}
+    d["extensions"] = json.dumps(e.extensions)
+    return d
+
+
+def _trigger(r: RowMapping) -> Trigger:
+    d = dict(r)
+    d["kind"] = TriggerKind(d["kind"])
+    return Trigger(**d)
+
+
+# --- prepared statements (compiled once, cached by SQLAlchemy) --------------------------

@@ -1,0 +1,128 @@
+"""The SQL store's tenancy, secrets and gateway tables."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from pratai.core.models import (
+    AuditEntry,
+    Project,
+    Route,
+    User,
+)
+from pratai.store import tables as t
+from pratai.store._rows import SqlBase, _project
+
+
+class AdminRows(SqlBase):
+    # --- tenancy ------------------------------------------------------------------------
+
+    async def list_projects(self) -> list[Project]:
+        q = sa.select(t.projects).order_by(t.projects.c.name)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_project(r) for r in rows]
+
+    async def create_user(self, user: User) -> None:
+        row = {"id": user.id, "name": user.name, "created_at": user.created_at}
+        await self._run(lambda c: c.execute(t.users.insert(), row))
+
+    async def get_user_by_name(self, name: str) -> User | None:
+        q = sa.select(t.users).where(t.users.c.name == name)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return User(**r) if r else None
+
+    async def revoke_key(self, key_id: str, at: float) -> None:
+        q = sa.update(t.api_keys).where(t.api_keys.c.id == key_id).values(revoked_at=at)
+        await self._run(lambda c: c.execute(q))
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        row = {c.name: getattr(entry, c.name) for c in t.audit.columns if c.name != "seq"}
+        await self._run(lambda c: c.execute(t.audit.insert(), row))
+
+    async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
+        a = t.audit
+        q = sa.select(a).where(a.c.project_id == project_id).order_by(a.c.seq.desc()).limit(limit)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [AuditEntry(**r) for r in rows]
+
+    # --- secrets ------------------------------------------------------------------------
+
+    async def put_secret(self, project_id: str, name: str, ciphertext: bytes, at: float) -> None:
+        """Raises Conflict when the project has a secret of that name."""
+        row = {"project_id": project_id, "name": name, "ciphertext": ciphertext, "created_at": at}
+        await self._run(lambda c: c.execute(t.secrets.insert(), row))
+
+    async def get_secret(self, project_id: str, name: str) -> bytes | None:
+        s = t.secrets
+        q = sa.select(s.c.ciphertext).where(s.c.project_id == project_id, s.c.name == name)
+        value = await self._run(lambda c: c.execute(q).scalar())
+        return bytes(value) if value is not None else None
+
+    async def list_secrets(self, project_id: str | None = None) -> list[tuple[str, str, float]]:
+        """(project id, name, created_at) of each secret; never the values."""
+        s = t.secrets
+        q = sa.select(s.c.project_id, s.c.name, s.c.created_at).order_by(s.c.name)
+        if project_id is not None:
+            q = q.where(s.c.project_id == project_id)
+        rows = await self._run(lambda c: c.execute(q).all())
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def replace_secret_ciphertext(
+        self, project_id: str, name: str, ciphertext: bytes
+    ) -> None:
+        s = t.secrets
+        q = (
+            sa.update(s)
+            .where(s.c.project_id == project_id, s.c.name == name)
+            .values(ciphertext=ciphertext)
+        )
+        await self._run(lambda c: c.execute(q))
+
+    async def delete_secret(self, project_id: str, name: str) -> None:
+        s = t.secrets
+        q = sa.delete(s).where(s.c.project_id == project_id, s.c.name == name)
+        await self._run(lambda c: c.execute(q))
+
+    # --- gateway ------------------------------------------------------------------------
+
+    async def create_route(self, route: Route) -> None:
+        """Raises Conflict when the project already routes that method and path."""
+        row = {c.name: getattr(route, c.name) for c in t.routes.columns}
+        row["cors_origins"] = json.dumps(route.cors_origins)
+        await self._run(lambda c: c.execute(t.routes.insert(), row))
+
+    async def list_routes(self, project_id: str, function_id: str | None = None) -> list[Route]:
+        r = t.routes
+        q = sa.select(r).where(r.c.project_id == project_id).order_by(r.c.path, r.c.method)
+        if function_id is not None:
+            q = q.where(r.c.function_id == function_id)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [Route(**{**row, "cors_origins": json.loads(row["cors_origins"])}) for row in rows]
+
+    async def delete_route(self, route_id: str) -> None:
+        await self._run(lambda c: c.execute(sa.delete(t.routes).where(t.routes.c.id == route_id)))
+
+    async def hit(self, key: str, window: int) -> int:
+        """Count one request in (key, window) and return the count, atomically across
+        processes; old windows are cleared as they pass."""
+        dialect_insert = sqlite_insert if self.is_sqlite else postgresql_insert
+        rc = t.rate_counters
+        upsert = (
+            dialect_insert(rc)
+            .values(key=key, window=window, count=1)
+            .on_conflict_do_update(index_elements=["key", "window"], set_={"count": rc.c.count + 1})
+            .returning(rc.c.count)
+        )
+
+        def work(c: Connection) -> int:
+            count = int(c.execute(upsert).scalar_one())
+            if count == 1:
+                c.execute(sa.delete(rc).where(rc.c.key == key, rc.c.window < window))
+            return count
+
+        return await self._run(work)

@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ import httpx
 
 from bench import events
 from bench.http_load import LoadResult, run_load
+from pratai.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
 TRIVIAL = "def main(payload):\n    return {'ok': True}\n"
@@ -97,6 +99,8 @@ def main() -> None:
         floor.terminate()
         server.wait()
         floor.wait()
+        shutil.rmtree(Settings.from_env(env).sandbox_dir, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
     _report(results)
 
 

@@ -4,6 +4,7 @@ rate (the floor: what SQLite accepts when nothing else happens)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 import statistics
 import tempfile
@@ -40,6 +41,7 @@ async def store_floor(count: int = EVENTS, concurrency: int = 16) -> float:
         return count / (time.perf_counter() - started)
     finally:
         await store.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def measure(port: int, key: str, database: Path) -> dict[str, Any]:

@@ -170,8 +170,8 @@ def test_audit_log_records_who_did_what(server: Server, deploy) -> None:
 
 
 def test_a_keys_own_rate_limit(server: Server) -> None:
-    limited = server.cli_json("key-create", "--role", "viewer", "--rate-limit", "2/minute")
-    assert limited["rate_limit"] == "2 per 60 s"
+    limited = server.cli_json("key-create", "--role", "viewer", "--rate-limit", "2/hour")
+    assert limited["rate_limit"] == "2 per 3600 s"
     with _as(server, limited["token"]) as client:
         codes = [client.get("/v1/functions").status_code for _ in range(3)]
         assert codes == [200, 200, 429]

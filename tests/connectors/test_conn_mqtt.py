@@ -110,8 +110,9 @@ async def test_server_restart(private_mosquitto: PrivateServer) -> None:
         await wait_until(lambda: not connector.status.connected, "disconnected")
         await wait_until(lambda: connector.status.last_error is not None, "an error")
         private_mosquitto.start()
-        # Published as soon as the broker is back, maybe before the connector reconnected:
-        # the persistent session (saved by the broker across its restart) keeps them.
+        # Once it has reconnected (messages published before that depend on the broker having
+        # saved the session at its stop, which a kill does not: see the offline test instead).
+        await wait_until(lambda: connector.status.connected, "reconnected")
         await publish(port, ("sensors/2", b"2"), ("sensors/3/x", b"3"))
         await wait_until(lambda: len(got.items) == 3, "messages after the restart")
         assert connector.status.connected is True

@@ -106,8 +106,8 @@ async def call_route(project: str, path: str, request: Request, svc: Svc) -> Res
             "body": decoded,
         }
     ).encode()
-    run = svc.invocations.invoke_by_id(
-        function.id, payload, "application/json", request.headers.get("idempotency-key")
+    run = svc.invocations.invoke(  # the project and function are known: no second lookup
+        owner, function.name, payload, "application/json", request.headers.get("idempotency-key")
     )
     try:
         async with asyncio.timeout(route.timeout_s or function.timeout_s + 5):

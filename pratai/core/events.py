@@ -153,17 +153,8 @@ class Events:
         assert event.seq is not None
         ids = []
         for invocation in await self._invocations_of(event):
-            queued = await self.invocations.submit_for(
-                invocation.function_id,
-                invocation.payload,
-                invocation.content_type,
-                invocation_id=invocation.id,
-                event_seq=event.seq,
-                parent_id=invocation.parent_id,
-                event_id=event.id,
-            )
-            if queued is not None:
-                ids.append(queued.id)
+            await self.invocations.store_and_enqueue(invocation)
+            ids.append(invocation.id)
         self._dispatched.append(event.seq)
         return ids
 

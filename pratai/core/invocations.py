@@ -168,14 +168,9 @@ class Invocations:
             project, name, payload, content_type, "sync", invocation_id
         )
         invocation.status, invocation.started_at = Status.RUNNING, now()
-        try:
-            await self.store.create_invocation(invocation)  # without the payload: never rerun
-        except Conflict:
-            if invocation_id is None:
-                raise
-            earlier = await self.store.get_invocation_by_id(invocation_id)
-            assert earlier is not None
-            return earlier  # the same key, concurrently
+        # stored without the payload: nobody reruns a sync invocation
+        if earlier := await self._create_once(invocation, idempotent=invocation_id is not None):
+            return earlier
         invocation.payload = payload
         await self.executor.execute(invocation, function, version)
         invocation.payload = b""
@@ -189,8 +184,8 @@ class Invocations:
         content_type: str = "application/json",
         idempotency_key: str | None = None,
     ) -> Invocation:
-        """`invoke` for callers that hold a function id (webhooks)."""
-        function = await self.store.get_function_by_id(function_id)
+        """`invoke` for callers that hold a function id (webhooks, gateway routes)."""
+        function = await self._function_by_id(function_id)
         project = await self.store.get_project(function.project_id) if function else None
         if function is None or project is None:
             raise NotFound("function not found")
@@ -229,16 +224,22 @@ class Invocations:
             project, name, payload, content_type, "async", invocation_id
         )
         invocation.payload = payload
-        try:
-            await self.store.create_invocation(invocation)
-        except Conflict:
-            if invocation_id is None:
-                raise
-            earlier = await self.store.get_invocation_by_id(invocation_id)
-            assert earlier is not None
+        if earlier := await self._create_once(invocation, idempotent=invocation_id is not None):
             return earlier
         await self.enqueue(invocation)
         return invocation
+
+    async def _create_once(self, invocation: Invocation, *, idempotent: bool) -> Invocation | None:
+        """Store it; for an idempotency key used concurrently, return the first one instead."""
+        try:
+            await self.store.create_invocation(invocation)
+        except Conflict:
+            if not idempotent:
+                raise
+            earlier = await self.store.get_invocation_by_id(invocation.id)
+            assert earlier is not None
+            return earlier
+        return None
 
     async def prepare_for(
         self,
@@ -298,12 +299,16 @@ class Invocations:
             parent_id=parent_id,
             event_id=event_id,
         )
-        if invocation is None:
-            return None
+        if invocation is not None:
+            await self.store_and_enqueue(invocation)
+        return invocation
+
+    async def store_and_enqueue(self, invocation: Invocation) -> None:
+        """Idempotent by id: a repeat publishes the id again (the broker ignores it while
+        queued) and stores nothing twice."""
         with contextlib.suppress(Conflict):
             await self.store.create_invocation(invocation)
         await self.enqueue(invocation)
-        return invocation
 
     async def run_queued(self, invocation_id: str) -> Invocation | None:
         """Called by a node for a queued invocation; idempotent for finished ones."""

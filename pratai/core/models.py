@@ -96,6 +96,7 @@ class Function:
     active_version: int | None = None
     max_retries: int = 2
     secrets: dict[str, str] = field(default_factory=dict)  # env var -> secret name
+    image: str | None = None  # runtime "image": the container image ref it runs
     created_at: float = field(default_factory=now)
     updated_at: float = field(default_factory=now)
 
@@ -228,4 +229,71 @@ class Route:
     max_body_bytes: int | None = None
     timeout_s: float | None = None
     cors_origins: list[str] = field(default_factory=list)
+    created_at: float = field(default_factory=now)
+
+
+class JobKind(StrEnum):
+    COMMAND = "command"  # argv run in the sandbox, stdin in, exit code and output out
+    CALLABLE = "callable"  # a cloudpickled Python callable from the SDK
+
+
+@dataclass
+class Job:
+    """One run of a command or of a submitted callable, in the same sandbox as functions."""
+
+    id: str
+    project_id: str
+    kind: JobKind
+    runtime: str  # e.g. "python3.11"
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    stdin: bytes = b""  # command: its stdin; callable: the pickled (function, args, kwargs)
+    requirements: list[str] = field(default_factory=list)
+    requirements_hash: str | None = None
+    memory_mb: int = 256
+    timeout_s: float = 300.0
+    network: bool = False
+    saved_name: str | None = None  # the saved job it ran from
+    status: Status = Status.QUEUED
+    exit_code: int | None = None
+    result: bytes | None = None  # callable: the pickled return value
+    error: dict[str, Any] | None = None  # {"type", "message", "traceback"}
+    stdout: str = ""
+    stderr: str = ""
+    duration_ms: float | None = None
+    peak_memory_kb: int | None = None
+    created_at: float = field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass
+class SavedJob:
+    """A named command, run on demand (`job-run`) or on a schedule (`job-schedule`)."""
+
+    id: str
+    project_id: str
+    name: str
+    runtime: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    stdin: bytes = b""
+    memory_mb: int = 256
+    timeout_s: float = 300.0
+    network: bool = False
+    cron: str | None = None
+    timezone: str | None = None
+    created_at: float = field(default_factory=now)
+    updated_at: float = field(default_factory=now)
+
+
+@dataclass
+class Image:
+    """A container image a project loaded (`pratai image-load`); the engine holds the layers."""
+
+    id: str
+    project_id: str
+    ref: str  # as the archive named it, e.g. "localhost/echo:1"
+    image_id: str  # the engine's content id (sha256 hex)
+    size_bytes: int = 0
     created_at: float = field(default_factory=now)

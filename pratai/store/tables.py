@@ -58,6 +58,7 @@ functions = sa.Table(
     sa.Column("active_version", sa.Integer(), nullable=True),
     sa.Column("max_retries", sa.Integer(), nullable=False, server_default="2"),
     sa.Column("secrets", sa.Text(), nullable=False, server_default="{}"),  # env name -> secret
+    sa.Column("image", sa.String(512), nullable=True),  # container functions: the image ref
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.Column("updated_at", sa.Double(), nullable=False),
     sa.UniqueConstraint("project_id", "name", name="uq_functions_project_name"),
@@ -238,4 +239,67 @@ rate_counters = sa.Table(
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("window", sa.BigInteger(), primary_key=True, autoincrement=False),
     sa.Column("count", sa.Integer(), nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("runtime", sa.String(32), nullable=False),
+    sa.Column("command", sa.Text(), nullable=False),  # JSON list
+    sa.Column("env", sa.Text(), nullable=False),  # JSON object
+    sa.Column("stdin", sa.LargeBinary(), nullable=False),
+    sa.Column("requirements", sa.Text(), nullable=False),  # JSON list
+    sa.Column("requirements_hash", sa.String(64), nullable=True),
+    sa.Column("memory_mb", sa.Integer(), nullable=False),
+    sa.Column("timeout_s", sa.Double(), nullable=False),
+    sa.Column("network", sa.Boolean(), nullable=False),
+    sa.Column("saved_name", sa.String(63), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("exit_code", sa.Integer(), nullable=True),
+    sa.Column("result", sa.LargeBinary(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),  # JSON
+    sa.Column("stdout", sa.Text(), nullable=False),
+    sa.Column("stderr", sa.Text(), nullable=False),
+    sa.Column("duration_ms", sa.Double(), nullable=True),
+    sa.Column("peak_memory_kb", sa.BigInteger(), nullable=True),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("started_at", sa.Double(), nullable=True),
+    sa.Column("finished_at", sa.Double(), nullable=True),
+    sa.Index("ix_jobs_project_created", "project_id", "created_at"),
+    sa.Index("ix_jobs_status", "status"),
+)
+
+saved_jobs = sa.Table(
+    "saved_jobs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("runtime", sa.String(32), nullable=False),
+    sa.Column("command", sa.Text(), nullable=False),  # JSON list
+    sa.Column("env", sa.Text(), nullable=False),  # JSON object
+    sa.Column("stdin", sa.LargeBinary(), nullable=False),
+    sa.Column("memory_mb", sa.Integer(), nullable=False),
+    sa.Column("timeout_s", sa.Double(), nullable=False),
+    sa.Column("network", sa.Boolean(), nullable=False),
+    sa.Column("cron", sa.String(255), nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+    sa.UniqueConstraint("project_id", "name", name="uq_saved_jobs_project_name"),
+)
+
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("ref", sa.String(512), nullable=False),
+    sa.Column("image_id", sa.String(128), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.UniqueConstraint("project_id", "ref", name="uq_images_project_ref"),
 )

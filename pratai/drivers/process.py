@@ -331,18 +331,14 @@ class ProcessDriver:
             "sandbox_python": self.settings.sandbox_python,
         }
 
-    def command(
-        self,
-        spec: InstanceSpec,
-        in_fd: int,
-        out_fd: int,
-        cgroup: bool,
-        secrets_dir: Path | None = None,
+    def sandbox(
+        self, spec: InstanceSpec, secrets_dir: Path | None = None
     ) -> tuple[list[str], dict[str, str]]:
-        """bwrap's argv and environment. The environment (which may hold secrets) is handed to
-        bwrap itself rather than as --setenv arguments, which every host user could read in
-        /proc/<pid>/cmdline; bwrap passes exactly that environment on, so the effect is the
-        same as --clearenv plus --setenv."""
+        """bwrap's argv (up to the program to run, without "--") and environment, shared by
+        runtime instances and one-shot commands. The environment (which may hold secrets) is
+        handed to bwrap itself rather than as --setenv arguments, which every host user could
+        read in /proc/<pid>/cmdline; bwrap passes exactly that environment on, so the effect is
+        the same as --clearenv plus --setenv."""
         assert self.bwrap
         code_dir = spec.code_dir.resolve()
         env_dir = spec.env_dir.resolve() if spec.env_dir is not None else None
@@ -379,6 +375,20 @@ class ProcessDriver:
             env["PATH"] = f"{env_dir}/bin:{env['PATH']}"
             env["VIRTUAL_ENV"] = str(env_dir)
         env.update(spec.env)
+        return cmd, env
+
+    def command(
+        self,
+        spec: InstanceSpec,
+        in_fd: int,
+        out_fd: int,
+        cgroup: bool,
+        secrets_dir: Path | None = None,
+    ) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment of a runtime instance: the sandbox, then the runtime's
+        bootstrap speaking the frame protocol on `in_fd`/`out_fd`."""
+        cmd, env = self.sandbox(spec, secrets_dir)
+        env_dir = spec.env_dir.resolve() if spec.env_dir is not None else None
         python = str(env_dir / "bin" / "python") if env_dir else self.settings.sandbox_python
         config = {
             "in_fd": in_fd,

@@ -18,7 +18,7 @@ import httpx
 
 from pratai.errors import PrataiError
 
-__all__ = ["ApiError", "Client", "find_credentials"]
+__all__ = ["ApiError", "Client", "find_credentials", "parse_response"]
 
 
 class ApiError(PrataiError):
@@ -57,16 +57,41 @@ def find_credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str
     )
 
 
+def parse_response(response: httpx.Response) -> Any:
+    """The decoded JSON body of a success; an `ApiError` carrying the error body otherwise."""
+    if response.status_code == 204:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    if response.status_code >= 400:
+        message = body.get("message") if isinstance(body, dict) else str(body)
+        raise ApiError(response.status_code, message or response.reason_phrase, body)
+    return body
+
+
 class Client:
-    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 960):
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 960,
+        max_connections: int = 100,
+    ):
         if url is None or api_key is None:
             found_url, found_key = find_credentials()
             url, api_key = url or found_url, api_key or found_key
         self.url = url.rstrip("/")
+        # The SDK keeps many long-polls in flight: every one of them may hold a connection.
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {api_key}"},
             timeout=timeout,
+            limits=limits,
         )
 
     def close(self) -> None:
@@ -77,16 +102,7 @@ class Client:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
             raise ApiError(0, f"cannot reach Pratai at {self.url}: is it running? ({exc})") from exc
-        if response.status_code == 204:
-            return None
-        try:
-            body = response.json()
-        except ValueError:
-            body = response.text
-        if response.status_code >= 400:
-            message = body.get("message") if isinstance(body, dict) else str(body)
-            raise ApiError(response.status_code, message or response.reason_phrase, body)
-        return body
+        return parse_response(response)
 
     # functions
     @staticmethod

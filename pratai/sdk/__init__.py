@@ -1,0 +1,30 @@
+"""The Python SDK: a client of the HTTP API only.
+
+import pratai
+client = pratai.Client()
+client.submit(fn, *args, **kwargs).result()
+"""
+
+from __future__ import annotations
+
+from pratai.client import ApiError
+from pratai.sdk.aio import AsyncClient
+from pratai.sdk.client import Client, Invocation
+from pratai.sdk.errors import BuildFailed, RemoteError, RuntimeMismatch
+from pratai.sdk.executor import Executor, JobFuture
+from pratai.sdk.jobs import AsyncJob, Job, JobOptions
+
+__all__ = [
+    "ApiError",
+    "AsyncClient",
+    "AsyncJob",
+    "BuildFailed",
+    "Client",
+    "Executor",
+    "Invocation",
+    "Job",
+    "JobFuture",
+    "JobOptions",
+    "RemoteError",
+    "RuntimeMismatch",
+]

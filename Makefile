@@ -20,6 +20,10 @@ $(VENV)/.test-deps: $(BIN)/pratai
 
 install-test: install $(VENV)/.test-deps
 
+$(VENV)/.bench-deps: $(VENV)/.test-deps
+	$(BIN)/pip install -q -e '.[test,lint,bench]'
+	@touch $@
+
 sandbox-deps:
 	@$(CURDIR)/scripts/ensure-sandbox-deps
 
@@ -34,7 +38,7 @@ lint: install-test
 	$(BIN)/ruff format --check pratai tests bench
 	$(BIN)/mypy pratai
 
-bench: install-test
+bench: install-test $(VENV)/.bench-deps
 	$(BIN)/python -m bench
 
 clean:

@@ -1,8 +1,9 @@
 """Core benchmarks, each beside its floor in the same run.
 
-    python -m bench            # or: make bench
+    python -m bench            # or: make bench; `python -m bench sdk` runs one of them
 
-Prints a table and writes bench/results/core.json.
+`core` prints a table and writes bench/results/core.json; `sdk` (bench/sdk.py) writes
+bench/results/sdk.json.
 """
 
 from __future__ import annotations
@@ -11,22 +12,20 @@ import asyncio
 import io
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench import events
+from bench import events, sdk
 from bench.http_load import LoadResult, run_load
-from pratai.settings import Settings
+from bench.server import free_port, pratai_server, wait_http
 
 RESULTS = Path(__file__).parent / "results"
 TRIVIAL = "def main(payload):\n    return {'ok': True}\n"
@@ -40,67 +39,51 @@ def _zip(files: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url} exited early")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
-
-
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def main() -> None:
-    home = Path(tempfile.mkdtemp(prefix="pratai-bench-"))
-    port, floor_port = _port(), _port()
-    env = {**os.environ, "PRATAI_HOME": str(home / "home"), "PRATAI_PORT": str(port)}
-    logs = open(home / "server.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pratai", "serve"], env=env, stdout=logs, stderr=logs
-    )
-    floor = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.floor:app",
-            "--port",
-            str(floor_port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        stdout=logs,
-        stderr=logs,
-    )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz", server)
-        _wait_http(f"http://127.0.0.1:{floor_port}/", floor)
-        key = json.loads((home / "home" / "credentials.json").read_text())["api_key"]
-        results = asyncio.run(_measure(port, floor_port, key))
-        results["events"] = asyncio.run(events.measure(port, key, home / "home" / "pratai.sqlite3"))
-        results["events"]["store_insert_floor_per_s"] = asyncio.run(events.store_floor())
-    finally:
-        server.terminate()
-        floor.terminate()
-        server.wait()
-        floor.wait()
-        shutil.rmtree(Settings.from_env(env).sandbox_dir, ignore_errors=True)
-        shutil.rmtree(home, ignore_errors=True)
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench [core] [sdk]`: the named benchmarks, all of them by default."""
+    names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
+    unknown = set(names) - set(BENCHMARKS)
+    if unknown:
+        raise SystemExit(f"unknown benchmark {sorted(unknown)}: use {' '.join(BENCHMARKS)}")
+    for name in names:
+        BENCHMARKS[name]()
+
+
+def core() -> None:
+    floor_port = free_port()
+    with pratai_server() as server:
+        logs = open(server.scratch / "floor.log", "wb")  # noqa: SIM115
+        floor = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.floor:app",
+                "--port",
+                str(floor_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            stdout=logs,
+            stderr=logs,
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{floor_port}/", floor)
+            results = asyncio.run(_measure(server.port, floor_port, server.key))
+            results["events"] = asyncio.run(
+                events.measure(server.port, server.key, server.home / "pratai.sqlite3")
+            )
+            results["events"]["store_insert_floor_per_s"] = asyncio.run(events.store_floor())
+        finally:
+            floor.terminate()
+            floor.wait()
+            logs.close()
     _report(results)
 
 
@@ -245,6 +228,8 @@ def _report(r: dict[str, Any]) -> None:
     (RESULTS / "core.json").write_text(json.dumps(r, indent=2))
     print(f"wrote {RESULTS / 'core.json'}")
 
+
+BENCHMARKS: dict[str, Callable[[], None]] = {"core": core, "sdk": sdk.main}
 
 if __name__ == "__main__":
     main()

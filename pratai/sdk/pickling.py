@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import sys
+import sysconfig
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,12 +22,50 @@ def local_python() -> str:
 
 
 def dumps_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+    ship_local_code(fn, *args, *kwargs.values())
     return bytes(cloudpickle.dumps({"fn": fn, "args": tuple(args), "kwargs": dict(kwargs)}))
 
 
 def dumps_chunk(fn: Callable[..., Any], chunk: Sequence[tuple[Any, ...]]) -> bytes:
     """One job applying `fn` to each argument tuple of `chunk`, in order."""
+    ship_local_code(fn, *(chunk[0] if chunk else ()))
     return bytes(cloudpickle.dumps({"fn": fn, "map": [tuple(a) for a in chunk]}))
+
+
+def _installed_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
+
+
+_INSTALLED = _installed_roots()
+_CHECKED: set[str] = {"__main__", "builtins"}
+
+
+def ship_local_code(*objects: Any) -> None:
+    """Pickles the user's own modules by value.
+
+    cloudpickle pickles a function or class of an importable module by reference (its module
+    and name), and the sandbox has only the standard library and the job's requirements: so
+    `fn` from `myproject/tasks.py` would fail remotely with ModuleNotFoundError. Code outside
+    the standard library and site-packages (the user's project, an editable install) is
+    therefore registered to be pickled by value, per top-level package. Only `fn` and the
+    types of the top-level arguments are looked at; deeper references follow cloudpickle's
+    rules (`cloudpickle.register_pickle_by_value` ships more)."""
+    for obj in objects:
+        name = getattr(obj, "__module__", None)
+        if not isinstance(name, str):
+            name = type(obj).__module__
+        root = name.partition(".")[0]
+        if root in _CHECKED:
+            continue
+        _CHECKED.add(root)
+        module = sys.modules.get(root)
+        # a namespace package (no __init__.py) has no __file__, only __path__
+        where = getattr(module, "__file__", None) or next(
+            iter(getattr(module, "__path__", [])), None
+        )
+        if module is not None and where and not where.startswith(_INSTALLED):
+            cloudpickle.register_pickle_by_value(module)
 
 
 def loads_b64(data: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import linecache
 import re
 import sys
 import sysconfig
@@ -105,5 +106,26 @@ def remote_exception(error: dict[str, Any], exc: BaseException | None = None) ->
     if exc is None:
         exc = RemoteError(kind, message, traceback)
     if traceback:
-        exc.__cause__ = RemoteTraceback(traceback)
+        exc.__cause__ = RemoteTraceback(with_local_source(traceback))
     return exc
+
+
+_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line (?P<line>\d+), in ')
+
+
+def with_local_source(traceback: str) -> str:
+    """The remote traceback, with the source lines it lacks taken from local files.
+
+    Code shipped by value runs remotely without its source file, so its frames come back
+    without their lines; the files are usually right here, where the code was written."""
+    out: list[str] = []
+    lines = traceback.splitlines()
+    for i, line in enumerate(lines):
+        out.append(line)
+        frame = _FRAME.match(line)
+        has_source = i + 1 < len(lines) and lines[i + 1].startswith("    ")
+        if frame and not has_source:
+            source = linecache.getline(frame["file"], int(frame["line"])).strip()
+            if source:
+                out.append(f"    {source}")
+    return "\n".join(out) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import pytest_asyncio
 
 import pratai
 from tests.helpers import Server
@@ -16,7 +17,7 @@ def client(server: Server) -> Iterator[pratai.Client]:
         yield c
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")
 async def aclient(server: Server) -> AsyncIterator[pratai.AsyncClient]:
     async with pratai.AsyncClient(server.url, server.api_key) as c:
         yield c

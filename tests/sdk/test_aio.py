@@ -12,6 +12,8 @@ import pytest
 
 import pratai
 
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
 
 def double(x: int) -> int:
     return 2 * x

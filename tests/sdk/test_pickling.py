@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import traceback
+from pathlib import Path
 
 import cloudpickle
 
@@ -42,3 +43,18 @@ def test_a_missing_module_says_how_to_ask_for_it() -> None:
     )
     assert isinstance(dotted, ModuleNotFoundError) and dotted.name == "google.protobuf"
     assert "requirements=['google']" in str(dotted)
+
+
+def test_frames_without_source_get_it_from_local_files() -> None:
+    here = __file__
+    remote = (
+        "Traceback (most recent call last):\n"
+        f'  File "{here}", line 1, in <module>\n'
+        '  File "/nowhere/x.py", line 3, in g\n'
+        "ValueError: v\n"
+    )
+    exc = remote_exception({"type": "ValueError", "message": "v", "traceback": remote})
+    shown = str(exc.__cause__)
+    first_line = Path(here).read_text().splitlines()[0].strip()
+    assert f'line 1, in <module>\n    {first_line}\n  File "/nowhere/x.py"' in shown
+    assert isinstance(exc, RemoteError) and exc.traceback == remote

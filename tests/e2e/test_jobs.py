@@ -8,7 +8,7 @@ import sys
 
 import cloudpickle
 
-from tests.helpers import Server, wait_for
+from tests.helpers import Server, start_server, wait_for
 
 PICKLE = {"content-type": "application/vnd.pratai.pickle"}
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -198,3 +198,24 @@ def test_cancel_a_queued_callable(server: Server) -> None:
         assert http.post(f"/v1/jobs/{queued}/cancel").status_code == 409
         final = http.get(f"/v1/jobs/{queued}").json()
         assert final["status"] == "cancelled" and final["started_at"] is None
+
+
+def test_queued_and_running_jobs_survive_kill_9(tmp_path) -> None:
+    server = start_server(tmp_path)
+    try:
+        script = "sleep 1; echo done $N"
+        ids = [
+            server.cli("job-submit", "--env", f"N={n}", "--", "sh", "-c", script).stdout.strip()
+            for n in range(3)
+        ]
+        server.kill()
+        server.start()
+
+        def all_done():
+            jobs = [server.cli_json("job-show", i) for i in ids]
+            return jobs if all(j["status"] == "succeeded" for j in jobs) else None
+
+        jobs = wait_for(all_done, timeout=60, what="the jobs to run after the restart")
+        assert [j["stdout"] for j in jobs] == [f"done {n}\n" for n in range(3)]
+    finally:
+        server.stop()

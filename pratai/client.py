@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,20 @@ class Client:
         except httpx.ConnectError as exc:
             raise ApiError(0, f"cannot reach Pratai at {self.url}: is it running? ({exc})") from exc
         return parse_response(response)
+
+    def stream_lines(self, path: str, **params: Any) -> Iterator[Any]:
+        """GET a JSON-lines response, decoding each line as it arrives."""
+        try:
+            with self._http.stream("GET", path, params=params, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    body = response.json()
+                    raise ApiError(response.status_code, body.get("message", ""), body)
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.ConnectError as exc:
+            raise ApiError(0, f"cannot reach Pratai at {self.url}: is it running? ({exc})") from exc
 
     # functions
     @staticmethod
@@ -248,3 +262,41 @@ class Client:
     def logs(self, name: str, after: float | None = None) -> Any:
         params = {"after": after} if after is not None else None
         return self.request("GET", f"/v1/functions/{name}/logs", params=params)
+
+    # jobs
+    def submit_job(self, **spec: Any) -> Any:
+        return self.request("POST", "/v1/jobs", json=spec)
+
+    def get_job(self, job_id: str) -> Any:
+        return self.request("GET", f"/v1/jobs/{job_id}")
+
+    def list_jobs(self, limit: int = 50, status: str | None = None) -> Any:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        return self.request("GET", "/v1/jobs", params=params)["jobs"]
+
+    def cancel_job(self, job_id: str) -> Any:
+        return self.request("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def follow_job(self, job_id: str, follow: bool = True) -> Iterator[Any]:
+        return self.stream_lines(f"/v1/jobs/{job_id}/output", follow=str(follow).lower())
+
+    def save_job(self, name: str, **spec: Any) -> Any:
+        return self.request("POST", "/v1/saved-jobs", json={"name": name, **spec})
+
+    def list_saved_jobs(self) -> Any:
+        return self.request("GET", "/v1/saved-jobs")["saved_jobs"]
+
+    def get_saved_job(self, name: str) -> Any:
+        return self.request("GET", f"/v1/saved-jobs/{name}")
+
+    def delete_saved_job(self, name: str) -> None:
+        self.request("DELETE", f"/v1/saved-jobs/{name}")
+
+    def run_saved_job(self, name: str) -> Any:
+        return self.request("POST", f"/v1/saved-jobs/{name}/run")
+
+    def schedule_job(self, name: str, cron: str | None, timezone: str | None = None) -> Any:
+        body = {"cron": cron, "timezone": timezone}
+        return self.request("PUT", f"/v1/saved-jobs/{name}/schedule", json=body)

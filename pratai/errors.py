@@ -5,6 +5,7 @@
     │   ├── InvalidName         a function name is not a DNS-style label
     │   ├── InvalidPackage      not a zip, unsafe paths, zip bomb, no handler, syntax error
     │   ├── UnprocessableInput  (422) a gateway request that breaks the function's schema
+    │   ├── RuntimeMismatch     no such runtime here, or a pickle from another Python version
     │   └── PayloadTooLarge     (413) body or package over its size limit
     ├── Unauthorized            (401) missing, unknown, revoked or expired API key
     ├── Forbidden               (403) the key's role does not allow the action
@@ -49,6 +50,10 @@ class InvalidName(InvalidInput):
 
 class InvalidPackage(InvalidInput):
     code = "invalid_package"
+
+
+class RuntimeMismatch(InvalidInput):
+    code = "runtime_mismatch"
 
 
 class UnprocessableInput(InvalidInput):

@@ -1,4 +1,5 @@
-"""The timer loop: fires due ticks of timer triggers, at most once each across schedulers."""
+"""The timer loop: fires due ticks of timer triggers and scheduled jobs, at most once each
+across schedulers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 
 from pratai.core.invocations import Invocations
 from pratai.core.models import TriggerKind
+from pratai.core.saved_jobs import SavedJobs
 from pratai.core.triggers import last_due_tick
 from pratai.store import Store
 
@@ -19,9 +21,16 @@ log = logging.getLogger("pratai.scheduler")
 
 
 class Scheduler:
-    def __init__(self, store: Store, invocations: Invocations, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        invocations: Invocations,
+        saved_jobs: SavedJobs | None = None,
+        interval_s: float = 1.0,
+    ) -> None:
         self.store = store
         self.invocations = invocations
+        self.saved_jobs = saved_jobs
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
         self._fired: dict[str, float] = {}  # trigger id -> last tick seen fired (by anyone)
@@ -49,6 +58,8 @@ class Scheduler:
                 invocation_id=invocation_id,
             )
             fired += 1
+        if self.saved_jobs is not None:
+            fired += await self.saved_jobs.tick(at)
         return fired
 
     def start(self) -> None:

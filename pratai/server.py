@@ -30,13 +30,16 @@ from pratai.core.events import Events
 from pratai.core.functions import Functions
 from pratai.core.gateway import Gateway
 from pratai.core.invocations import Invocations
+from pratai.core.jobs import Jobs
 from pratai.core.models import BuildState, Role
+from pratai.core.saved_jobs import SavedJobs
 from pratai.core.secrets import Secrets, load_keys
 from pratai.core.tenants import Tenants
 from pratai.core.triggers import Triggers
 from pratai.core.workspace import Workspace
 from pratai.drivers.process import ProcessDriver
 from pratai.node.agent import Node
+from pratai.node.jobs import JobRunner, detect_runtimes
 from pratai.scheduler import Scheduler
 from pratai.settings import Settings
 from pratai.store import Store, open_store
@@ -51,6 +54,7 @@ class Platform:
     broker: Broker
     services: Services
     node: Node
+    job_runner: JobRunner
     scheduler: Scheduler
 
     @classmethod
@@ -61,7 +65,11 @@ class Platform:
         artifacts = FilesystemArtifacts(settings.artifacts_dir)
         workspace = Workspace(settings, artifacts)
         secrets = Secrets(store, load_keys(settings.secrets_key, settings.home / "secrets.key"))
-        node = Node(settings, ProcessDriver(settings), workspace, secret_env=secrets.environment)
+        driver = ProcessDriver(settings)
+        node = Node(settings, driver, workspace, secret_env=secrets.environment)
+        job_runner = JobRunner(settings, driver, workspace)
+        jobs = Jobs(settings, store, broker, detect_runtimes(settings), executor=job_runner)
+        saved_jobs = SavedJobs(store, jobs)
         secrets.listeners.append(node.evict_all)
         tenants = Tenants(store)
         functions = Functions(settings, store, workspace, evictor=node)
@@ -81,9 +89,12 @@ class Platform:
             secrets,
             _authenticator(settings, tenants, store),
             Gateway(store, workspace),
+            jobs,
+            saved_jobs,
             node_stats=node.stats,
         )
-        return cls(settings, store, broker, services, node, Scheduler(store, invocations))
+        scheduler = Scheduler(store, invocations, saved_jobs)
+        return cls(settings, store, broker, services, node, job_runner, scheduler)
 
     async def start(self) -> str | None:
         """Open everything; returns a new admin key on the very first start."""
@@ -102,7 +113,11 @@ class Platform:
         dispatched = await self.services.events.recover()
         if dispatched:
             log.info("dispatched %d events left by the previous run", dispatched)
+        requeued = await self.services.jobs.recover()
+        if requeued:
+            log.info("requeued %d jobs left by the previous run", requeued)
         self.node.start(self.broker, self.services.invocations)
+        self.job_runner.start(self.broker, self.services.jobs)
         self.scheduler.start()
         await self.services.connectors.start_all()
         return new_key
@@ -119,6 +134,7 @@ class Platform:
     async def close(self) -> None:
         await self.services.connectors.close()
         await self.scheduler.close()
+        await self.job_runner.close()
         await self.node.close()
         await self.services.events.close()
         await self.services.functions.wait_built()

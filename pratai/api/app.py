@@ -17,6 +17,7 @@ from pratai.api import (
     functions,
     gateway,
     invocations,
+    jobs,
     secrets,
     tenancy,
 )
@@ -40,6 +41,7 @@ def create_app(
     errors.install(app)
     app.include_router(functions.router)
     app.include_router(invocations.router)
+    app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(connectors.router)
     app.include_router(tenancy.router)

@@ -14,7 +14,9 @@ from pratai.core.events import Events
 from pratai.core.functions import Functions
 from pratai.core.gateway import Gateway
 from pratai.core.invocations import Invocations
+from pratai.core.jobs import Jobs
 from pratai.core.models import Role
+from pratai.core.saved_jobs import SavedJobs
 from pratai.core.secrets import Secrets
 from pratai.core.tenants import Principal, Tenants
 from pratai.core.triggers import Triggers
@@ -34,6 +36,8 @@ class Services:
     secrets: Secrets
     auth: Authenticator
     gateway: Gateway
+    jobs: Jobs
+    saved_jobs: SavedJobs
     node_stats: Callable[[], dict[str, Any]] | None = None
 
 

@@ -49,7 +49,7 @@ def cli() -> None:
 
 
 def main() -> None:
-    from pratai.cli import events, tenancy  # noqa: F401 - register their commands
+    from pratai.cli import events, jobs, tenancy  # noqa: F401 - register their commands
 
     cli()
 

@@ -65,11 +65,15 @@ def last_due_tick(trigger: Trigger, at: float) -> float | None:
         count = math.floor((at - trigger.created_at) / trigger.frequency_s)
         return trigger.created_at + count * trigger.frequency_s if count >= 1 else None
     if trigger.cron:
-        zone = ZoneInfo(trigger.timezone or "UTC")
-        start = dt.datetime.fromtimestamp(at, zone)
-        tick = float(croniter(trigger.cron, start).get_prev(float))
-        return tick if tick >= trigger.created_at else None
+        return cron_tick(trigger.cron, trigger.timezone, trigger.created_at, at)
     return None
+
+
+def cron_tick(cron: str, timezone: str | None, since: float, at: float) -> float | None:
+    """The latest tick of `cron` at or before `at`, if it is not before `since`."""
+    start = dt.datetime.fromtimestamp(at, ZoneInfo(timezone or "UTC"))
+    tick = float(croniter(cron, start).get_prev(float))
+    return tick if tick >= since else None
 
 
 class Triggers:

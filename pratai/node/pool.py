@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pratai.drivers import CallResult, Driver, Instance, InstanceSpec
@@ -34,14 +35,26 @@ class VersionPool:
     def size(self) -> int:
         return self.busy + len(self._idle)
 
-    async def call(self, payload: bytes, content_type: str, timeout_s: float) -> Outcome:
+    async def call(
+        self,
+        payload: bytes,
+        content_type: str,
+        timeout_s: float,
+        on_start: Callable[[], None] | None = None,
+    ) -> Outcome:
+        """`on_start` is called once the call has its turn (a slot), before any cold start."""
         self.last_used = time.monotonic()
         async with self._slots:
+            if on_start is not None:
+                on_start()
             self.busy += 1
             try:
                 instance, cold = await self._take()
                 try:
                     result = await instance.call(payload, content_type, timeout_s)
+                except asyncio.CancelledError:  # mid-call: its late answer would confuse the
+                    await instance.stop()  # next caller, so this instance goes
+                    raise
                 finally:
                     await self._give_back(instance)
                 return Outcome(result, cold, instance.init_ms if cold else None)

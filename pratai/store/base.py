@@ -14,8 +14,10 @@ from pratai.core.models import (
     Function,
     FunctionVersion,
     Invocation,
+    Job,
     Project,
     Route,
+    SavedJob,
     Status,
     Trigger,
     TriggerKind,
@@ -151,3 +153,22 @@ class Store(Protocol):
     async def hit(self, key: str, window: int) -> int:
         """Count one request in (key, window) and return the count, atomically across
         processes."""
+
+    # jobs
+    async def create_job(self, job: Job) -> None: ...
+    async def get_job(self, job_id: str) -> Job | None: ...
+    async def update_job(self, job: Job, *, only_if: Status | None = None) -> bool:
+        """Writes the outcome columns; with `only_if`, only while the stored status is that."""
+
+    async def list_jobs(
+        self, project_id: str, limit: int = 50, status: Status | None = None
+    ) -> list[Job]: ...
+    async def unfinished_jobs(self) -> list[Job]: ...
+    async def create_saved_job(self, saved: SavedJob) -> None:
+        """Raises Conflict when the name is taken in the project."""
+
+    async def get_saved_job(self, project_id: str, name: str) -> SavedJob | None: ...
+    async def update_saved_job(self, saved: SavedJob) -> None: ...
+    async def delete_saved_job(self, saved_id: str) -> None: ...
+    async def list_saved_jobs(self, project_id: str | None = None) -> list[SavedJob]:
+        """A project's saved jobs, or (None) every scheduled saved job."""

@@ -80,6 +80,20 @@ V1_ROUTES = {
     ("POST", "/v1/secrets"),
     ("GET", "/v1/secrets"),
     ("DELETE", "/v1/secrets/{name}"),
+    ("GET", "/v1/runtimes"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/jobs/callable"),
+    ("GET", "/v1/jobs/{job_id}"),
+    ("GET", "/v1/jobs/{job_id}/result"),
+    ("GET", "/v1/jobs/{job_id}/output"),
+    ("POST", "/v1/jobs/{job_id}/cancel"),
+    ("POST", "/v1/saved-jobs"),
+    ("GET", "/v1/saved-jobs"),
+    ("GET", "/v1/saved-jobs/{name}"),
+    ("DELETE", "/v1/saved-jobs/{name}"),
+    ("POST", "/v1/saved-jobs/{name}/run"),
+    ("PUT", "/v1/saved-jobs/{name}/schedule"),
 }
 
 
@@ -518,7 +532,7 @@ async def test_openapi_lists_every_v1_route(api: Api) -> None:
     # and each of them is served, behind a key (a missing route would answer 404 or 405)
     for method, path in sorted(documented):
         concrete = path.replace("{name}", "echo").replace("{invocation_id}", "feed")
-        for param in ("{topic}", "{event_id}", "{trigger_id}", "{key_id}"):
+        for param in ("{topic}", "{event_id}", "{trigger_id}", "{key_id}", "{job_id}"):
             concrete = concrete.replace(param, "x")
         answer = await api.request(method, concrete)
         assert error_of(answer, 401, "unauthorized"), (method, path)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from pratai.broker.embedded import EmbeddedBroker
 from pratai.core.invocations import Invocations
+from pratai.core.jobs import Jobs, JobSpec, Runtimes
 from pratai.core.models import Function, Project, Trigger, TriggerKind, new_id
+from pratai.core.saved_jobs import SavedJobs
 from pratai.core.triggers import last_due_tick
 from pratai.scheduler import Scheduler
 from pratai.settings import Settings
@@ -64,6 +66,44 @@ async def test_two_schedulers_fire_each_tick_once(tmp_path: Path) -> None:
         invocations = await stores[0].list_invocations(project.id, function.id, limit=100)
         assert len(invocations) == 4
         assert await stores[1].last_tick(trigger.id) == 90.0
+    finally:
+        await broker.close()
+        for store in stores:
+            await store.close()
+
+
+async def test_a_scheduled_job_runs_once_per_cron_tick_across_schedulers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    settings = Settings(home=tmp_path)
+    stores = [SqlStore(url), SqlStore(url)]
+    broker = EmbeddedBroker(str(tmp_path / "broker.sqlite3"))
+    for store in stores:
+        await store.open()
+    await broker.open()
+    try:
+        project = Project(id=new_id(), name="default")
+        await stores[0].create_project(project)
+        runtimes = Runtimes(python="3.11")
+        saved_jobs = [SavedJobs(s, Jobs(settings, s, broker, runtimes)) for s in stores]
+        await saved_jobs[0].save(project, "hourly", JobSpec(command=["echo", "tick"]))
+        saved = await saved_jobs[0].schedule(project, "hourly", "0 * * * *")
+        start = saved.updated_at
+        hour = 3600.0
+        first = (start // hour + 1) * hour  # the first full hour after scheduling
+        schedulers = [
+            Scheduler(s, Invocations(settings, s, broker, None), j)
+            for s, j in zip(stores, saved_jobs, strict=True)
+        ]
+        fired = 0
+        for at in (start + 1, first + 1, first + 2, first + hour - 1, first + 5 * hour + 7):
+            for scheduler in schedulers:
+                fired += await scheduler.tick(at)
+        assert fired == 2  # the first hour, then the missed ones coalesced into one run
+        jobs = await stores[0].list_jobs(project.id)
+        assert len(jobs) == 2
+        assert {j.saved_name for j in jobs} == {"hourly"} and jobs[0].command == ["echo", "tick"]
+        await saved_jobs[1].schedule(project, "hourly", None)
+        assert await schedulers[0].tick(first + 9 * hour) == 0
     finally:
         await broker.close()
         for store in stores:

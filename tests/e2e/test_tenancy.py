@@ -101,7 +101,10 @@ def test_another_project_cannot_see_or_touch_anything(server: Server, deploy, ot
     server.cli("event-publish", "private-topic", "--data", '{"secret": "value"}', "--id", "p-1")
     trigger_id = server.cli_json("trigger-list", name)[0]["id"]
     key_id = server.cli_json("key-list")[0]["id"]
+    job_id = server.cli("job-submit", "--", "echo", "secret-output").stdout.strip()
+    server.cli("job-save", name, "--", "echo", "saved")
     values = {
+        "{job_id}": job_id,
         "{name}": name,
         "{invocation_id}": invocation["id"],
         "{trigger_id}": trigger_id,
@@ -144,6 +147,7 @@ def test_another_project_cannot_see_or_touch_anything(server: Server, deploy, ot
                     text = answer.text
                     assert name not in text and invocation["id"] not in text, (method, path)
                     assert trigger_id not in text and key_id not in text, (method, path)
+                    assert job_id not in text and "secret-output" not in text, (method, path)
                     if path == "/v1/node":
                         assert answer.status_code == 403
         # their topic of the same name is theirs: it holds only what they published
@@ -199,6 +203,7 @@ def test_a_viewer_can_change_nothing_anywhere(server: Server) -> None:
                     "{event_id}",
                     "{topic}",
                     "{key_id}",
+                    "{job_id}",
                 ):
                     concrete = concrete.replace(param, "x")
                 answer = client.request(method.upper(), concrete, json={})

@@ -27,8 +27,11 @@ from pratai.core.models import (
     Function,
     FunctionVersion,
     Invocation,
+    Job,
+    JobKind,
     Project,
     Role,
+    SavedJob,
     Status,
     new_id,
 )
@@ -400,3 +403,42 @@ async def test_closed_store_refuses_work(db_url: str) -> None:
     with pytest.raises(RuntimeError):
         await s.get_project("x")
     await s.close()
+
+
+async def test_jobs_round_trip_and_conditional_updates(store: SqlStore) -> None:
+    project = await _project(store)
+    job = Job(
+        id=new_id(),
+        project_id=project.id,
+        kind=JobKind.COMMAND,
+        runtime="python3.11",
+        command=["echo", "hi"],
+        env={"K": "V"},
+        stdin=b"\x00in",
+    )
+    await store.create_job(job)
+    with pytest.raises(Conflict):
+        await store.create_job(job)
+    job.status = Status.RUNNING
+    assert await store.update_job(job, only_if=Status.QUEUED)
+    assert not await store.update_job(job, only_if=Status.QUEUED)  # it is running now
+    job.status, job.exit_code, job.result = Status.SUCCEEDED, 0, b"\x80pickle"
+    job.error = {"type": "X", "message": "m"}
+    assert await store.update_job(job, only_if=Status.RUNNING)
+    loaded = await store.get_job(job.id)
+    assert loaded == job
+    assert [j.id for j in await store.list_jobs(project.id, status=Status.SUCCEEDED)] == [job.id]
+    assert await store.list_jobs((await _project(store)).id) == []
+    assert job.id not in [j.id for j in await store.unfinished_jobs()]
+
+    saved = SavedJob(new_id(), project.id, "nightly", "python3.11", ["true"], env={"A": "1"})
+    await store.create_saved_job(saved)
+    with pytest.raises(Conflict):
+        await store.create_saved_job(SavedJob(new_id(), project.id, "nightly", "x", ["y"]))
+    assert saved not in await store.list_saved_jobs(None)  # not scheduled yet
+    saved.cron = "0 * * * *"
+    await store.update_saved_job(saved)
+    assert saved in await store.list_saved_jobs(None)
+    assert await store.get_saved_job(project.id, "nightly") == saved
+    await store.delete_saved_job(saved.id)
+    assert await store.list_saved_jobs(project.id) == []

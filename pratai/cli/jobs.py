@@ -1,0 +1,241 @@
+"""Job commands of the `pratai` CLI: run a command once in the sandbox, now or on a schedule."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from pratai.cli.main import cli, handle_errors, output_option
+from pratai.cli.output import emit_json, fields, ms, table, when
+from pratai.client import Client
+
+F = TypeVar("F", bound=Callable[..., Any])
+# What `--follow` exits with when the job has no exit code of its own (as timeout(1) does).
+EXIT_TIMED_OUT, EXIT_FAILED, EXIT_CANCELLED = 124, 1, 130
+
+
+def spec_options(func: F) -> F:
+    """The options that describe a command job (job-submit, job-save)."""
+    options = [
+        click.option("--runtime", help="python3.11 (default) or node20: `python`/`node` on PATH"),
+        click.option("--stdin-file", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+        click.option("--env", "env", multiple=True, metavar="K=V", help="repeatable"),
+        click.option("--memory", type=int, help="MB (default 256)"),
+        click.option("--timeout", type=float, help="seconds (default 300)"),
+        click.option("--network/--no-network", default=False, show_default=True),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _spec(
+    command: tuple[str, ...],
+    runtime: str | None,
+    stdin_file: Path | None,
+    env: tuple[str, ...],
+    memory: int | None,
+    timeout: float | None,
+    network: bool,
+) -> dict[str, Any]:
+    if not command:
+        raise click.UsageError("give the command after --, e.g. pratai job-submit -- echo hi")
+    variables = {}
+    for pair in env:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not K=V", param_hint="--env")
+        variables[key] = value
+    stdin = stdin_file.read_bytes() if stdin_file else b""
+    return {
+        "command": list(command),
+        "runtime": runtime,
+        "env": variables,
+        "stdin": base64.b64encode(stdin).decode(),
+        "memory_mb": memory,
+        "timeout_s": timeout,
+        "network": network,
+    }
+
+
+def _follow(client: Client, job_id: str) -> None:
+    """Print the job's output as it comes, then exit with its exit code."""
+    end: dict[str, Any] = {}
+    for line in client.follow_job(job_id):
+        if "stream" in line:
+            out = sys.stdout if line["stream"] == "stdout" else sys.stderr
+            out.write(line["text"])
+            out.flush()
+        else:
+            end = line
+    status, code = end.get("status"), end.get("exit_code")
+    if status == "succeeded":
+        sys.exit(0)
+    error = end.get("error") or {}
+    click.echo(f"job {job_id} {status}: {error.get('message', '')}".rstrip(": "), err=True)
+    if code is not None:
+        sys.exit(code)
+    sys.exit({"timed_out": EXIT_TIMED_OUT, "cancelled": EXIT_CANCELLED}.get(str(status), 1))
+
+
+def _started(client: Client, job: dict[str, Any], follow: bool, output: str) -> None:
+    if follow:
+        _follow(client, job["id"])
+    elif output == "json":
+        emit_json(job)
+    else:
+        click.echo(job["id"])
+
+
+@cli.command("job-submit")
+@spec_options
+@click.option("--follow", "-f", is_flag=True, help="stream its output; exit with its exit code")
+@click.argument("command", nargs=-1, required=True)
+@output_option
+@handle_errors
+def job_submit(command: tuple[str, ...], follow: bool, output: str, **spec: Any) -> None:
+    """Run COMMAND once in a sandbox: pratai job-submit [OPTIONS] -- CMD [ARGS...]"""
+    client = Client()
+    _started(client, client.submit_job(**_spec(command, **spec)), follow, output)
+
+
+@cli.command("job-show")
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="stream its output until it ends")
+@output_option
+@handle_errors
+def job_show(job_id: str, follow: bool, output: str) -> None:
+    """A job's status, exit code, duration, stdout and stderr."""
+    client = Client()
+    if follow:
+        _follow(client, job_id)
+    job = client.get_job(job_id)
+    if output == "json":
+        return emit_json(job)
+    error = job["error"] or {}
+    fields(
+        [
+            ("id", job["id"]),
+            ("command", " ".join(job["command"]) or f"({job['kind']})"),
+            ("runtime", job["runtime"]),
+            ("status", job["status"]),
+            ("exit code", job["exit_code"]),
+            ("error", f"{error.get('type')}: {error.get('message')}" if error else "-"),
+            ("duration", ms(job["duration_ms"])),
+            ("peak memory", f"{job['peak_memory_kb']} KB" if job["peak_memory_kb"] else "-"),
+            ("created", when(job["created_at"])),
+            ("saved job", job["saved_name"] or "-"),
+        ]
+    )
+    for stream in ("stdout", "stderr"):
+        if job[stream]:
+            click.echo(f"--- {stream}")
+            click.echo(job[stream], nl=not job[stream].endswith("\n"))
+
+
+@cli.command("job-list")
+@click.option("--status", help="queued, running, succeeded, failed, timed_out or cancelled")
+@click.option("--limit", type=int, default=20, show_default=True)
+@output_option
+@handle_errors
+def job_list(status: str | None, limit: int, output: str) -> None:
+    """Jobs of this project, newest first."""
+    jobs = Client().list_jobs(limit, status)
+    if output == "json":
+        return emit_json(jobs)
+    table(
+        [
+            (
+                j["id"],
+                j["status"],
+                j["exit_code"],
+                ms(j["duration_ms"]),
+                when(j["created_at"]),
+                j["saved_name"] or " ".join(j["command"])[:40] or f"({j['kind']})",
+            )
+            for j in jobs
+        ],
+        ["ID", "STATUS", "EXIT", "DURATION", "CREATED", "COMMAND"],
+    )
+
+
+@cli.command("job-cancel")
+@click.argument("job_id")
+@handle_errors
+def job_cancel(job_id: str) -> None:
+    """Cancel a queued or running job (a running one is killed)."""
+    job = Client().cancel_job(job_id)
+    click.echo(f"job {job['id']} {job['status']}")
+
+
+@cli.command("job-save")
+@click.argument("name")
+@spec_options
+@click.argument("command", nargs=-1, required=True)
+@output_option
+@handle_errors
+def job_save(name: str, command: tuple[str, ...], output: str, **spec: Any) -> None:
+    """Save COMMAND as job NAME: pratai job-save NAME [OPTIONS] -- CMD [ARGS...]"""
+    saved = Client().save_job(name, **_spec(command, **spec))
+    if output == "json":
+        return emit_json(saved)
+    click.echo(f"saved job {saved['name']}: {' '.join(saved['command'])}")
+
+
+@cli.command("job-run")
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="stream its output; exit with its exit code")
+@output_option
+@handle_errors
+def job_run(name: str, follow: bool, output: str) -> None:
+    """Run saved job NAME now; prints the new job's id."""
+    client = Client()
+    _started(client, client.run_saved_job(name), follow, output)
+
+
+@cli.command("job-schedule")
+@click.argument("name")
+@click.option("--cron", help='cron expression, e.g. "0 * * * *"')
+@click.option("--timezone", help="IANA time zone of the cron expression (default UTC)")
+@click.option("--off", is_flag=True, help="stop running it on a schedule")
+@output_option
+@handle_errors
+def job_schedule(name: str, cron: str | None, timezone: str | None, off: bool, output: str) -> None:
+    """Run saved job NAME on a cron schedule (at most once per tick)."""
+    if off == bool(cron):
+        raise click.UsageError("give --cron EXPR, or --off")
+    saved = Client().schedule_job(name, None if off else cron, timezone)
+    if output == "json":
+        return emit_json(saved)
+    if saved["cron"] is None:
+        click.echo(f"job {name} is no longer scheduled")
+    else:
+        click.echo(f"job {name} runs on {saved['cron']!r}; next run {when(saved['next_run'])}")
+
+
+@cli.command("job-saved")
+@output_option
+@handle_errors
+def job_saved(output: str) -> None:
+    """Saved jobs of this project."""
+    saved = Client().list_saved_jobs()
+    if output == "json":
+        return emit_json(saved)
+    table(
+        [(s["name"], " ".join(s["command"])[:40], s["cron"], when(s["next_run"])) for s in saved],
+        ["NAME", "COMMAND", "SCHEDULE", "NEXT RUN"],
+    )
+
+
+@cli.command("job-delete")
+@click.argument("name")
+@handle_errors
+def job_delete(name: str) -> None:
+    """Delete saved job NAME (and its schedule); jobs it already ran stay."""
+    Client().delete_saved_job(name)
+    click.echo(f"deleted saved job {name}")

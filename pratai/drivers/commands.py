@@ -1,0 +1,150 @@
+"""One-shot commands in the same sandbox as functions: argv in, exit code and output out.
+
+Jobs (`pratai job-submit -- CMD...`) run here: one bubblewrap sandbox per run, the function's
+limits (cgroup memory and pids, or rlimits without cgroups; a wall-clock timeout; no network
+unless asked), stdin from the job, stdout and stderr handed to a sink chunk by chunk as the
+command writes them, so callers can store and stream them while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pratai.drivers.base import InstanceSpec
+from pratai.drivers.process import ProcessDriver, _children, _launcher
+from pratai.errors import SandboxError
+
+# The sandbox's own bin folder, first on PATH: `python` means the job's runtime Python.
+BIN_DIR = "/opt/pratai/bin"
+OutputSink = Callable[[str, bytes], None]  # ("stdout" | "stderr", chunk)
+
+
+@dataclass
+class CommandResult:
+    status: str  # "succeeded" | "failed" | "timed_out"
+    exit_code: int | None
+    error: dict[str, Any] | None
+    duration_ms: float
+    peak_memory_kb: int | None = None
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "message": message, "traceback": ""}
+
+
+def _exit_error(code: int) -> dict[str, Any]:
+    if code > 128 and code - 128 in signal.valid_signals():  # bwrap reports 128 + signum
+        name = signal.Signals(code - 128).name
+        return _error("Killed", f"the command was killed by signal {code - 128} {name}")
+    return _error("NonZeroExit", f"the command exited with code {code}")
+
+
+async def _pump(stream: asyncio.StreamReader, name: str, sink: OutputSink) -> None:
+    while chunk := await stream.read(65536):
+        sink(name, chunk)
+
+
+async def run_command(
+    driver: ProcessDriver,
+    spec: InstanceSpec,
+    argv: list[str],
+    stdin: bytes,
+    timeout_s: float,
+    sink: OutputSink,
+    python: str | None = None,
+) -> CommandResult:
+    """Run `argv` once in a fresh sandbox. Cancelling the awaiting task kills the sandbox."""
+    if not driver.bwrap:
+        raise SandboxError("bubblewrap (bwrap) is not installed")
+    cgroup = driver.cgroups.create(spec.key, spec.memory_mb * 1024 * 1024, driver.settings.max_pids)
+    cmd, env = driver.sandbox(spec)
+    python = python or driver.settings.sandbox_python
+    cmd += ["--dir", BIN_DIR, "--symlink", python, f"{BIN_DIR}/python"]
+    env["PATH"] = f"{BIN_DIR}:{env['PATH']}"
+    limits: list[str] = []
+    if cgroup is None:  # no cgroup to join: bound the address space and processes instead
+        limits = ["/bin/sh", "-c", 'ulimit -v "$1"; ulimit -u "$2"; shift 2; exec "$@"', "sh"]
+        limits += [str(spec.memory_mb * 1024), str(driver.settings.max_pids)]
+    launcher = _launcher(cgroup.procs_files if cgroup else [], driver.drop_privileges)
+    if launcher is None:
+        raise SandboxError("setpriv (util-linux) is needed to run jobs as an unprivileged user")
+    with tempfile.TemporaryFile() as stdin_file:
+        stdin_file.write(stdin)
+        stdin_file.seek(0)
+        started = time.perf_counter()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *launcher, *limits, *cmd, "--", *argv,
+                stdin=stdin_file, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True, cwd="/",
+            )  # fmt: skip
+        except OSError as exc:
+            if cgroup:
+                cgroup.remove()
+            raise SandboxError(f"could not start the sandbox: {exc}") from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    oom_base = cgroup.oom_kills() if cgroup else 0
+    pumps = [
+        asyncio.create_task(_pump(proc.stdout, "stdout", sink)),
+        asyncio.create_task(_pump(proc.stderr, "stderr", sink)),
+    ]
+    try:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*pumps)
+            code = await proc.wait()
+    except TimeoutError:
+        await _kill(proc, cgroup)
+        return CommandResult(
+            "timed_out",
+            None,
+            _error("TimedOut", f"the command did not finish within {timeout_s:g} s"),
+            (time.perf_counter() - started) * 1000,
+            cgroup.peak_kb() if cgroup else None,
+        )
+    finally:
+        if proc.returncode is None:  # cancelled, or timed out
+            await _kill(proc, cgroup)
+        for pump in pumps:
+            pump.cancel()
+        if cgroup:
+            peak = cgroup.peak_kb()
+            oom = cgroup.oom_kills() > oom_base
+            for _ in range(100):
+                if cgroup.remove():
+                    break
+                cgroup.kill()
+                await asyncio.sleep(0.01)
+    elapsed = (time.perf_counter() - started) * 1000
+    if not cgroup:
+        peak, oom = None, False
+    if code == 0:
+        return CommandResult("succeeded", 0, None, elapsed, peak)
+    error = _exit_error(code)
+    if oom:
+        error = _error(
+            "MemoryLimitExceeded",
+            f"the command exceeded the memory limit of {spec.memory_mb} MB and was killed",
+        )
+    return CommandResult("failed", code, error, elapsed, peak)
+
+
+async def _kill(proc: asyncio.subprocess.Process, cgroup: Any) -> None:
+    """The sandbox's pid-namespace init first (its namespace dies with it), then the rest."""
+    for pid in _children(proc.pid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if cgroup:
+        cgroup.kill()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            await proc.wait()

@@ -332,7 +332,9 @@ class Client:
     ) -> Iterator[Any]:
         """Like the builtin `map`, run remotely: results in order, computed by jobs of
         `chunksize` items each (default: `auto_chunksize`) with `max_workers` jobs in flight.
-        The jobs are sent at once; an item's exception is raised when iteration reaches it."""
+        The jobs are sent at once; an item's exception is raised when iteration reaches it.
+        Leaving the iteration early (that exception, `timeout`, a `break`) cancels the jobs
+        not yet finished."""
         ex = self.executor(
             max_workers,
             requirements=requirements,
@@ -343,9 +345,14 @@ class Client:
         results = ex.map(fn, *iterables, timeout=timeout, chunksize=chunksize)
 
         def drain() -> Iterator[Any]:
+            finished = False
             try:
                 yield from results
+                finished = True
             finally:
-                ex.shutdown(wait=False, cancel_futures=True)
+                if finished:
+                    ex.shutdown(wait=False)
+                else:  # an exception, a timeout or a loop left early: stop the rest
+                    ex.abandon()
 
         return drain()

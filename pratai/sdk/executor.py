@@ -8,6 +8,7 @@ job that the server has queued but not started."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -15,6 +16,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import Executor as BaseExecutor
 from typing import TYPE_CHECKING, Any
 
+from pratai.client import ApiError
 from pratai.sdk.jobs import Job, JobOptions, Outcome, chunk_outcomes, unwrap
 from pratai.sdk.pickling import dumps_call, dumps_chunk
 
@@ -135,6 +137,24 @@ class Executor(BaseExecutor):
                     future.cancel()
 
         return results()
+
+    def abandon(self) -> None:
+        """Cancels every job not yet finished, running ones included (they are killed), and
+        shuts down without waiting: for work whose results nobody will read (`client.map`
+        left before its end)."""
+        with self._lock:
+            pending = list(self._pending)
+        for future in pending:
+            with future._bind:
+                job = future.job
+            if job is None:
+                future.cancel()
+            else:
+                # its pool thread's long-poll then returns at once; a server that cannot be
+                # reached has nothing to stop
+                with contextlib.suppress(ApiError):
+                    job.cancel()
+        self._pool.shutdown(wait=False)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:

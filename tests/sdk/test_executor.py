@@ -11,11 +11,8 @@ import pytest
 
 import pratai
 from pratai.sdk.executor import JobFuture, auto_chunksize
-from tests.helpers import wait_for
-
-# The server's node takes at most this many jobs off the queue at once (JobRunner workers):
-# with that many jobs blocked, the next one stays queued.
-NODE_JOB_WORKERS = 32
+from pratai.settings import Settings
+from tests.helpers import Server, wait_for
 
 
 def square(x: int) -> int:
@@ -46,6 +43,26 @@ def test_map_raises_an_items_exception_when_iteration_reaches_it(client: pratai.
     with pytest.raises(ZeroDivisionError) as caught:
         next(results)
     assert "Remote traceback" in "".join(traceback.format_exception(caught.value))
+
+
+def _fail_first(i: int) -> int:
+    import time
+
+    if i == 0:
+        raise ValueError("first")
+    time.sleep(60)
+    return i
+
+
+def test_leaving_a_map_early_cancels_its_other_jobs(client: pratai.Client) -> None:
+    before = {j.id for j in client.list_jobs(limit=1000)}
+    results = client.map(_fail_first, range(4), chunksize=1)
+    with pytest.raises(ValueError, match="first"):
+        next(results)
+    created = [j for j in client.list_jobs(limit=1000) if j.id not in before]
+    statuses = sorted(j.wait(timeout=60) for j in created)
+    assert len(created) >= 2
+    assert statuses == ["cancelled"] * (len(created) - 1) + ["succeeded"]
 
 
 def test_executor_futures(client: pratai.Client) -> None:
@@ -83,13 +100,15 @@ def _wait_on(port: int) -> str:
 
 
 @pytest.fixture
-def blocked_node(client: pratai.Client) -> Iterator[list[pratai.Job]]:
-    """Every job worker of the node busy with a job that waits on a socket of this test."""
-    gate = socket.create_server(("127.0.0.1", 0), backlog=NODE_JOB_WORKERS * 2)
+def blocked_pool(client: pratai.Client, server: Server) -> Iterator[list[pratai.Job]]:
+    """Every instance the node runs for jobs with network=True (and the default memory and no
+    requirements) busy with a job that waits on a socket of this test: the next such job
+    stays queued until the test lets them go."""
+    slots = Settings.from_env(server.env).default_concurrency
+    gate = socket.create_server(("127.0.0.1", 0), backlog=slots * 2)
     port = gate.getsockname()[1]
     fillers = [
-        client.submit_with(_wait_on, (port,), network=True, timeout_s=120)
-        for _ in range(NODE_JOB_WORKERS)
+        client.submit_with(_wait_on, (port,), network=True, timeout_s=120) for _ in range(slots)
     ]
     try:
         wait_for(
@@ -105,9 +124,9 @@ def blocked_node(client: pratai.Client) -> Iterator[list[pratai.Job]]:
 
 
 def test_executor_cancels_a_queued_job_server_side(
-    client: pratai.Client, blocked_node: list[pratai.Job]
+    client: pratai.Client, blocked_pool: list[pratai.Job]
 ) -> None:
-    with client.executor(max_workers=2) as ex:
+    with client.executor(max_workers=2, network=True) as ex:
         future = ex.submit(square, 3)
         assert isinstance(future, JobFuture)
         job = wait_for(lambda: future.job, what="the job to be created")
@@ -123,7 +142,7 @@ def test_executor_cancels_a_queued_job_server_side(
         ex.shutdown(wait=False, cancel_futures=True)
         assert queued.cancelled()
     assert client.get_job(queued.job.id).status == "cancelled"
-    assert all(f.status == "running" for f in blocked_node)  # they never moved
+    assert all(f.status == "running" for f in blocked_pool)  # they never moved
 
 
 def test_a_finished_future_cannot_be_cancelled(client: pratai.Client) -> None:

@@ -11,12 +11,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pratai.client import ApiError
+from pratai.client import ApiError, find_credentials
 from pratai.client import Client as HttpClient
 from pratai.sdk.errors import BuildFailed, from_api_error
 from pratai.sdk.executor import Executor
 from pratai.sdk.jobs import FINISHED, Job, JobOptions, Outcome, options, unwrap
 from pratai.sdk.pickling import CONTENT_TYPE, dumps_call, local_python, remote_exception
+from pratai.sdk.transport import FastHttp
 
 __all__ = ["Client", "Events", "Functions", "Invocation"]
 
@@ -227,19 +228,26 @@ class Client:
         python: str | None = None,
         max_connections: int = 100,
     ) -> None:
+        if url is None or api_key is None:
+            found_url, found_key = find_credentials()
+            url, api_key = url or found_url, api_key or found_key
         self.api = HttpClient(url, api_key, timeout=timeout, max_connections=max_connections)
         self.url = self.api.url
+        self._fast = FastHttp(self.url, api_key, timeout)
         self.python = python or local_python()
         self.functions = Functions(self)
         self.events = Events(self)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            return self.api.request(method, path, **kwargs)
+            if "files" in kwargs or "data" in kwargs:  # multipart: httpx builds it
+                return self.api.request(method, path, **kwargs)
+            return self._fast.request(method, path, **kwargs)
         except ApiError as exc:
             raise from_api_error(exc) from None
 
     def close(self) -> None:
+        self._fast.close()
         self.api.close()
 
     def __enter__(self) -> Client:

@@ -107,3 +107,24 @@ def test_publish_runs_subscribers(client: pratai.Client, tmp_path: Path) -> None
 
     results = {(i["event_id"], i["result"]["id"]) for i in wait_for(finished, what="subscribers")}
     assert results == {(event_id, 1), ("sdk-e-2", 2)}
+
+
+def test_a_keep_alive_connection_the_server_closed_is_replaced(client: pratai.Client) -> None:
+    from pratai.sdk.transport import _closed_by_peer
+
+    client.list_jobs(limit=1)
+    conn = client._fast._local.conn
+    wait_for(
+        lambda: conn.sock is None or _closed_by_peer(conn.sock),
+        timeout=60,
+        what="the server to close the idle keep-alive connection",
+    )
+    assert client.list_jobs(limit=1) is not None  # reconnects instead of failing
+
+
+def test_an_unreachable_server_is_an_api_error() -> None:
+    from tests.helpers import free_port
+
+    with pytest.raises(pratai.ApiError, match="cannot reach Pratai") as caught:
+        pratai.Client(f"http://127.0.0.1:{free_port()}", "pk_x.y").list_jobs()
+    assert caught.value.status == 0

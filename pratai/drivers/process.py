@@ -364,7 +364,8 @@ class ProcessDriver:
                 cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
         cmd += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
         cmd += ["--ro-bind", str(code_dir), "/code"]
-        cmd += ["--ro-bind", str(RUNTIMES_DIR / RUNTIME_DIRS[spec.runtime]), "/runtime"]
+        runtime_dir = RUNTIMES_DIR / RUNTIME_DIRS.get(spec.runtime, spec.runtime)
+        cmd += ["--ro-bind", str(runtime_dir), "/runtime"]
         if env_dir is not None and spec.runtime == "node20":
             # /node_modules is on the lookup path of both require() and import from /code
             cmd += ["--ro-bind", str(env_dir / "node_modules"), "/node_modules"]

@@ -474,6 +474,9 @@ class ProcessDriver:
         cgroup = self.cgroups.create(spec.key, spec.memory_mb * 1024 * 1024, self.settings.max_pids)
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
+        if spec.runtime == "node20" and self.drop_privileges:
+            for fd in (req_r, resp_w):  # so bootstrap.js may reopen them close-on-exec
+                os.fchown(fd, NOBODY, NOBODY)
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the instance
         secrets_dir = self._write_secret_files(spec)
         argv, env = self.command(spec, req_r, resp_w, cgroup is not None, secrets_dir)

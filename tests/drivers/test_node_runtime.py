@@ -427,3 +427,21 @@ async def test_unknown_runtime_is_refused(driver: ProcessDriver, code_root: Path
     spec = InstanceSpec("x:1", code_root, None, "index.main", 64, runtime="cobol")
     with pytest.raises(SandboxError, match="no runtime 'cobol'"):
         await driver.start(spec)
+
+
+async def test_large_payload_and_result_round_trip(start: Start) -> None:
+    inst = await start("exports.main = (p) => (Buffer.isBuffer(p) ? p.length : p.s.repeat(2));\n")
+    res = await inst.call(b"z" * (5 << 20), "application/octet-stream", 5)
+    assert res.result == str(5 << 20)
+    assert await call(inst, {"s": "y" * 3000}) == "y" * 6000
+
+
+async def test_child_processes_run_without_the_protocol_pipes(start: Start) -> None:
+    inst = await start(
+        """
+        const { execFileSync } = require('child_process');
+        exports.main = () => execFileSync('/bin/ls', ['/proc/self/fd']).toString().split('\\n');
+        """
+    )
+    fds = {fd for fd in await call(inst) if fd}  # type: ignore[union-attr]
+    assert fds <= {"0", "1", "2", "3"}  # stdio, and ls's own directory handle

@@ -19,9 +19,23 @@
 const fs = require('fs');
 
 const cfg = JSON.parse(process.argv[2]);
-const IN_FD = cfg.in_fd;
-const OUT_FD = cfg.out_fd;
 const SELF = __filename;
+
+// The pipes arrive without close-on-exec (they had to survive the exec of node), so the
+// handler's child processes would inherit them. Node cannot set the flag, but libuv opens
+// every file with it: reopen each pipe through /proc (the driver makes the sandbox uid own them).
+function reopen(fd, flags) {
+  try {
+    const fresh = fs.openSync(`/proc/self/fd/${fd}`, flags);
+    fs.closeSync(fd);
+    return fresh;
+  } catch (_) {
+    return fd;
+  }
+}
+
+const IN_FD = reopen(cfg.in_fd, fs.constants.O_RDONLY);
+const OUT_FD = reopen(cfg.out_fd, fs.constants.O_WRONLY);
 
 function readExact(n) {
   const buf = Buffer.allocUnsafe(n);

@@ -202,7 +202,7 @@ class ProcessInstance:
         await self._reap()
         oom = self._cgroup is not None and self._cgroup.oom_kills() > self._oom_base
         await self._kill()
-        oom = oom or V8_HEAP_OOM in self.read_stderr()
+        oom = oom or V8_HEAP_OOM in self._stderr_tail()
         if oom:
             error = _error(
                 "MemoryLimitExceeded",
@@ -264,6 +264,13 @@ class ProcessInstance:
             self._stderr.close()
             if self.secrets_dir is not None:
                 shutil.rmtree(self.secrets_dir, ignore_errors=True)
+
+    def _stderr_tail(self, size: int = 4096) -> str:
+        with contextlib.suppress(OSError, ValueError):
+            self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, self._stderr.tell() - size))
+            return self._stderr.read(size).decode(errors="replace")
+        return ""
 
     def read_stderr(self) -> str:
         """What bwrap (or the interpreter, before the runtime took over) wrote to stderr."""

@@ -30,14 +30,10 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def driver(settings: Settings) -> ProcessDriver:
-    assert driver_ready(ProcessDriver(settings))
-    return ProcessDriver(settings)
-
-
-def driver_ready(driver: ProcessDriver) -> bool:
-    assert driver.bwrap, "bubblewrap is needed"
-    assert Path(driver.settings.sandbox_node).is_file(), "Node.js is needed"
-    return True
+    driver = ProcessDriver(settings)
+    assert driver.bwrap, "bubblewrap is needed: apt-get install bubblewrap"
+    assert Path(settings.sandbox_node).is_file(), "Node.js 20 is needed at PRATAI_SANDBOX_NODE"
+    return driver
 
 
 @pytest.fixture
@@ -394,6 +390,18 @@ async def test_heap_limit_holds_without_cgroups(start: Start, driver: ProcessDri
     driver.cgroups.version = None  # as on a host where cgroups are not writable
     inst = await start(HEAP_HOG, memory_mb=96)
     res = await inst.call(b"{}", "application/json", 30)
+    assert res.status == "failed" and res.error and res.error["type"] == "MemoryLimitExceeded"
+    # V8's message is found after much other output on the sandbox's stderr, too
+    noisy = await start(
+        HEAP_HOG.replace(
+            "exports.main = () => {",
+            """exports.main = () => {
+  require('child_process').execFileSync('/bin/sh', ['-c', 'yes noise | head -c 50000 >&2'],
+    { stdio: ['ignore', 'ignore', 'inherit'] });""",
+        ),
+        memory_mb=96,
+    )
+    res = await noisy.call(b"{}", "application/json", 30)
     assert res.status == "failed" and res.error and res.error["type"] == "MemoryLimitExceeded"
 
 

@@ -235,10 +235,8 @@ class Functions:
     ) -> FunctionView:
         if requirements is None:
             await self.workspace.code_dir(version.package_digest)
-            note = "no package.json dependencies\n" if function.runtime == NODE else ""
-            await self._finish_build(
-                function, version, BuildState.READY, note or "no requirements.txt\n"
-            )
+            none = "package.json dependencies" if function.runtime == NODE else "requirements.txt"
+            await self._finish_build(function, version, BuildState.READY, f"no {none}\n")
         else:
             task = asyncio.create_task(self._run_build(function, version, requirements))
             self._builds.add(task)

@@ -8,6 +8,7 @@
 | PRATAI_BROKER_URL | memory | work queue: memory (work is durable in the store) or embedded |
 | PRATAI_SANDBOX_DIR | $PRATAI_HOME/sandbox | code and environments the sandboxes read (see below) |
 | PRATAI_SANDBOX_PYTHON | /usr/bin/python3 | interpreter of functions (sandbox-readable) |
+| PRATAI_SANDBOX_NODE | /usr/bin/node | Node.js of `node20` functions (must be under /usr) |
 | PRATAI_IDLE_TIMEOUT | 300 | seconds a warm instance may idle before it is stopped |
 | PRATAI_MAX_PAYLOAD_BYTES | 6291456 | request body limit for invocations |
 | PRATAI_MAX_RESULT_BYTES | 6291456 | a larger return value is an error |
@@ -45,6 +46,10 @@ def _default_sandbox_python() -> str:
     )
 
 
+def _default_sandbox_node() -> str:
+    return "/usr/bin/node" if Path("/usr/bin/node").exists() else (shutil.which("node") or "")
+
+
 def _traversable_by_others(path: Path) -> bool:
     for folder in [path, *path.parents]:
         if folder.exists() and not folder.stat().st_mode & stat.S_IXOTH:
@@ -68,6 +73,7 @@ class Settings:
     database_url: str = ""
     broker_url: str = "memory"
     sandbox_python: str = field(default_factory=_default_sandbox_python)
+    sandbox_node: str = field(default_factory=_default_sandbox_node)
     sandbox_dir: Path = Path()  # empty means $home/sandbox
     idle_timeout: float = 300.0
     max_payload_bytes: int = 6 * 1024 * 1024
@@ -105,6 +111,7 @@ class Settings:
             database_url=env.get("PRATAI_DATABASE_URL", ""),
             broker_url=env.get("PRATAI_BROKER_URL", d.broker_url),
             sandbox_python=env.get("PRATAI_SANDBOX_PYTHON", d.sandbox_python),
+            sandbox_node=env.get("PRATAI_SANDBOX_NODE", d.sandbox_node),
             sandbox_dir=Path(env["PRATAI_SANDBOX_DIR"]).resolve()
             if env.get("PRATAI_SANDBOX_DIR")
             else _default_sandbox_dir(home),

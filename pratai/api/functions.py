@@ -43,6 +43,7 @@ async def create_function(
     concurrency: Annotated[int | None, Form()] = None,
     handler: Annotated[str | None, Form(description="module.func")] = None,
     max_retries: Annotated[int | None, Form(description="retries of a failed async run")] = None,
+    runtime: Annotated[str | None, Form(description="python (default) | node20")] = None,
     event: Annotated[str | None, Form(description="webhook | message | timer")] = None,
     type: Annotated[str, Form(description="async | wait_for_response")] = "async",
     subscribe_to: Annotated[str | None, Form(description="topic (message)")] = None,
@@ -73,7 +74,7 @@ async def create_function(
     if bindings:
         await svc.secrets.check_bindings(who.project, bindings)
     options = FunctionOptions(
-        description, memory, timeout, network, concurrency, handler, max_retries, bindings
+        description, memory, timeout, network, concurrency, handler, max_retries, bindings, runtime
     )
     spec = TriggerSpec(event, type, subscribe_to, frequency, cron, timezone) if event else None
     if spec is not None:
@@ -135,6 +136,7 @@ async def update_function(
     concurrency: Annotated[int | None, Form()] = None,
     handler: Annotated[str | None, Form()] = None,
     max_retries: Annotated[int | None, Form()] = None,
+    runtime: Annotated[str | None, Form(description="must be the function's runtime")] = None,
     secret: Annotated[list[str] | None, Form(description="ENV or ENV=secret_name")] = None,
     secret_file: Annotated[list[str] | None, Form(description="secret in /run/secrets")] = None,
 ) -> FunctionOut:
@@ -144,7 +146,7 @@ async def update_function(
     if bindings:
         await svc.secrets.check_bindings(who.project, bindings)
     options = FunctionOptions(
-        description, memory, timeout, network, concurrency, handler, max_retries, bindings
+        description, memory, timeout, network, concurrency, handler, max_retries, bindings, runtime
     )
     view = await svc.functions.update(who.project, name, package, options)
     return await _out(svc, view, str(request.base_url))

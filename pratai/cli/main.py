@@ -155,7 +155,8 @@ def _function_options(f: F) -> F:
             click.option("--timeout", type=float, help="time limit in seconds (default 30)"),
             click.option("--network/--no-network", default=None, help="allow network access"),
             click.option("--concurrency", type=int, help="invocations one node runs at once"),
-            click.option("--handler", help="module.func (default: main.main)"),
+            click.option("--handler", help="module.func (default: main.main; node20: index.main)"),
+            click.option("--runtime", help="python (default) or node20"),
             click.option(
                 "--max-retries", type=int, help="retries of a failed async run (default 2)"
             ),

@@ -17,6 +17,7 @@ from pratai.core.models import (
     new_id,
     now,
 )
+from pratai.core.runtimes import NODE, PYTHON, check_runtime
 from pratai.core.workspace import Workspace
 from pratai.errors import Conflict, InvalidInput, NotFound
 from pratai.settings import Settings
@@ -53,6 +54,7 @@ class FunctionOptions:
     handler: str | None = None
     max_retries: int | None = None
     secrets: dict[str, str] | None = None  # env var -> secret name
+    runtime: str | None = None  # "python" (the default) or "node20"
 
 
 def _check_options(options: FunctionOptions) -> None:
@@ -64,6 +66,8 @@ def _check_options(options: FunctionOptions) -> None:
         raise InvalidInput("concurrency must be between 1 and 1000")
     if options.max_retries is not None and not 0 <= options.max_retries <= 20:
         raise InvalidInput("max retries must be between 0 and 20")
+    if options.runtime is not None:
+        check_runtime(options.runtime)
 
 
 class Functions:
@@ -114,7 +118,8 @@ class Functions:
     ) -> FunctionView:
         check_name(name)
         _check_options(options)
-        info = self.workspace.inspect(package, options.handler)
+        runtime = options.runtime or PYTHON
+        info = self.workspace.inspect(package, options.handler, runtime)
         if await self.store.get_function(project.id, name) is not None:
             raise Conflict(f"function {name!r} already exists", function=name)
         function = Function(
@@ -128,6 +133,7 @@ class Functions:
             concurrency=options.concurrency or self.settings.default_concurrency,
             max_retries=2 if options.max_retries is None else options.max_retries,
             secrets=options.secrets or {},
+            runtime=runtime,
             latest_version=1,
         )
         digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
@@ -142,6 +148,12 @@ class Functions:
         """A new package makes a new version; options alone change the function in place."""
         _check_options(options)
         function = await self.get(project, name)
+        if options.runtime is not None and options.runtime != function.runtime:
+            raise InvalidInput(
+                f"function {name!r} runs {function.runtime}; a runtime cannot change (its "
+                "versions stay deployable): create a new function",
+                runtime=function.runtime,
+            )
         if options.description is not None:
             function.description = options.description
         if options.memory_mb is not None:
@@ -166,7 +178,7 @@ class Functions:
             return await self.view(function)
         latest = await self.store.get_version(function.id, function.latest_version)
         info = self.workspace.inspect(
-            package, options.handler or (latest.handler if latest else None)
+            package, options.handler or (latest.handler if latest else None), function.runtime
         )
         digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
         function.latest_version += 1
@@ -211,7 +223,7 @@ class Functions:
             if function is not None:
                 log.info("resuming the build of %s version %d", function.name, version.version)
                 data = await asyncio.to_thread(self.workspace.artifacts.get, version.package_digest)
-                info = self.workspace.inspect(data, version.handler)
+                info = self.workspace.inspect(data, version.handler, function.runtime)
                 await self._build(function, version, info.requirements)
 
     async def _evict(self, function_id: str) -> None:
@@ -223,7 +235,8 @@ class Functions:
     ) -> FunctionView:
         if requirements is None:
             await self.workspace.code_dir(version.package_digest)
-            await self._finish_build(function, version, BuildState.READY, "no requirements.txt\n")
+            none = "package.json dependencies" if function.runtime == NODE else "requirements.txt"
+            await self._finish_build(function, version, BuildState.READY, f"no {none}\n")
         else:
             task = asyncio.create_task(self._run_build(function, version, requirements))
             self._builds.add(task)
@@ -236,7 +249,9 @@ class Functions:
         try:
             await self.workspace.code_dir(version.package_digest)
             assert version.requirements_hash is not None
-            result = await self.workspace.environment(requirements, version.requirements_hash)
+            result = await self.workspace.environment(
+                requirements, version.requirements_hash, function.runtime
+            )
             state = BuildState.READY if result.ok else BuildState.BUILD_FAILED
             note = "environment reused from cache\n" if result.cached else ""
             await self._finish_build(function, version, state, note + result.log)

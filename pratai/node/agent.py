@@ -51,7 +51,7 @@ class Node:
             pool = self._pools.get(key)
             if pool is None:
                 code_dir, env_dir = await self.workspace.prepare(
-                    version.package_digest, version.handler
+                    version.package_digest, version.handler, function.runtime
                 )
                 secrets = await self.secret_env(function) if self.secret_env else {}
                 secret_env, secret_files = Secrets.split(secrets)
@@ -63,6 +63,7 @@ class Node:
                     handler=version.handler,
                     memory_mb=function.memory_mb,
                     network=function.network,
+                    runtime=function.runtime,
                     files=secret_files,
                     env={
                         **secret_env,

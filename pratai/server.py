@@ -29,12 +29,14 @@ from pratai.core.connectors import Connectors
 from pratai.core.events import Events
 from pratai.core.functions import Functions
 from pratai.core.gateway import Gateway
+from pratai.core.images import Images
 from pratai.core.invocations import Invocations
 from pratai.core.models import BuildState, Role
 from pratai.core.secrets import Secrets, load_keys
 from pratai.core.tenants import Tenants
 from pratai.core.triggers import Triggers
 from pratai.core.workspace import Workspace
+from pratai.drivers.podman import PodmanDriver, PodmanEngine
 from pratai.drivers.process import ProcessDriver
 from pratai.node.agent import Node
 from pratai.scheduler import Scheduler
@@ -61,10 +63,17 @@ class Platform:
         artifacts = FilesystemArtifacts(settings.artifacts_dir)
         workspace = Workspace(settings, artifacts)
         secrets = Secrets(store, load_keys(settings.secrets_key, settings.home / "secrets.key"))
-        node = Node(settings, ProcessDriver(settings), workspace, secret_env=secrets.environment)
+        node = Node(
+            settings,
+            ProcessDriver(settings),
+            workspace,
+            secret_env=secrets.environment,
+            image_driver=PodmanDriver(settings),
+        )
         secrets.listeners.append(node.evict_all)
         tenants = Tenants(store)
-        functions = Functions(settings, store, workspace, evictor=node)
+        images = Images(store, PodmanEngine())
+        functions = Functions(settings, store, workspace, evictor=node, images=images)
         invocations = Invocations(settings, store, broker, executor=node)
         functions.listeners.append(invocations.forget)
         events = Events(settings, store, invocations)
@@ -82,6 +91,7 @@ class Platform:
             _authenticator(settings, tenants, store),
             Gateway(store, workspace),
             node_stats=node.stats,
+            images=images,
         )
         return cls(settings, store, broker, services, node, Scheduler(store, invocations))
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import re
@@ -268,6 +269,7 @@ class _Container:
         base = self.driver.base
         assert base is not None
         argv = [*base, "run", "--name", name, "--pull", "never", "--hostname", "pratai"]
+        argv += ["--label", f"pratai.node={self.driver.node_label}", "--stop-timeout", "1"]
         argv += ["--read-only", "--cap-drop", "all", "--security-opt", "no-new-privileges"]
         argv += ["--user", user, "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
         argv += ["--pids-limit", str(self.driver.settings.max_pids)]
@@ -556,6 +558,10 @@ class PodmanDriver:
         self.cgroups = CgroupManager()
         self._users: dict[str, str] = {}  # image id -> the user its containers run as
         self._probe: dict[str, Any] | None = None
+        # marks this platform's containers, so a restart removes what a killed run left
+        self.node_label = hashlib.sha256(str(settings.home).encode()).hexdigest()[:16]
+        self._swept = False
+        self._sweep_lock = asyncio.Lock()
 
     async def podman(self, *args: str, timeout: float = 60) -> tuple[int, str, str]:
         assert self.base is not None
@@ -634,11 +640,32 @@ class PodmanDriver:
             )
         return self._users[image_id]
 
+    async def _sweep(self) -> None:
+        """Once per process, before the first container: remove containers a killed run of
+        this platform (same data folder) left behind."""
+        if self._swept:
+            return
+        async with self._sweep_lock:  # concurrent first starts wait, or we'd remove theirs
+            if self._swept:
+                return
+            label = f"label=pratai.node={self.node_label}"
+            code, out, _ = await self.podman("ps", "--all", "--quiet", "--filter", label)
+            if code == 0 and out.split():
+                await self.podman("rm", "--force", "--time", "0", *out.split())
+            self._swept = True
+
     async def start(self, spec: InstanceSpec) -> HttpInstance | StdioInstance:
         if self.base is None:
             raise SandboxError(INSTALL_HINT, type="PodmanMissing")
         if spec.handler not in CONTRACTS:
             raise SandboxError(f"unknown image contract {spec.handler!r}: use http or stdio")
+        if spec.files:
+            raise SandboxError(
+                "secret files are not supported for container images: bind the secret as an "
+                "environment variable (--secret) instead",
+                type="Unsupported",
+            )
+        await self._sweep()
         started = time.perf_counter()
         image_id = spec.image
         user = await self._user(image_id)

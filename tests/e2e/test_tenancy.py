@@ -199,6 +199,7 @@ def test_a_viewer_can_change_nothing_anywhere(server: Server) -> None:
                     "{event_id}",
                     "{topic}",
                     "{key_id}",
+                    "{ref}",
                 ):
                     concrete = concrete.replace(param, "x")
                 answer = client.request(method.upper(), concrete, json={})

@@ -9,7 +9,10 @@ import uuid
 from pathlib import Path
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
-APPLETS = ("sh", "cat", "echo", "head", "httpd", "tr", "wc", "sleep", "nc", "id", "dd", "env")
+APPLETS = (
+    "sh", "cat", "echo", "head", "httpd", "tr", "wc", "sleep", "nc", "id", "dd", "env", "grep",
+    "tail", "cut",
+)  # fmt: skip
 
 # The http contract: httpd runs /cgi-bin/index.cgi for "/"; each container writes a random id
 # at start so a test can tell one warm container from a new one.
@@ -34,6 +37,14 @@ case "$body" in
   *slow*) sleep 30 ;;
   *fail*) echo "failing on purpose" >&2; exit 3 ;;
   *text*) echo "plain words"; exit 0 ;;
+  *probe*)
+    caps=$(grep CapEff /proc/self/status | cut -f2)
+    nets=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')
+    if echo x > /rootfile 2>/dev/null; then rootfs=writable; else rootfs=read-only; fi
+    if echo x > /tmp/scratch; then tmp=writable; else tmp=read-only; fi
+    printf '{"uid": "%s", "caps": "%s", "nets": "%s", "rootfs": "%s", "tmp": "%s"}' \
+      "$(id -u)" "$caps" "$nets" "$rootfs" "$tmp"
+    exit 0 ;;
   *connect*) echo hi | nc -w 2 ${words#*connect } && echo reached || echo unreachable; exit 0 ;;
 esac
 echo "log line" >&2

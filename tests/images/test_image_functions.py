@@ -181,6 +181,10 @@ def test_http_contract_warm_container(srv: Server, refs: dict[str, str]) -> None
     back = _invoke(srv, "img-http", {"v": 1})["result"]
     assert back["got"] == {"v": 1} and back["container"] != containers.pop()  # a new container
 
+    # on podman's bridge network the port is reached the same way
+    srv.cli("function-update", "img-http", "--network")
+    assert _invoke(srv, "img-http", {"v": 3})["result"]["got"] == {"v": 3}
+
 
 def test_stdio_contract(srv: Server, refs: dict[str, str]) -> None:
     _create(srv, "img-stdio", refs["stdio"], "stdio", "--memory", "64", "--timeout", "5")
@@ -191,6 +195,15 @@ def test_stdio_contract(srv: Server, refs: dict[str, str]) -> None:
 
     text = _invoke(srv, "img-stdio", "text")
     assert text["result"] == "plain words\n"  # not JSON: returned as a JSON string
+
+    probe = _invoke(srv, "img-stdio", "probe")["result"]  # what the container sees
+    assert probe == {
+        "uid": "65534",  # not root
+        "caps": "0000000000000000",  # no capabilities
+        "nets": "lo ",  # no network interface but loopback
+        "rootfs": "read-only",
+        "tmp": "writable",  # a tmpfs, charged to the memory limit
+    }
 
     failed = _invoke(srv, "img-stdio", "fail")
     assert failed["status"] == "failed"

@@ -37,6 +37,8 @@ case "$body" in
   *slow*) sleep 30 ;;
   *fail*) echo "failing on purpose" >&2; exit 3 ;;
   *text*) echo "plain words"; exit 0 ;;
+  *env*) echo "token is $IMG_TOKEN"; printf '{"port": "%s", "fn": "%s"}' "$PORT" "$PRATAI_FUNCTION"
+         exit 0 ;;
   *probe*)
     caps=$(grep CapEff /proc/self/status | cut -f2)
     nets=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')

@@ -248,3 +248,11 @@ def test_no_host_loopback(
     answer = _invoke(srv, name, f"connect 127.0.0.1 {loopback_server}")
     assert answer["status"] == "succeeded", answer
     assert answer["result"].strip() == "unreachable"
+
+
+def test_secrets_reach_the_container_as_environment(srv: Server, refs: dict[str, str]) -> None:
+    srv.cli("secret-create", "IMG_TOKEN", "--value", "s3cr3t-value")
+    _create(srv, "img-env", refs["stdio"], "stdio", "--secret", "IMG_TOKEN")
+    answer = _invoke(srv, "img-env", "env")
+    assert answer["status"] == "succeeded", answer
+    assert answer["result"] == 'token is s3cr3t-value\n{"port": "8080", "fn": "img-env"}'

@@ -244,8 +244,9 @@ class PodmanEngine:
         return loaded
 
     async def remove(self, image_id: str) -> None:
-        """Best effort: a container still using it keeps it."""
-        await self._podman("rmi", "--force", image_id)
+        """Best effort, never forced: an image a container still uses, or that other names
+        still tag, stays."""
+        await self._podman("rmi", image_id)
 
 
 # --- instances ------------------------------------------------------------------------------

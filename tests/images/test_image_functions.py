@@ -256,3 +256,18 @@ def test_secrets_reach_the_container_as_environment(srv: Server, refs: dict[str,
     answer = _invoke(srv, "img-env", "env")
     assert answer["status"] == "succeeded", answer
     assert answer["result"] == 'token is s3cr3t-value\n{"port": "8080", "fn": "img-env"}'
+
+
+def test_delete_forgets_the_ref_but_versions_keep_running(
+    srv: Server, refs: dict[str, str], tmp_path: Path
+) -> None:
+    archive, ref = build_image(tmp_path, "stdio")
+    srv.cli("image-load", str(archive))
+    _LOADED.append(ref)
+    _create(srv, "img-kept", ref, "stdio")
+    srv.cli("image-delete", ref)
+    assert ref not in {i["ref"] for i in srv.cli_json("image-list")}
+    again = srv.cli("function-create", "img-lost", "--image", ref, check=False)
+    assert again.returncode == 1 and "not found" in again.stderr
+    # the engine kept the image: the function's version still runs it
+    assert _invoke(srv, "img-kept", {"still": 1})["result"] == {"got": {"still": 1}, "uid": "65534"}

@@ -475,6 +475,7 @@ class StdioInstance(_Container):
                 stderr=subprocess.PIPE,
                 env=env,
                 start_new_session=True,
+                cwd=self.driver.workdir,
             )
 
             async def feed() -> None:
@@ -563,6 +564,9 @@ class PodmanDriver:
         self.node_label = hashlib.sha256(str(settings.home).encode()).hexdigest()[:16]
         self._swept = False
         self._sweep_lock = asyncio.Lock()
+        # podman's monitor (conmon) writes an "oom" marker file into its working directory
+        # when a container is OOM-killed: give it a private one instead of ours
+        self.workdir = settings.home / "podman"
 
     async def podman(self, *args: str, timeout: float = 60) -> tuple[int, str, str]:
         assert self.base is not None
@@ -572,6 +576,7 @@ class PodmanDriver:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            cwd=self.workdir,
         )
         try:
             async with asyncio.timeout(timeout):
@@ -666,6 +671,7 @@ class PodmanDriver:
                 "environment variable (--secret) instead",
                 type="Unsupported",
             )
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         await self._sweep()
         started = time.perf_counter()
         image_id = spec.image
@@ -698,6 +704,7 @@ class PodmanDriver:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
+                cwd=self.workdir,
             )
             _, err = await proc.communicate()
             if proc.returncode != 0:

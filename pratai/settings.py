@@ -14,6 +14,7 @@
 | PRATAI_MAX_RESULT_BYTES | 6291456 | a larger return value is an error |
 | PRATAI_MAX_OUTPUT_BYTES | 1048576 | stdout and stderr each keep this much, then a marker |
 | PRATAI_MAX_PACKAGE_BYTES | 52428800 | zip upload limit |
+| PRATAI_MAX_IMAGE_BYTES | 1073741824 | container image archive upload limit (`image-load`) |
 | PRATAI_MAX_UNPACKED_BYTES | 262144000 | total unpacked size of a zip |
 | PRATAI_MAX_COMPRESSION_RATIO | 200 | per-file ratio beyond which a zip is a bomb |
 | PRATAI_MAX_PIDS | 64 | processes and threads per instance |
@@ -80,6 +81,7 @@ class Settings:
     max_result_bytes: int = 6 * 1024 * 1024
     max_output_bytes: int = 1024 * 1024
     max_package_bytes: int = 50 * 1024 * 1024
+    max_image_bytes: int = 1024 * 1024 * 1024
     max_unpacked_bytes: int = 250 * 1024 * 1024
     max_compression_ratio: int = 200
     max_pids: int = 64
@@ -120,6 +122,7 @@ class Settings:
             max_result_bytes=int(num("MAX_RESULT_BYTES", d.max_result_bytes)),
             max_output_bytes=int(num("MAX_OUTPUT_BYTES", d.max_output_bytes)),
             max_package_bytes=int(num("MAX_PACKAGE_BYTES", d.max_package_bytes)),
+            max_image_bytes=int(num("MAX_IMAGE_BYTES", d.max_image_bytes)),
             max_unpacked_bytes=int(num("MAX_UNPACKED_BYTES", d.max_unpacked_bytes)),
             max_compression_ratio=int(num("MAX_COMPRESSION_RATIO", d.max_compression_ratio)),
             max_pids=int(num("MAX_PIDS", d.max_pids)),

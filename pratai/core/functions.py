@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pratai.core.images import Images, check_contract, image_digest
 from pratai.core.models import (
     BuildState,
     Function,
@@ -55,6 +56,8 @@ class FunctionOptions:
     max_retries: int | None = None
     secrets: dict[str, str] | None = None  # env var -> secret name
     runtime: str | None = None  # "python" (the default) or "node20"
+    image: str | None = None  # a container image ref of the project (runtime "image")
+    contract: str | None = None  # image functions: http | stdio (the version's handler)
 
 
 def _check_options(options: FunctionOptions) -> None:
@@ -77,11 +80,13 @@ class Functions:
         store: Store,
         workspace: Workspace,
         evictor: InstanceEvictor | None = None,
+        images: Images | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.workspace = workspace
         self.evictor = evictor
+        self.images = images
         self._builds: set[asyncio.Task[None]] = set()
         # told of every change this process makes, e.g. to drop cached copies
         self.listeners: list[Callable[[Function], None]] = []
@@ -114,10 +119,12 @@ class Functions:
         return await self.store.list_versions((await self.get(project, name)).id)
 
     async def create(
-        self, project: Project, name: str, package: bytes, options: FunctionOptions
+        self, project: Project, name: str, package: bytes | None, options: FunctionOptions
     ) -> FunctionView:
         check_name(name)
         _check_options(options)
+        if options.image is not None or package is None:
+            return await self._create_image(project, name, options)
         runtime = options.runtime or PYTHON
         info = self.workspace.inspect(package, options.handler, runtime)
         if await self.store.get_function(project.id, name) is not None:
@@ -169,6 +176,11 @@ class Functions:
         if options.secrets is not None:
             function.secrets = options.secrets
         function.updated_at = now()
+        if function.runtime == "image" or options.image is not None:
+            if package is not None:
+                raise InvalidInput("a container image function takes --image, not a package")
+            if options.image is not None or options.contract is not None:
+                return await self._new_image_version(project, function, options)
         if package is None:
             if options.handler is not None:
                 raise InvalidInput("a new handler needs a new package (--file)")
@@ -189,6 +201,74 @@ class Functions:
         await self.store.update_function(function)
         self._changed(function)
         return await self._build(function, version, info.requirements)
+
+    async def _image_version(
+        self, project: Project, function: Function, ref: str, contract: str
+    ) -> FunctionVersion:
+        """A ready version running the project's image `ref`: its content id is the package
+        digest and the contract the handler, so each image change is a version to roll back
+        to."""
+        if self.images is None:
+            raise InvalidInput("this platform runs no container images")
+        image = await self.images.get(project, ref)
+        function.image = image.ref
+        return FunctionVersion(
+            function.id,
+            function.latest_version,
+            image_digest(image.image_id),
+            check_contract(contract),
+            None,
+            state=BuildState.READY,
+            build_log=f"container image {image.ref} ({image.image_id[:12]})\n",
+        )
+
+    async def _create_image(
+        self, project: Project, name: str, options: FunctionOptions
+    ) -> FunctionView:
+        if not options.image:
+            raise InvalidInput("a function needs a package (--file) or an image (--image)")
+        if await self.store.get_function(project.id, name) is not None:
+            raise Conflict(f"function {name!r} already exists", function=name)
+        function = Function(
+            id=new_id(),
+            project_id=project.id,
+            name=name,
+            description=options.description or "",
+            memory_mb=options.memory_mb or 128,
+            timeout_s=options.timeout_s or 30.0,
+            network=bool(options.network),
+            concurrency=options.concurrency or self.settings.default_concurrency,
+            max_retries=2 if options.max_retries is None else options.max_retries,
+            secrets=options.secrets or {},
+            runtime="image",
+            latest_version=1,
+            active_version=1,
+        )
+        version = await self._image_version(
+            project, function, options.image, options.contract or "http"
+        )
+        await self.store.create_function(function)
+        await self.store.add_version(version)
+        return await self.view(function)
+
+    async def _new_image_version(
+        self, project: Project, function: Function, options: FunctionOptions
+    ) -> FunctionView:
+        latest = await self.store.get_version(function.id, function.latest_version)
+        function.latest_version += 1
+        version = await self._image_version(
+            project,
+            function,
+            options.image or function.image or "",
+            options.contract or (latest.handler if latest else "http"),
+        )
+        function.runtime = "image"
+        function.active_version = version.version
+        await self.store.add_version(version)
+        await self.store.update_function(function)
+        self._changed(function)
+        await self._evict(function.id)
+        return await self.view(function)
 
     async def rollback(self, project: Project, name: str, version_number: int) -> FunctionView:
         function = await self.get(project, name)

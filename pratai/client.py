@@ -130,11 +130,11 @@ class Client:
             if v is not None and v != ()
         }
 
-    def create_function(self, name: str, package: bytes, **options: Any) -> Any:
+    def create_function(self, name: str, package: bytes | None, **options: Any) -> Any:
+        """`package` None: an image function (options image=REF, contract=http|stdio)."""
         form = {**self._form(options), "name": name}
-        return self.request(
-            "POST", "/v1/functions", data=form, files={"file": ("package.zip", package)}
-        )
+        files = {"file": ("package.zip", package)} if package is not None else None
+        return self.request("POST", "/v1/functions", data=form, files=files)
 
     def update_function(self, name: str, package: bytes | None, **options: Any) -> Any:
         form = self._form(options)
@@ -155,6 +155,19 @@ class Client:
 
     def delete_function(self, name: str) -> None:
         self.request("DELETE", f"/v1/functions/{name}")
+
+    # container images
+    def load_image(self, path: str | Path) -> Any:
+        """Uploads an OCI or docker-save archive (streamed from disk)."""
+        with Path(path).open("rb") as archive:
+            files = {"file": (Path(path).name, archive, "application/x-tar")}
+            return self.request("POST", "/v1/images", files=files)
+
+    def list_images(self) -> Any:
+        return self.request("GET", "/v1/images")
+
+    def delete_image(self, ref: str) -> None:
+        self.request("DELETE", f"/v1/images/{ref}")
 
     # invocations
     def invoke(

@@ -29,6 +29,7 @@ from pratai.core.connectors import Connectors
 from pratai.core.events import Events
 from pratai.core.functions import Functions
 from pratai.core.gateway import Gateway
+from pratai.core.images import Images
 from pratai.core.invocations import Invocations
 from pratai.core.jobs import Jobs
 from pratai.core.models import BuildState, Role
@@ -37,6 +38,7 @@ from pratai.core.secrets import Secrets, load_keys
 from pratai.core.tenants import Tenants
 from pratai.core.triggers import Triggers
 from pratai.core.workspace import Workspace
+from pratai.drivers.podman import PodmanDriver, PodmanEngine
 from pratai.drivers.process import ProcessDriver
 from pratai.node.agent import Node
 from pratai.node.jobs import JobRunner, detect_runtimes
@@ -66,13 +68,20 @@ class Platform:
         workspace = Workspace(settings, artifacts)
         secrets = Secrets(store, load_keys(settings.secrets_key, settings.home / "secrets.key"))
         driver = ProcessDriver(settings)
-        node = Node(settings, driver, workspace, secret_env=secrets.environment)
+        node = Node(
+            settings,
+            driver,
+            workspace,
+            secret_env=secrets.environment,
+            image_driver=PodmanDriver(settings),
+        )
         job_runner = JobRunner(settings, driver, workspace)
         jobs = Jobs(settings, store, broker, detect_runtimes(settings), executor=job_runner)
         saved_jobs = SavedJobs(store, jobs)
         secrets.listeners.append(node.evict_all)
         tenants = Tenants(store)
-        functions = Functions(settings, store, workspace, evictor=node)
+        images = Images(store, PodmanEngine())
+        functions = Functions(settings, store, workspace, evictor=node, images=images)
         invocations = Invocations(settings, store, broker, executor=node)
         functions.listeners.append(invocations.forget)
         events = Events(settings, store, invocations)
@@ -92,6 +101,7 @@ class Platform:
             jobs,
             saved_jobs,
             node_stats=node.stats,
+            images=images,
         )
         scheduler = Scheduler(store, invocations, saved_jobs)
         return cls(settings, store, broker, services, node, job_runner, scheduler)

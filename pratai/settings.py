@@ -8,11 +8,13 @@
 | PRATAI_BROKER_URL | memory | work queue: memory (work is durable in the store) or embedded |
 | PRATAI_SANDBOX_DIR | $PRATAI_HOME/sandbox | code and environments the sandboxes read (see below) |
 | PRATAI_SANDBOX_PYTHON | /usr/bin/python3 | interpreter of functions (sandbox-readable) |
+| PRATAI_SANDBOX_NODE | /usr/bin/node | Node.js of `node20` functions (must be under /usr) |
 | PRATAI_IDLE_TIMEOUT | 300 | seconds a warm instance may idle before it is stopped |
 | PRATAI_MAX_PAYLOAD_BYTES | 6291456 | request body limit for invocations |
 | PRATAI_MAX_RESULT_BYTES | 6291456 | a larger return value is an error |
 | PRATAI_MAX_OUTPUT_BYTES | 1048576 | stdout and stderr each keep this much, then a marker |
 | PRATAI_MAX_PACKAGE_BYTES | 52428800 | zip upload limit |
+| PRATAI_MAX_IMAGE_BYTES | 1073741824 | container image archive upload limit (`image-load`) |
 | PRATAI_MAX_UNPACKED_BYTES | 262144000 | total unpacked size of a zip |
 | PRATAI_MAX_COMPRESSION_RATIO | 200 | per-file ratio beyond which a zip is a bomb |
 | PRATAI_MAX_PIDS | 64 | processes and threads per instance |
@@ -45,6 +47,10 @@ def _default_sandbox_python() -> str:
     )
 
 
+def _default_sandbox_node() -> str:
+    return "/usr/bin/node" if Path("/usr/bin/node").exists() else (shutil.which("node") or "")
+
+
 def _traversable_by_others(path: Path) -> bool:
     for folder in [path, *path.parents]:
         if folder.exists() and not folder.stat().st_mode & stat.S_IXOTH:
@@ -68,12 +74,14 @@ class Settings:
     database_url: str = ""
     broker_url: str = "memory"
     sandbox_python: str = field(default_factory=_default_sandbox_python)
+    sandbox_node: str = field(default_factory=_default_sandbox_node)
     sandbox_dir: Path = Path()  # empty means $home/sandbox
     idle_timeout: float = 300.0
     max_payload_bytes: int = 6 * 1024 * 1024
     max_result_bytes: int = 6 * 1024 * 1024
     max_output_bytes: int = 1024 * 1024
     max_package_bytes: int = 50 * 1024 * 1024
+    max_image_bytes: int = 1024 * 1024 * 1024
     max_unpacked_bytes: int = 250 * 1024 * 1024
     max_compression_ratio: int = 200
     max_pids: int = 64
@@ -105,6 +113,7 @@ class Settings:
             database_url=env.get("PRATAI_DATABASE_URL", ""),
             broker_url=env.get("PRATAI_BROKER_URL", d.broker_url),
             sandbox_python=env.get("PRATAI_SANDBOX_PYTHON", d.sandbox_python),
+            sandbox_node=env.get("PRATAI_SANDBOX_NODE", d.sandbox_node),
             sandbox_dir=Path(env["PRATAI_SANDBOX_DIR"]).resolve()
             if env.get("PRATAI_SANDBOX_DIR")
             else _default_sandbox_dir(home),
@@ -113,6 +122,7 @@ class Settings:
             max_result_bytes=int(num("MAX_RESULT_BYTES", d.max_result_bytes)),
             max_output_bytes=int(num("MAX_OUTPUT_BYTES", d.max_output_bytes)),
             max_package_bytes=int(num("MAX_PACKAGE_BYTES", d.max_package_bytes)),
+            max_image_bytes=int(num("MAX_IMAGE_BYTES", d.max_image_bytes)),
             max_unpacked_bytes=int(num("MAX_UNPACKED_BYTES", d.max_unpacked_bytes)),
             max_compression_ratio=int(num("MAX_COMPRESSION_RATIO", d.max_compression_ratio)),
             max_pids=int(num("MAX_PIDS", d.max_pids)),

@@ -16,6 +16,7 @@ from pratai.api import (
     events,
     functions,
     gateway,
+    images,
     invocations,
     jobs,
     secrets,
@@ -47,6 +48,7 @@ def create_app(
     app.include_router(tenancy.router)
     app.include_router(secrets.router)
     app.include_router(gateway.router)
+    app.include_router(images.router)
     app.add_middleware(AuditMiddleware, store=svc.tenants.store)
 
     @app.get("/v1/node", tags=["platform"])

@@ -13,6 +13,7 @@ from pratai.core.connectors import Connectors
 from pratai.core.events import Events
 from pratai.core.functions import Functions
 from pratai.core.gateway import Gateway
+from pratai.core.images import Images
 from pratai.core.invocations import Invocations
 from pratai.core.jobs import Jobs
 from pratai.core.models import Role
@@ -39,6 +40,7 @@ class Services:
     jobs: Jobs
     saved_jobs: SavedJobs
     node_stats: Callable[[], dict[str, Any]] | None = None
+    images: Images | None = None
 
 
 def services_of(request: Request) -> Services:

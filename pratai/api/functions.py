@@ -35,7 +35,11 @@ async def create_function(
     who: Deployer,
     svc: Svc,
     name: Annotated[str, Form()],
-    file: Annotated[UploadFile, File(description="zip with main.py and requirements.txt")],
+    file: Annotated[
+        UploadFile | None, File(description="zip with main.py and requirements.txt")
+    ] = None,
+    image: Annotated[str | None, Form(description="container image ref (instead of file)")] = None,
+    contract: Annotated[str | None, Form(description="image functions: http | stdio")] = None,
     description: Annotated[str | None, Form()] = None,
     memory: Annotated[int | None, Form(description="MB")] = None,
     timeout: Annotated[float | None, Form(description="seconds")] = None,
@@ -43,6 +47,7 @@ async def create_function(
     concurrency: Annotated[int | None, Form()] = None,
     handler: Annotated[str | None, Form(description="module.func")] = None,
     max_retries: Annotated[int | None, Form(description="retries of a failed async run")] = None,
+    runtime: Annotated[str | None, Form(description="python (default) | node20")] = None,
     event: Annotated[str | None, Form(description="webhook | message | timer")] = None,
     type: Annotated[str, Form(description="async | wait_for_response")] = "async",
     subscribe_to: Annotated[str | None, Form(description="topic (message)")] = None,
@@ -68,13 +73,14 @@ async def create_function(
         parse_route(route)
         if rate_limit:
             parse_rate(rate_limit)
-    package = await _read_package(file, svc.settings.max_package_bytes)
+    package = await _read_package(file, svc.settings.max_package_bytes) if file else None
     bindings = parse_bindings(secret or [], secret_file) if secret or secret_file else None
     if bindings:
         await svc.secrets.check_bindings(who.project, bindings)
     options = FunctionOptions(
-        description, memory, timeout, network, concurrency, handler, max_retries, bindings
-    )
+        description, memory, timeout, network, concurrency, handler, max_retries, bindings,
+        runtime, image, contract,
+    )  # fmt: skip
     spec = TriggerSpec(event, type, subscribe_to, frequency, cron, timezone) if event else None
     if spec is not None:
         validate(spec)  # before anything is stored
@@ -128,6 +134,8 @@ async def update_function(
     who: Deployer,
     svc: Svc,
     file: Annotated[UploadFile | None, File()] = None,
+    image: Annotated[str | None, Form(description="a new container image ref")] = None,
+    contract: Annotated[str | None, Form(description="image functions: http | stdio")] = None,
     description: Annotated[str | None, Form()] = None,
     memory: Annotated[int | None, Form()] = None,
     timeout: Annotated[float | None, Form()] = None,
@@ -135,6 +143,7 @@ async def update_function(
     concurrency: Annotated[int | None, Form()] = None,
     handler: Annotated[str | None, Form()] = None,
     max_retries: Annotated[int | None, Form()] = None,
+    runtime: Annotated[str | None, Form(description="must be the function's runtime")] = None,
     secret: Annotated[list[str] | None, Form(description="ENV or ENV=secret_name")] = None,
     secret_file: Annotated[list[str] | None, Form(description="secret in /run/secrets")] = None,
 ) -> FunctionOut:
@@ -144,8 +153,9 @@ async def update_function(
     if bindings:
         await svc.secrets.check_bindings(who.project, bindings)
     options = FunctionOptions(
-        description, memory, timeout, network, concurrency, handler, max_retries, bindings
-    )
+        description, memory, timeout, network, concurrency, handler, max_retries, bindings,
+        runtime, image, contract,
+    )  # fmt: skip
     view = await svc.functions.update(who.project, name, package, options)
     return await _out(svc, view, str(request.base_url))
 

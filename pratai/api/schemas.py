@@ -69,6 +69,7 @@ class FunctionOut(BaseModel):
     description: str
     state: str
     runtime: str
+    image: str | None = None  # runtime "image": the container image ref
     handler: str
     memory_mb: int
     timeout_s: float
@@ -93,6 +94,7 @@ class FunctionOut(BaseModel):
             description=f.description,
             state=view.state,
             runtime=f.runtime,
+            image=f.image,
             handler=(view.active or view.latest).handler,
             memory_mb=f.memory_mb,
             timeout_s=f.timeout_s,

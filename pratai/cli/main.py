@@ -49,7 +49,7 @@ def cli() -> None:
 
 
 def main() -> None:
-    from pratai.cli import events, jobs, tenancy  # noqa: F401 - register their commands
+    from pratai.cli import events, images, jobs, tenancy  # noqa: F401 - register their commands
 
     cli()
 
@@ -70,10 +70,12 @@ def serve() -> None:
 @output_option
 def doctor(output: str) -> None:
     """Report which sandbox isolation features are active on this machine."""
+    from pratai.drivers.podman import PodmanDriver
     from pratai.drivers.process import ProcessDriver
     from pratai.settings import Settings
 
     features = ProcessDriver(Settings.from_env()).features()
+    features.update(PodmanDriver(Settings.from_env()).probe())  # container image functions
     if output == "json":
         emit_json(features)
         return
@@ -100,6 +102,7 @@ def _show_function(fn: dict[str, Any]) -> None:
             ("latest version", fn["latest_version"]),
             ("handler", fn["handler"]),
             ("runtime", fn["runtime"]),
+            *([("image", fn["image"])] if fn.get("image") else []),
             ("memory", f"{fn['memory_mb']} MB"),
             ("timeout", f"{fn['timeout_s']:g} s"),
             ("network", "yes" if fn["network"] else "no"),
@@ -155,7 +158,8 @@ def _function_options(f: F) -> F:
             click.option("--timeout", type=float, help="time limit in seconds (default 30)"),
             click.option("--network/--no-network", default=None, help="allow network access"),
             click.option("--concurrency", type=int, help="invocations one node runs at once"),
-            click.option("--handler", help="module.func (default: main.main)"),
+            click.option("--handler", help="module.func (default: main.main; node20: index.main)"),
+            click.option("--runtime", help="python (default) or node20"),
             click.option(
                 "--max-retries", type=int, help="retries of a failed async run (default 2)"
             ),
@@ -179,7 +183,9 @@ def _function_options(f: F) -> F:
 
 @cli.command("function-create")
 @click.argument("name")
-@click.option("--file", "file_", required=True, help="zip with main.py [+ requirements.txt]")
+@click.option("--file", "file_", help="zip with main.py [+ requirements.txt]")
+@click.option("--image", help="a container image of the project (see image-load) instead")
+@click.option("--contract", type=click.Choice(["http", "stdio"]), help="image: http (default)")
 @_function_options
 @click.option("--event", type=click.Choice(["webhook", "message", "timer"]), help="what runs it")
 @click.option(
@@ -208,17 +214,23 @@ def _function_options(f: F) -> F:
 @click.option("--cors-origin", multiple=True, help="origin allowed to call the route")
 @handle_errors
 def function_create(
-    name: str, file_: str, wait: bool, output: str, type_: str, **options: Any
+    name: str, file_: str | None, wait: bool, output: str, type_: str, **options: Any
 ) -> None:
-    """Deploy a new function from a zip (with --event, also what runs it)."""
+    """Deploy a new function from a zip or a container image (with --event, also what runs
+    it)."""
+    if bool(file_) == bool(options.get("image")):
+        raise click.UsageError("give either --file ZIP or --image REF")
     client = Client()
     fields = {**options, "type": type_ if options.get("event") else None}
-    _deployed(client, client.create_function(name, _read_zip(file_), **fields), wait, output)
+    package = _read_zip(file_) if file_ else None
+    _deployed(client, client.create_function(name, package, **fields), wait, output)
 
 
 @cli.command("function-update")
 @click.argument("name")
 @click.option("--file", "file_", help="a new zip: makes a new version")
+@click.option("--image", help="a new container image ref: makes a new version")
+@click.option("--contract", type=click.Choice(["http", "stdio"]), help="image functions")
 @_function_options
 @handle_errors
 def function_update(name: str, file_: str | None, wait: bool, output: str, **options: Any) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pratai.core.images import Images, check_contract, image_digest
 from pratai.core.models import (
     BuildState,
     Function,
@@ -17,6 +18,7 @@ from pratai.core.models import (
     new_id,
     now,
 )
+from pratai.core.runtimes import NODE, PYTHON, check_runtime
 from pratai.core.workspace import Workspace
 from pratai.errors import Conflict, InvalidInput, NotFound
 from pratai.settings import Settings
@@ -53,6 +55,9 @@ class FunctionOptions:
     handler: str | None = None
     max_retries: int | None = None
     secrets: dict[str, str] | None = None  # env var -> secret name
+    runtime: str | None = None  # "python" (the default) or "node20"
+    image: str | None = None  # a container image ref of the project (runtime "image")
+    contract: str | None = None  # image functions: http | stdio (the version's handler)
 
 
 def _check_options(options: FunctionOptions) -> None:
@@ -64,6 +69,8 @@ def _check_options(options: FunctionOptions) -> None:
         raise InvalidInput("concurrency must be between 1 and 1000")
     if options.max_retries is not None and not 0 <= options.max_retries <= 20:
         raise InvalidInput("max retries must be between 0 and 20")
+    if options.runtime is not None:
+        check_runtime(options.runtime)
 
 
 class Functions:
@@ -73,11 +80,13 @@ class Functions:
         store: Store,
         workspace: Workspace,
         evictor: InstanceEvictor | None = None,
+        images: Images | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.workspace = workspace
         self.evictor = evictor
+        self.images = images
         self._builds: set[asyncio.Task[None]] = set()
         # told of every change this process makes, e.g. to drop cached copies
         self.listeners: list[Callable[[Function], None]] = []
@@ -110,11 +119,14 @@ class Functions:
         return await self.store.list_versions((await self.get(project, name)).id)
 
     async def create(
-        self, project: Project, name: str, package: bytes, options: FunctionOptions
+        self, project: Project, name: str, package: bytes | None, options: FunctionOptions
     ) -> FunctionView:
         check_name(name)
         _check_options(options)
-        info = self.workspace.inspect(package, options.handler)
+        if options.image is not None or package is None:
+            return await self._create_image(project, name, options)
+        runtime = options.runtime or PYTHON
+        info = self.workspace.inspect(package, options.handler, runtime)
         if await self.store.get_function(project.id, name) is not None:
             raise Conflict(f"function {name!r} already exists", function=name)
         function = Function(
@@ -128,6 +140,7 @@ class Functions:
             concurrency=options.concurrency or self.settings.default_concurrency,
             max_retries=2 if options.max_retries is None else options.max_retries,
             secrets=options.secrets or {},
+            runtime=runtime,
             latest_version=1,
         )
         digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
@@ -142,6 +155,12 @@ class Functions:
         """A new package makes a new version; options alone change the function in place."""
         _check_options(options)
         function = await self.get(project, name)
+        if options.runtime is not None and options.runtime != function.runtime:
+            raise InvalidInput(
+                f"function {name!r} runs {function.runtime}; a runtime cannot change (its "
+                "versions stay deployable): create a new function",
+                runtime=function.runtime,
+            )
         if options.description is not None:
             function.description = options.description
         if options.memory_mb is not None:
@@ -157,6 +176,11 @@ class Functions:
         if options.secrets is not None:
             function.secrets = options.secrets
         function.updated_at = now()
+        if function.runtime == "image" or options.image is not None:
+            if package is not None:
+                raise InvalidInput("a container image function takes --image, not a package")
+            if options.image is not None or options.contract is not None:
+                return await self._new_image_version(project, function, options)
         if package is None:
             if options.handler is not None:
                 raise InvalidInput("a new handler needs a new package (--file)")
@@ -166,7 +190,7 @@ class Functions:
             return await self.view(function)
         latest = await self.store.get_version(function.id, function.latest_version)
         info = self.workspace.inspect(
-            package, options.handler or (latest.handler if latest else None)
+            package, options.handler or (latest.handler if latest else None), function.runtime
         )
         digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
         function.latest_version += 1
@@ -177,6 +201,74 @@ class Functions:
         await self.store.update_function(function)
         self._changed(function)
         return await self._build(function, version, info.requirements)
+
+    async def _image_version(
+        self, project: Project, function: Function, ref: str, contract: str
+    ) -> FunctionVersion:
+        """A ready version running the project's image `ref`: its content id is the package
+        digest and the contract the handler, so each image change is a version to roll back
+        to."""
+        if self.images is None:
+            raise InvalidInput("this platform runs no container images")
+        image = await self.images.get(project, ref)
+        function.image = image.ref
+        return FunctionVersion(
+            function.id,
+            function.latest_version,
+            image_digest(image.image_id),
+            check_contract(contract),
+            None,
+            state=BuildState.READY,
+            build_log=f"container image {image.ref} ({image.image_id[:12]})\n",
+        )
+
+    async def _create_image(
+        self, project: Project, name: str, options: FunctionOptions
+    ) -> FunctionView:
+        if not options.image:
+            raise InvalidInput("a function needs a package (--file) or an image (--image)")
+        if await self.store.get_function(project.id, name) is not None:
+            raise Conflict(f"function {name!r} already exists", function=name)
+        function = Function(
+            id=new_id(),
+            project_id=project.id,
+            name=name,
+            description=options.description or "",
+            memory_mb=options.memory_mb or 128,
+            timeout_s=options.timeout_s or 30.0,
+            network=bool(options.network),
+            concurrency=options.concurrency or self.settings.default_concurrency,
+            max_retries=2 if options.max_retries is None else options.max_retries,
+            secrets=options.secrets or {},
+            runtime="image",
+            latest_version=1,
+            active_version=1,
+        )
+        version = await self._image_version(
+            project, function, options.image, options.contract or "http"
+        )
+        await self.store.create_function(function)
+        await self.store.add_version(version)
+        return await self.view(function)
+
+    async def _new_image_version(
+        self, project: Project, function: Function, options: FunctionOptions
+    ) -> FunctionView:
+        latest = await self.store.get_version(function.id, function.latest_version)
+        function.latest_version += 1
+        version = await self._image_version(
+            project,
+            function,
+            options.image or function.image or "",
+            options.contract or (latest.handler if latest else "http"),
+        )
+        function.runtime = "image"
+        function.active_version = version.version
+        await self.store.add_version(version)
+        await self.store.update_function(function)
+        self._changed(function)
+        await self._evict(function.id)
+        return await self.view(function)
 
     async def rollback(self, project: Project, name: str, version_number: int) -> FunctionView:
         function = await self.get(project, name)
@@ -211,7 +303,7 @@ class Functions:
             if function is not None:
                 log.info("resuming the build of %s version %d", function.name, version.version)
                 data = await asyncio.to_thread(self.workspace.artifacts.get, version.package_digest)
-                info = self.workspace.inspect(data, version.handler)
+                info = self.workspace.inspect(data, version.handler, function.runtime)
                 await self._build(function, version, info.requirements)
 
     async def _evict(self, function_id: str) -> None:
@@ -223,7 +315,8 @@ class Functions:
     ) -> FunctionView:
         if requirements is None:
             await self.workspace.code_dir(version.package_digest)
-            await self._finish_build(function, version, BuildState.READY, "no requirements.txt\n")
+            none = "package.json dependencies" if function.runtime == NODE else "requirements.txt"
+            await self._finish_build(function, version, BuildState.READY, f"no {none}\n")
         else:
             task = asyncio.create_task(self._run_build(function, version, requirements))
             self._builds.add(task)
@@ -236,7 +329,9 @@ class Functions:
         try:
             await self.workspace.code_dir(version.package_digest)
             assert version.requirements_hash is not None
-            result = await self.workspace.environment(requirements, version.requirements_hash)
+            result = await self.workspace.environment(
+                requirements, version.requirements_hash, function.runtime
+            )
             state = BuildState.READY if result.ok else BuildState.BUILD_FAILED
             note = "environment reused from cache\n" if result.cached else ""
             await self._finish_build(function, version, state, note + result.log)

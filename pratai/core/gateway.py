@@ -226,6 +226,8 @@ class Gateway:
         """The request body's schema: schema.json's "input", else the type hint of the
         handler's first parameter (a builtin type, or a TypedDict of the module)."""
         digest = version.package_digest
+        if function.runtime == "image":  # a container declares no schema
+            return None
         if digest not in self._schemas:
             code = await self.workspace.code_dir(digest)
             schema = None

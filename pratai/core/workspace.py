@@ -1,7 +1,8 @@
 """Where function code and environments live on a machine that runs or builds them.
 
 Packages are unpacked once per content digest under `sandbox/code/<digest>`; environments are
-built once per requirements set under `sandbox/envs/<hash>`. Both are readable by the sandbox uid,
+built once per requirements set under `sandbox/envs/<hash>` (Python) or
+`sandbox/node-envs/<hash>` (Node.js `node_modules`). Both are readable by the sandbox uid,
 while the rest of the data folder stays private.
 """
 
@@ -15,7 +16,10 @@ from pathlib import Path
 
 from pratai.artifacts import ArtifactStore
 from pratai.core.builds import BuildResult, EnvironmentBuilder
+from pratai.core.node_builds import NodeModulesBuilder
+from pratai.core.node_packages import inspect_node_package
 from pratai.core.packages import Limits, PackageInfo, inspect_package, unpack
+from pratai.core.runtimes import NODE, PYTHON
 from pratai.settings import Settings
 
 
@@ -26,6 +30,7 @@ class Workspace:
         self.limits = Limits.from_settings(settings)
         self.code_root = settings.sandbox_dir / "code"
         self.builder = EnvironmentBuilder(settings.sandbox_dir / "envs", settings.sandbox_python)
+        self.node_builder = NodeModulesBuilder(settings.sandbox_dir / "node-envs")
         for folder in (settings.home, settings.sandbox_dir, self.code_root):
             folder.mkdir(parents=True, exist_ok=True)
         # Home is private, but the sandbox uid must traverse it to reach sandbox/.
@@ -33,7 +38,11 @@ class Workspace:
         os.chmod(settings.sandbox_dir, 0o755)
         os.chmod(self.code_root, 0o755)
 
-    def inspect(self, data: bytes, handler: str | None = None) -> PackageInfo:
+    def inspect(
+        self, data: bytes, handler: str | None = None, runtime: str = PYTHON
+    ) -> PackageInfo:
+        if runtime == NODE:
+            return inspect_node_package(data, self.limits, handler)
         return inspect_package(data, self.limits, handler)
 
     async def code_dir(self, digest: str) -> Path:
@@ -54,16 +63,21 @@ class Workspace:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
 
-    async def environment(self, requirements: str, requirements_hash: str) -> BuildResult:
-        return await self.builder.ensure(requirements, requirements_hash)
+    async def environment(
+        self, requirements: str, requirements_hash: str, runtime: str = PYTHON
+    ) -> BuildResult:
+        builder = self.node_builder if runtime == NODE else self.builder
+        return await builder.ensure(requirements, requirements_hash)
 
-    async def prepare(self, digest: str, handler: str) -> tuple[Path, Path | None]:
+    async def prepare(
+        self, digest: str, handler: str, runtime: str = PYTHON
+    ) -> tuple[Path, Path | None]:
         """Code dir and environment for a version, building the environment if this machine
         lacks it (a node that did not do the deploy)."""
         code = await self.code_dir(digest)
         data = await asyncio.to_thread(self.artifacts.get, digest)
-        info = self.inspect(data, handler)
+        info = self.inspect(data, handler, runtime)
         if info.requirements is None or info.requirements_hash is None:
             return code, None
-        built = await self.environment(info.requirements, info.requirements_hash)
+        built = await self.environment(info.requirements, info.requirements_hash, runtime)
         return code, built.env_dir if built.ok else None

@@ -23,6 +23,7 @@ class InstanceSpec:
     runtime: str = "python"
     name: str = ""  # the function's name, as the handler's context reports it
     files: dict[str, str] = field(default_factory=dict)  # /run/secrets/<name> -> content
+    image: str = ""  # runtime "image": the container image id (the handler names the contract)
 
 
 @dataclass

@@ -30,6 +30,11 @@ from pratai.errors import SandboxError
 from pratai.settings import Settings
 
 RUNTIMES_DIR = Path(__file__).resolve().parent.parent / "runtimes"
+# runtime name -> its folder under RUNTIMES_DIR, mounted at /runtime
+RUNTIME_DIRS = {"python": "python", "node20": "node"}
+PRLIMIT = shutil.which("prlimit")
+# What V8 prints when the heap reaches --max-old-space-size, just before it aborts.
+V8_HEAP_OOM = "JavaScript heap out of memory"
 HEAD = struct.Struct("!II")
 NOBODY = 65534
 SANDBOX_UID = 1000
@@ -197,6 +202,7 @@ class ProcessInstance:
         await self._reap()
         oom = self._cgroup is not None and self._cgroup.oom_kills() > self._oom_base
         await self._kill()
+        oom = oom or V8_HEAP_OOM in self._stderr_tail()
         if oom:
             error = _error(
                 "MemoryLimitExceeded",
@@ -258,6 +264,13 @@ class ProcessInstance:
             self._stderr.close()
             if self.secrets_dir is not None:
                 shutil.rmtree(self.secrets_dir, ignore_errors=True)
+
+    def _stderr_tail(self, size: int = 4096) -> str:
+        with contextlib.suppress(OSError, ValueError):
+            self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, self._stderr.tell() - size))
+            return self._stderr.read(size).decode(errors="replace")
+        return ""
 
     def read_stderr(self) -> str:
         """What bwrap (or the interpreter, before the runtime took over) wrote to stderr."""
@@ -329,6 +342,7 @@ class ProcessDriver:
             "network_isolation": bool(self.bwrap),
             "unprivileged_uid": NOBODY if self.drop_privileges else None,
             "sandbox_python": self.settings.sandbox_python,
+            "sandbox_node": self.settings.sandbox_node,
         }
 
     def sandbox(
@@ -357,8 +371,12 @@ class ProcessDriver:
                 cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
         cmd += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
         cmd += ["--ro-bind", str(code_dir), "/code"]
-        cmd += ["--ro-bind", str(RUNTIMES_DIR / spec.runtime), "/runtime"]
-        if env_dir is not None:  # at its own path: the venv's bin/python finds pyvenv.cfg
+        runtime_dir = RUNTIMES_DIR / RUNTIME_DIRS.get(spec.runtime, spec.runtime)
+        cmd += ["--ro-bind", str(runtime_dir), "/runtime"]
+        if env_dir is not None and spec.runtime == "node20":
+            # /node_modules is on the lookup path of both require() and import from /code
+            cmd += ["--ro-bind", str(env_dir / "node_modules"), "/node_modules"]
+        elif env_dir is not None:  # at its own path: the venv's bin/python finds pyvenv.cfg
             cmd += ["--ro-bind", str(env_dir), str(env_dir)]
         if secrets_dir is not None:
             cmd += ["--ro-bind", str(secrets_dir), "/run/secrets"]
@@ -371,7 +389,7 @@ class ProcessDriver:
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",
         }
-        if env_dir is not None:
+        if env_dir is not None and spec.runtime == "python":
             env["PATH"] = f"{env_dir}/bin:{env['PATH']}"
             env["VIRTUAL_ENV"] = str(env_dir)
         env.update(spec.env)
@@ -388,8 +406,6 @@ class ProcessDriver:
         """The argv and environment of a runtime instance: the sandbox, then the runtime's
         bootstrap speaking the frame protocol on `in_fd`/`out_fd`."""
         cmd, env = self.sandbox(spec, secrets_dir)
-        env_dir = spec.env_dir.resolve() if spec.env_dir is not None else None
-        python = str(env_dir / "bin" / "python") if env_dir else self.settings.sandbox_python
         config = {
             "in_fd": in_fd,
             "out_fd": out_fd,
@@ -402,11 +418,30 @@ class ProcessDriver:
             "rlimit_pids": None if cgroup else self.settings.max_pids,
             "fsize": FSIZE_LIMIT,
         }
+        if spec.runtime == "node20":
+            return [*cmd, "--", *self._node_program(spec, cgroup), json.dumps(config)], env
+        env_dir = spec.env_dir.resolve() if spec.env_dir is not None else None
+        python = str(env_dir / "bin" / "python") if env_dir else self.settings.sandbox_python
         # A venv needs `site` to find its packages; without one, -S keeps the host's system
         # site-packages out of the sandbox and starts faster.
         flags = ["-I"] if env_dir else ["-I", "-S"]
         argv = [*cmd, "--", python, *flags, "/runtime/bootstrap.py", json.dumps(config)]
         return argv, env
+
+    def _node_program(self, spec: InstanceSpec, cgroup: bool) -> list[str]:
+        """Node has no setrlimit, so prlimit sets the limits the Python runtime sets itself.
+        An address-space limit is impossible (V8 reserves far more than it uses): without a
+        cgroup only the heap is bounded. The heap limit sits under the memory limit, so a
+        growing heap fails with V8's clear message rather than an OOM kill."""
+        limits: list[str] = []
+        if PRLIMIT:
+            limits = [PRLIMIT, "--core=0", f"--fsize={FSIZE_LIMIT}"]
+            if not cgroup:
+                limits.append(f"--nproc={self.settings.max_pids}")
+            limits.append("--")
+        heap_mb = max(16, spec.memory_mb * 3 // 4)
+        node = self.settings.sandbox_node
+        return [*limits, node, f"--max-old-space-size={heap_mb}", "/runtime/bootstrap.js"]
 
     def _write_secret_files(self, spec: InstanceSpec) -> Path | None:
         """Secret files live in memory (/dev/shm), readable by the sandbox uid alone, and go
@@ -430,16 +465,25 @@ class ProcessDriver:
     async def start(self, spec: InstanceSpec) -> ProcessInstance:
         if not self.bwrap:
             raise SandboxError(INSTALL_HINT)
-        if spec.runtime != "python":
+        if spec.runtime not in RUNTIME_DIRS:
             raise SandboxError(f"the process driver has no runtime {spec.runtime!r}")
+        if spec.runtime == "node20" and not Path(self.settings.sandbox_node).is_file():
+            raise SandboxError(
+                f"Node.js is not installed at {self.settings.sandbox_node}: install Node.js 20 "
+                "(e.g. `apt-get install nodejs`) or set PRATAI_SANDBOX_NODE"
+            )
         if self.drop_privileges:
-            for path in (spec.code_dir, spec.env_dir, RUNTIMES_DIR / spec.runtime):
+            runtime_dir = RUNTIMES_DIR / RUNTIME_DIRS[spec.runtime]
+            for path in (spec.code_dir, spec.env_dir, runtime_dir):
                 if path is not None:
                     _check_reachable(Path(path))
         loop = asyncio.get_running_loop()
         cgroup = self.cgroups.create(spec.key, spec.memory_mb * 1024 * 1024, self.settings.max_pids)
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
+        if spec.runtime == "node20" and self.drop_privileges:
+            for fd in (req_r, resp_w):  # so bootstrap.js may reopen them close-on-exec
+                os.fchown(fd, NOBODY, NOBODY)
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the instance
         secrets_dir = self._write_secret_files(spec)
         argv, env = self.command(spec, req_r, resp_w, cgroup is not None, secrets_dir)

@@ -8,8 +8,10 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from pratai.broker import Broker, Delivery
+from pratai.core.images import engine_id_of
 from pratai.core.invocations import INVOCATIONS_QUEUE, Invocations
 from pratai.core.models import Function, FunctionVersion, Invocation, Status, now
 from pratai.core.secrets import Secrets, mask
@@ -32,9 +34,11 @@ class Node:
         driver: Driver,
         workspace: Workspace,
         secret_env: Callable[[Function], Awaitable[dict[str, str]]] | None = None,
+        image_driver: Driver | None = None,
     ) -> None:
         self.settings = settings
         self.driver = driver
+        self.image_driver = image_driver  # runs functions of runtime "image"
         self.workspace = workspace
         self.secret_env = secret_env
         # keyed by (function id, version, updated_at) so a settings change gets fresh instances
@@ -50,9 +54,16 @@ class Node:
         async with self._pool_lock:
             pool = self._pools.get(key)
             if pool is None:
-                code_dir, env_dir = await self.workspace.prepare(
-                    version.package_digest, version.handler
-                )
+                driver, image = self.driver, ""
+                if function.runtime == "image":
+                    if self.image_driver is None:
+                        raise SandboxError("this node runs no container images (podman)")
+                    driver, image = self.image_driver, engine_id_of(version.package_digest)
+                    code_dir, env_dir = Path(), None
+                else:
+                    code_dir, env_dir = await self.workspace.prepare(
+                        version.package_digest, version.handler, function.runtime
+                    )
                 secrets = await self.secret_env(function) if self.secret_env else {}
                 secret_env, secret_files = Secrets.split(secrets)
                 spec = InstanceSpec(
@@ -63,14 +74,16 @@ class Node:
                     handler=version.handler,
                     memory_mb=function.memory_mb,
                     network=function.network,
+                    runtime=function.runtime,
                     files=secret_files,
+                    image=image,
                     env={
                         **secret_env,
                         "PRATAI_FUNCTION": function.name,
                         "PRATAI_VERSION": str(version.version),
                     },
                 )
-                pool = VersionPool(self.driver, spec, function.concurrency)
+                pool = VersionPool(driver, spec, function.concurrency)
                 pool.secret_values = sorted(secrets.values(), key=len, reverse=True)
                 self._pools[key] = pool
         return pool

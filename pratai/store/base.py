@@ -13,6 +13,7 @@ from pratai.core.models import (
     Event,
     Function,
     FunctionVersion,
+    Image,
     Invocation,
     Job,
     Project,
@@ -172,3 +173,16 @@ class Store(Protocol):
     async def delete_saved_job(self, saved_id: str) -> None: ...
     async def list_saved_jobs(self, project_id: str | None = None) -> list[SavedJob]:
         """A project's saved jobs, or (None) every scheduled saved job."""
+
+    # container images (the engine holds the layers; these are the project's names for them)
+    async def put_image(self, image: Image) -> None:
+        """Adds the image, or points the project's existing ref at new content."""
+
+    async def get_image(self, project_id: str, ref: str) -> Image | None: ...
+    async def list_images(self, project_id: str) -> list[Image]: ...
+    async def delete_image(self, image_id: str) -> None:
+        """Deletes one record, by its own id."""
+
+    async def image_in_use(self, engine_id: str, digest: str) -> bool:
+        """Whether any project's record names that engine image, or any function version
+        runs it (its package digest), so the engine may not drop it."""

@@ -45,6 +45,7 @@ from pratai.store._rows import (
 from pratai.store.batching import GroupCommitter
 from pratai.store.sql_admin import AdminRows
 from pratai.store.sql_events import EventRows
+from pratai.store.sql_images import ImageRows
 from pratai.store.sql_jobs import JobRows
 
 T = TypeVar("T")
@@ -114,7 +115,7 @@ _UPD_VERSION = (
 _GET_INVOCATION = sa.select(t.invocations).where(t.invocations.c.id == sa.bindparam("id"))
 
 
-class SqlStore(EventRows, AdminRows, JobRows):
+class SqlStore(EventRows, AdminRows, JobRows, ImageRows):
     """The `Store` for `sqlite:///path` and `postgresql://...` URLs."""
 
     def __init__(self, url: str) -> None:

@@ -94,6 +94,10 @@ V1_ROUTES = {
     ("DELETE", "/v1/saved-jobs/{name}"),
     ("POST", "/v1/saved-jobs/{name}/run"),
     ("PUT", "/v1/saved-jobs/{name}/schedule"),
+    ("POST", "/v1/images"),
+    ("GET", "/v1/images"),
+    ("GET", "/v1/images/{ref}"),
+    ("DELETE", "/v1/images/{ref}"),
 }
 
 
@@ -424,8 +428,8 @@ async def test_bad_deploys_are_4xx_with_a_message(api: Api) -> None:
     assert [d["field"] for d in body["details"]] == ["body.name"]
 
     missing_file = await api.request("POST", "/v1/functions", api.admin, data={"name": "echo"})
-    body = error_of(missing_file, 422, "invalid_input")
-    assert [d["field"] for d in body["details"]] == ["body.file"]
+    body = error_of(missing_file, 400, "invalid_input")  # a zip or a container image
+    assert "--file" in body["message"] and "--image" in body["message"]
 
     bad_memory = await api.deploy(api.admin, memory="lots")
     assert "body.memory" in error_of(bad_memory, 422, "invalid_input")["message"]
@@ -532,7 +536,7 @@ async def test_openapi_lists_every_v1_route(api: Api) -> None:
     # and each of them is served, behind a key (a missing route would answer 404 or 405)
     for method, path in sorted(documented):
         concrete = path.replace("{name}", "echo").replace("{invocation_id}", "feed")
-        for param in ("{topic}", "{event_id}", "{trigger_id}", "{key_id}", "{job_id}"):
+        for param in ("{topic}", "{event_id}", "{trigger_id}", "{key_id}", "{job_id}", "{ref}"):
             concrete = concrete.replace(param, "x")
         answer = await api.request(method, concrete)
         assert error_of(answer, 401, "unauthorized"), (method, path)

@@ -204,6 +204,7 @@ def test_a_viewer_can_change_nothing_anywhere(server: Server) -> None:
                     "{topic}",
                     "{key_id}",
                     "{job_id}",
+                    "{ref}",
                 ):
                     concrete = concrete.replace(param, "x")
                 answer = client.request(method.upper(), concrete, json={})

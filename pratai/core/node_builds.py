@@ -1,0 +1,82 @@
+"""`node_modules` for Node.js functions: one folder per dependency set, built once with npm.
+
+The same layout, lock and life cycle as the Python environments (`pratai.core.builds`):
+
+    <hash>/package.json, <hash>/node_modules/   a finished build (contains `.pratai-ready`)
+    .<hash>.tmp-<random>/                       a build in progress, renamed when complete
+
+The sandbox mounts `<hash>/node_modules` read-only at `/node_modules`, where both `require()`
+and `import` from `/code` look. Install scripts are not run (`--ignore-scripts`): the build
+runs on the platform's host, outside any sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from pratai.core.builds import (
+    READY_MARKER,
+    BuildResult,
+    EnvironmentBuilder,
+    _make_readable,
+    _tail,
+)
+
+
+class NodeModulesBuilder(EnvironmentBuilder):
+    def __init__(self, root: Path, *, npm: str | None = None, timeout: float = 600.0) -> None:
+        super().__init__(root, "", use_uv=False, timeout=timeout)
+        self.npm = npm or shutil.which("npm")
+        self.cache_dir = self.root.parent / "npm-cache"
+
+    async def _build(self, requirements: str, env: Path) -> BuildResult:
+        tmp = self.root / f".{env.name}.tmp-{secrets.token_hex(4)}"
+        log: list[str] = []
+        if self.npm is None:
+            return BuildResult(
+                False, None, "npm is not installed: install Node.js 20 with npm\n", False
+            )
+        ok = False
+        try:
+            tmp.mkdir(mode=0o755)
+            manifest = {"name": "pratai-deps", "private": True}
+            manifest["dependencies"] = json.loads(requirements)
+            (tmp / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            cmd = [
+                self.npm, "install", "--prefix", str(tmp), "--omit=dev", "--ignore-scripts",
+                "--no-audit", "--no-fund", "--no-package-lock", "--no-update-notifier",
+            ]  # fmt: skip
+            if not await self._run(cmd, log, time.monotonic() + self.timeout):
+                return BuildResult(False, None, _tail(log), cached=False)
+            (tmp / "node_modules").mkdir(exist_ok=True)  # the sandbox mounts it
+            (tmp / READY_MARKER).write_text(requirements)
+            _make_readable(tmp)
+            tmp.rename(env)
+            ok = True
+            self.builds += 1
+            return BuildResult(True, env, _tail(log), cached=False)
+        except OSError as e:
+            log.append(f"build failed: {e}\n")
+            return BuildResult(False, None, _tail(log), cached=False)
+        finally:
+            if not ok:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _env(self) -> dict[str, str]:
+        env = super()._env()
+        env.pop("NODE_OPTIONS", None)
+        env.update(
+            npm_config_cache=str(self.cache_dir),
+            npm_config_update_notifier="false",
+            npm_config_fund="false",
+            npm_config_audit="false",
+            npm_config_progress="false",
+        )
+        return env
+
+
+__all__ = ["NodeModulesBuilder"]

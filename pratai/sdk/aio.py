@@ -90,6 +90,9 @@ class AsyncFunctions:
     async def get(self, name: str) -> dict[str, Any]:
         return dict(await self._client._request("GET", f"/v1/functions/{name}"))
 
+    async def list(self) -> list[dict[str, Any]]:
+        return list(await self._client._request("GET", "/v1/functions"))
+
     async def delete(self, name: str) -> None:
         await self._client._request("DELETE", f"/v1/functions/{name}")
 
@@ -231,6 +234,13 @@ class AsyncClient:
 
     async def get_job(self, job_id: str) -> AsyncJob:
         return AsyncJob(self, await self._request("GET", f"/v1/jobs/{job_id}"))
+
+    async def list_jobs(self, status: str | None = None, limit: int = 50) -> list[AsyncJob]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        found = await self._request("GET", "/v1/jobs", params=params)
+        return [AsyncJob(self, v) for v in found["jobs"]]
 
     async def map(
         self,

@@ -32,6 +32,7 @@ async def test_submit_and_result(aclient: pratai.AsyncClient) -> None:
     assert job.status == "succeeded"
     again = await aclient.get_job(job.id)
     assert await again.result() == 42
+    assert job.id in {j.id for j in await aclient.list_jobs(status="succeeded", limit=1000)}
 
 
 async def test_many_jobs_at_once(aclient: pratai.AsyncClient) -> None:
@@ -78,6 +79,7 @@ async def test_functions_and_events(aclient: pratai.AsyncClient, tmp_path: Path)
     name = f"async-{os.getpid()}-{time.monotonic_ns() % 10**9}"
     fn = await aclient.functions.create(name, path=folder, memory=128)
     assert fn["state"] == "ready"
+    assert name in {f["name"] for f in await aclient.functions.list()}
     assert await aclient.functions.invoke(name, {"n": 4}) == {"twice": 8}
     inv = await aclient.functions.invoke_async(name, {"n": 5})
     assert await inv.result(timeout=30) == {"twice": 10}

@@ -25,6 +25,7 @@ def test_submit_a_closure(client: pratai.Client) -> None:
     assert job.result(timeout=60) == 8
     assert job.status == "succeeded"
     assert client.get_job(job.id).result() == 8  # a second handle on the same job
+    assert job.cancel() is False  # finished: the server answers 409
 
 
 def test_submit_the_issue_example(client: pratai.Client) -> None:

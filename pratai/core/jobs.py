@@ -327,7 +327,8 @@ class Jobs:
 
         async def flush_output() -> None:
             nonlocal dirty
-            if not await marking:
+            # Shielded: cancelling this flusher must not cancel a start being stored.
+            if not await asyncio.shield(marking):
                 return
             while True:
                 await asyncio.sleep(FLUSH_INTERVAL_S)

@@ -129,7 +129,17 @@ class Functions:
         info = self.workspace.inspect(package, options.handler, runtime)
         if await self.store.get_function(project.id, name) is not None:
             raise Conflict(f"function {name!r} already exists", function=name)
-        function = Function(
+        function = self._new_function(project, name, options, runtime)
+        digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
+        version = FunctionVersion(function.id, 1, digest, info.handler, info.requirements_hash)
+        await self.store.create_function(function)
+        await self.store.add_version(version)
+        return await self._build(function, version, info.requirements)
+
+    def _new_function(
+        self, project: Project, name: str, options: FunctionOptions, runtime: str
+    ) -> Function:
+        return Function(
             id=new_id(),
             project_id=project.id,
             name=name,
@@ -143,11 +153,6 @@ class Functions:
             runtime=runtime,
             latest_version=1,
         )
-        digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
-        version = FunctionVersion(function.id, 1, digest, info.handler, info.requirements_hash)
-        await self.store.create_function(function)
-        await self.store.add_version(version)
-        return await self._build(function, version, info.requirements)
 
     async def update(
         self, project: Project, name: str, package: bytes | None, options: FunctionOptions
@@ -229,21 +234,8 @@ class Functions:
             raise InvalidInput("a function needs a package (--file) or an image (--image)")
         if await self.store.get_function(project.id, name) is not None:
             raise Conflict(f"function {name!r} already exists", function=name)
-        function = Function(
-            id=new_id(),
-            project_id=project.id,
-            name=name,
-            description=options.description or "",
-            memory_mb=options.memory_mb or 128,
-            timeout_s=options.timeout_s or 30.0,
-            network=bool(options.network),
-            concurrency=options.concurrency or self.settings.default_concurrency,
-            max_retries=2 if options.max_retries is None else options.max_retries,
-            secrets=options.secrets or {},
-            runtime="image",
-            latest_version=1,
-            active_version=1,
-        )
+        function = self._new_function(project, name, options, "image")
+        function.active_version = 1
         version = await self._image_version(
             project, function, options.image, options.contract or "http"
         )

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from pratai.broker import Broker
 from pratai.core.models import Job, JobKind, Project, Status, new_id, now
@@ -134,8 +134,20 @@ class Jobs:
         saved_name: str | None = None,
         job_id: str | None = None,
     ) -> Job:
+        fields = self.settle(spec)
+        job = Job(
+            id=job_id or new_id(),
+            project_id=project.id,
+            kind=JobKind.COMMAND,
+            saved_name=saved_name,
+            **fields,
+        )
+        return await self._enqueue(job)
+
+    def settle(self, spec: JobSpec) -> dict[str, Any]:
+        """The spec checked, with defaults filled in: the fields a Job and a SavedJob share."""
         if not spec.command or not all(isinstance(a, str) and a for a in spec.command):
-            raise InvalidInput("a job needs a command: pratai job-submit -- CMD [ARGS...]")
+            raise InvalidInput("a job needs a command: give it after --, e.g. `-- echo hi`")
         check_limits(spec.memory_mb, spec.timeout_s)
         check_env(spec.env)
         if len(spec.stdin) > self.settings.max_payload_bytes:
@@ -144,20 +156,15 @@ class Jobs:
                 f"{self.settings.max_payload_bytes} bytes",
                 limit=self.settings.max_payload_bytes,
             )
-        job = Job(
-            id=job_id or new_id(),
-            project_id=project.id,
-            kind=JobKind.COMMAND,
-            runtime=self.runtimes.resolve(spec.runtime),
-            command=list(spec.command),
-            env=dict(spec.env),
-            stdin=spec.stdin,
-            memory_mb=spec.memory_mb or 256,
-            timeout_s=spec.timeout_s or 300.0,
-            network=spec.network,
-            saved_name=saved_name,
-        )
-        return await self._enqueue(job)
+        return {
+            "runtime": self.runtimes.resolve(spec.runtime),
+            "command": list(spec.command),
+            "env": dict(spec.env),
+            "stdin": spec.stdin,
+            "memory_mb": spec.memory_mb or 256,
+            "timeout_s": spec.timeout_s or 300.0,
+            "network": spec.network,
+        }
 
     async def submit_callable(
         self,

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from pratai.core.jobs import Jobs, JobSpec, check_env, check_limits
+from pratai.core.jobs import Jobs, JobSpec
 from pratai.core.models import Job, Project, SavedJob, check_name, new_id, now
 from pratai.core.triggers import cron_tick
 from pratai.errors import InvalidInput, NotFound
@@ -26,22 +26,7 @@ class SavedJobs:
 
     async def save(self, project: Project, name: str, spec: JobSpec) -> SavedJob:
         check_name(name, "job")
-        if not spec.command:
-            raise InvalidInput("a saved job needs a command: pratai job-save NAME -- CMD [ARGS...]")
-        check_limits(spec.memory_mb, spec.timeout_s)
-        check_env(spec.env)
-        saved = SavedJob(
-            id=new_id(),
-            project_id=project.id,
-            name=name,
-            runtime=self.jobs.runtimes.resolve(spec.runtime),
-            command=list(spec.command),
-            env=dict(spec.env),
-            stdin=spec.stdin,
-            memory_mb=spec.memory_mb or 256,
-            timeout_s=spec.timeout_s or 300.0,
-            network=spec.network,
-        )
+        saved = SavedJob(id=new_id(), project_id=project.id, name=name, **self.jobs.settle(spec))
         await self.store.create_saved_job(saved)
         return saved
 

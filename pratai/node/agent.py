@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -18,7 +17,7 @@ from pratai.core.secrets import Secrets, mask
 from pratai.core.workspace import Workspace
 from pratai.drivers import Driver, InstanceSpec
 from pratai.errors import SandboxError
-from pratai.node.pool import VersionPool
+from pratai.node.pool import VersionPool, pool_stats, shut_down
 from pratai.settings import Settings
 
 log = logging.getLogger("pratai.node")
@@ -163,20 +162,11 @@ class Node:
                     self._pools.pop(key, None)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for pool in list(self._pools.values()):
-            await pool.close()
+        await shut_down(self._tasks, self._pools.values())
         self._pools.clear()
 
     def stats(self) -> dict[str, object]:
         return {
-            "pools": [
-                {"key": pool.spec.key, "busy": pool.busy, "instances": pool.size}
-                for pool in self._pools.values()
-            ],
+            "pools": pool_stats(self._pools.values()),
             "driver": json.loads(json.dumps(self.driver.features(), default=str)),
         }

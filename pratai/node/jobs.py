@@ -23,7 +23,7 @@ from pratai.drivers import InstanceSpec
 from pratai.drivers.commands import run_command
 from pratai.drivers.process import RUNTIMES_DIR, ProcessDriver
 from pratai.errors import SandboxError
-from pratai.node.pool import VersionPool
+from pratai.node.pool import VersionPool, pool_stats, shut_down
 from pratai.settings import Settings
 
 log = logging.getLogger("pratai.node.jobs")
@@ -228,20 +228,11 @@ class JobRunner:
                 await pool.reap(self.settings.idle_timeout)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for pool in list(self._pools.values()):
-            await pool.close()
+        await shut_down(self._tasks, self._pools.values())
         self._pools.clear()
 
     def stats(self) -> list[dict[str, object]]:
-        return [
-            {"key": pool.spec.key, "busy": pool.busy, "instances": pool.size}
-            for pool in self._pools.values()
-        ]
+        return pool_stats(self._pools.values())
 
 
 def detect_runtimes(settings: Settings) -> Runtimes:

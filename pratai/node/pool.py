@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pratai.drivers import CallResult, Driver, Instance, InstanceSpec
@@ -88,3 +89,18 @@ class VersionPool:
         idle, self._idle = self._idle, []
         for _, instance in idle:
             await instance.stop()
+
+
+async def shut_down(tasks: list[asyncio.Task[None]], pools: Iterable[VersionPool]) -> None:
+    """Stops the worker tasks first (no new calls), then every instance of the pools."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    for pool in list(pools):
+        await pool.close()
+
+
+def pool_stats(pools: Iterable[VersionPool]) -> list[dict[str, object]]:
+    return [{"key": pool.spec.key, "busy": pool.busy, "instances": pool.size} for pool in pools]

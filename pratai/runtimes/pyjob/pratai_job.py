@@ -36,7 +36,8 @@ def _error(exc):
         error["module"] = exc.name
         error["message"] = (
             f"the job needs the module {exc.name!r}, which is not installed where it runs: "
-            f"submit it with requirements=[{top!r}]"
+            f"submit it with requirements=[{top!r}] (in the SDK: "
+            f"client.submit(..., _requirements=[{top!r}]))"
         )
     return error
 

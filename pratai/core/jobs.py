@@ -306,8 +306,10 @@ class Jobs:
         try:
             done = await task
         except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # this worker itself is stopping
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this worker itself is stopping (which cancelled the run too)
+            # else only the run was cancelled: the job was cancelled
         finally:
             self._running.pop(job.id, None)
             self._wake(job.id, done)

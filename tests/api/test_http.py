@@ -22,6 +22,7 @@ from pratai.core.models import ApiKey, Project, Role, now
 from pratai.core.tenants import _hash
 from pratai.server import Platform
 from pratai.settings import Settings
+from pratai.store.sql import SqlStore
 from tests.helpers import code, make_zip
 
 pytestmark = [
@@ -572,3 +573,40 @@ async def test_close_returns_promptly_right_after_an_async_invoke(settings: Sett
         elif not closing.done():
             await platform.node.close()  # cancel the workers again so the close can finish
             await closing
+
+
+async def test_close_returns_promptly_while_a_job_runs(settings: Settings) -> None:
+    """A running job is killed at shutdown, and its job stays queued-or-running in the store
+    (so the next start runs it again) instead of holding the shutdown."""
+    platform = Platform.assemble(settings)
+    admin = await platform.start()
+    closing: asyncio.Future[None] | None = None
+    try:
+        transport = httpx.ASGITransport(app=platform.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://pratai.test") as client:
+            headers = {"Authorization": f"Bearer {admin}"}
+            job = await client.post(
+                "/v1/jobs", headers=headers, json={"command": ["sh", "-c", "echo up; sleep 60"]}
+            )
+            assert job.status_code == 202
+            job_id = job.json()["id"]
+            for _ in range(1000):  # until it has printed (bounded: 20 s)
+                shown = (await client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
+                if shown["stdout"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert shown["status"] == "running" and shown["stdout"] == "up\n"
+        closing = asyncio.ensure_future(platform.close())
+        done, _ = await asyncio.wait({closing}, timeout=10)
+        assert done, "Platform.close() did not return within 10 s"
+        closing.result()
+    finally:
+        if closing is None:
+            await platform.close()
+    store = SqlStore(settings.store_url)
+    await store.open()
+    try:
+        stored = await store.get_job(job_id)
+        assert stored is not None and stored.status == "running"
+    finally:
+        await store.close()

@@ -30,8 +30,12 @@ def test_submit_with_stdin_and_env_then_show(server: Server, tmp_path) -> None:
         ),
         what="the job to finish",
     )
-    assert done["status"] == "succeeded" and done["exit_code"] == 0
-    assert done["stdout"] == "HELLO JOBS V\n" and done["duration_ms"] > 0
+    assert (done["status"], done["exit_code"], done["stdout"]) == (
+        "succeeded",
+        0,
+        "HELLO JOBS V\n",
+    ), done
+    assert done["duration_ms"] > 0
     shown = server.cli("job-show", job_id).stdout
     assert "exit code    0" in shown and "HELLO JOBS V" in shown
     assert job_id in server.cli("job-list").stdout

@@ -9,15 +9,13 @@ a new archive under the same ref later changes what new versions get, never an e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from pratai.core.models import Image, Project, new_id
+from pratai.drivers.base import CONTRACTS, ImageEngine
 from pratai.errors import InvalidInput, NotFound
 from pratai.store import Store
 
-CONTRACTS = ("http", "stdio")
 DIGEST_PREFIX = "img-"
 
 
@@ -35,20 +33,6 @@ def check_contract(contract: str) -> str:
     if contract not in CONTRACTS:
         raise InvalidInput(f"unknown contract {contract!r}: use http or stdio")
     return contract
-
-
-@dataclass
-class LoadedImage:
-    ref: str
-    image_id: str  # the engine's content id (sha256 hex)
-    size_bytes: int
-
-
-class ImageEngine(Protocol):
-    async def load(self, archive: Path) -> list[LoadedImage]:
-        """Raises InvalidInput when the file is not an image archive."""
-
-    async def remove(self, image_id: str) -> None: ...
 
 
 class Images:

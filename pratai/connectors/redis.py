@@ -15,6 +15,7 @@ JSON-decoded when it holds JSON. `Incoming.id` is the entry id, type "redis.stre
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from typing import Any
@@ -29,6 +30,7 @@ from pratai.connectors.base import Emit, Incoming
 
 BATCH = 100
 BLOCK_MS = 5000
+CLOSE_TIMEOUT_S = 2.0
 
 
 def _text(value: bytes) -> str | bytes:
@@ -85,7 +87,11 @@ class RedisStreamConnector(ReconnectingConnector):
             while True:
                 await self._consume(client, emit, ">")
         finally:
-            await client.aclose()
+            # A read cancelled mid-reply can leave redis-py's close waiting on the connection
+            # for seconds (seen once in CI: over 10 s); a stopping connector must not wait.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await client.aclose()
 
     async def _ensure_group(self, client: aioredis.Redis) -> None:
         start = "0" if self._group_created else "$"

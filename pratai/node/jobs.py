@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,8 +76,7 @@ class JobRunner:
             return target
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
-        tmp = self.root / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = self.root / f".{name}.{uuid.uuid4().hex}"  # concurrent first jobs each write one
         tmp.mkdir()
         fill(tmp)
         for path in [tmp, *tmp.rglob("*")]:

@@ -122,30 +122,13 @@ class EnvironmentBuilder:
             os.close(lock_fd)  # releases the flock
 
     async def _build(self, requirements: str, env: Path) -> BuildResult:
+        """Installs into a temporary folder, then renames it to `env` only once complete."""
         tmp = self.root / f".{env.name}.tmp-{secrets.token_hex(4)}"
         log: list[str] = []
-        deadline = time.monotonic() + self.timeout
         ok = False
         try:
-            if self.uv:
-                steps = [
-                    [self.uv, "venv", "--relocatable", "--python", self.python, str(tmp)],
-                    [self.uv, "pip", "install", "--python", str(tmp / "bin" / "python"),
-                     "-r", str(tmp / "requirements.txt")],
-                ]  # fmt: skip
-            else:
-                steps = [
-                    [self.python, "-m", "venv", str(tmp)],
-                    [str(tmp / "bin" / "python"), "-m", "pip", "install",
-                     "--disable-pip-version-check", "--no-input",
-                     "-r", str(tmp / "requirements.txt")],
-                ]  # fmt: skip
-            for i, cmd in enumerate(steps):
-                if not await self._run(cmd, log, deadline):
-                    return BuildResult(False, None, _tail(log), cached=False)
-                if i == 0:
-                    (tmp / "requirements.txt").write_text(requirements)
-            _fix_shebangs(tmp, env)
+            if not await self._install(requirements, tmp, env, log):
+                return BuildResult(False, None, _tail(log), cached=False)
             (tmp / READY_MARKER).write_text(requirements)
             _make_readable(tmp)
             os.rename(tmp, env)
@@ -158,6 +141,30 @@ class EnvironmentBuilder:
         finally:
             if not ok:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    async def _install(self, requirements: str, tmp: Path, env: Path, log: list[str]) -> bool:
+        """A virtualenv with the requirements in `tmp`, relocated to `env`; False on failure."""
+        deadline = time.monotonic() + self.timeout
+        if self.uv:
+            steps = [
+                [self.uv, "venv", "--relocatable", "--python", self.python, str(tmp)],
+                [self.uv, "pip", "install", "--python", str(tmp / "bin" / "python"),
+                 "-r", str(tmp / "requirements.txt")],
+            ]  # fmt: skip
+        else:
+            steps = [
+                [self.python, "-m", "venv", str(tmp)],
+                [str(tmp / "bin" / "python"), "-m", "pip", "install",
+                 "--disable-pip-version-check", "--no-input",
+                 "-r", str(tmp / "requirements.txt")],
+            ]  # fmt: skip
+        for i, cmd in enumerate(steps):
+            if not await self._run(cmd, log, deadline):
+                return False
+            if i == 0:
+                (tmp / "requirements.txt").write_text(requirements)
+        _fix_shebangs(tmp, env)
+        return True
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}

@@ -13,17 +13,12 @@ runs on the platform's host, outside any sandbox.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import time
 from pathlib import Path
 
 from pratai.core.builds import (
-    READY_MARKER,
-    BuildResult,
     EnvironmentBuilder,
-    _make_readable,
-    _tail,
 )
 
 
@@ -33,38 +28,23 @@ class NodeModulesBuilder(EnvironmentBuilder):
         self.npm = npm or shutil.which("npm")
         self.cache_dir = self.root.parent / "npm-cache"
 
-    async def _build(self, requirements: str, env: Path) -> BuildResult:
-        tmp = self.root / f".{env.name}.tmp-{secrets.token_hex(4)}"
-        log: list[str] = []
+    async def _install(self, requirements: str, tmp: Path, env: Path, log: list[str]) -> bool:
+        """`requirements` is the JSON of package.json's dependencies."""
         if self.npm is None:
-            return BuildResult(
-                False, None, "npm is not installed: install Node.js 20 with npm\n", False
-            )
-        ok = False
-        try:
-            tmp.mkdir(mode=0o755)
-            manifest = {"name": "pratai-deps", "private": True}
-            manifest["dependencies"] = json.loads(requirements)
-            (tmp / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            cmd = [
-                self.npm, "install", "--prefix", str(tmp), "--omit=dev", "--ignore-scripts",
-                "--no-audit", "--no-fund", "--no-package-lock", "--no-update-notifier",
-            ]  # fmt: skip
-            if not await self._run(cmd, log, time.monotonic() + self.timeout):
-                return BuildResult(False, None, _tail(log), cached=False)
-            (tmp / "node_modules").mkdir(exist_ok=True)  # the sandbox mounts it
-            (tmp / READY_MARKER).write_text(requirements)
-            _make_readable(tmp)
-            tmp.rename(env)
-            ok = True
-            self.builds += 1
-            return BuildResult(True, env, _tail(log), cached=False)
-        except OSError as e:
-            log.append(f"build failed: {e}\n")
-            return BuildResult(False, None, _tail(log), cached=False)
-        finally:
-            if not ok:
-                shutil.rmtree(tmp, ignore_errors=True)
+            log.append("npm is not installed: install Node.js 20 with npm\n")
+            return False
+        tmp.mkdir(mode=0o755)
+        manifest = {"name": "pratai-deps", "private": True}
+        manifest["dependencies"] = json.loads(requirements)
+        (tmp / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        cmd = [
+            self.npm, "install", "--prefix", str(tmp), "--omit=dev", "--ignore-scripts",
+            "--no-audit", "--no-fund", "--no-package-lock", "--no-update-notifier",
+        ]  # fmt: skip
+        if not await self._run(cmd, log, time.monotonic() + self.timeout):
+            return False
+        (tmp / "node_modules").mkdir(exist_ok=True)  # the sandbox mounts it
+        return True
 
     def _env(self) -> dict[str, str]:
         env = super()._env()

@@ -36,6 +36,12 @@ class CallResult:
     duration_ms: float = 0.0
     peak_memory_kb: int | None = None
 
+    @classmethod
+    def timed_out(cls, timeout_s: float, elapsed_ms: float) -> CallResult:
+        message = f"the function did not finish within {timeout_s:g} s"
+        error = {"type": "TimedOut", "message": message, "traceback": ""}
+        return cls("timed_out", error=error, duration_ms=elapsed_ms)
+
 
 class Instance(Protocol):
     init_ms: float  # sandbox start + import, measured by the driver

@@ -266,11 +266,7 @@ class HttpInstance(_Container):
             except TimeoutError:
                 elapsed = (time.perf_counter() - started) * 1000
                 await self._kill()
-                return CallResult(
-                    "timed_out",
-                    error=_error("TimedOut", f"the function did not finish within {timeout_s:g} s"),
-                    duration_ms=elapsed,
-                )
+                return CallResult.timed_out(timeout_s, elapsed)
             except OSError as exc:  # refused, reset, closed early, not HTTP
                 elapsed = (time.perf_counter() - started) * 1000
                 oom = self._hits() > hits
@@ -394,11 +390,7 @@ class StdioInstance(_Container):
                 await proc.wait()
                 for task in (out_task, err_task):
                     task.cancel()
-                return CallResult(
-                    "timed_out",
-                    error=_error("TimedOut", f"the function did not finish within {timeout_s:g} s"),
-                    duration_ms=elapsed,
-                )
+                return CallResult.timed_out(timeout_s, elapsed)
             elapsed = (time.perf_counter() - started) * 1000
             stderr = err.decode(errors="replace") + ("\n[output truncated]" if err_cut else "")
             peak = self._peak()

@@ -176,11 +176,7 @@ class ProcessInstance:
             except TimeoutError:
                 elapsed = (time.perf_counter() - started) * 1000
                 await self._kill()
-                return CallResult(
-                    "timed_out",
-                    error=_error("TimedOut", f"the function did not finish within {timeout_s:g} s"),
-                    duration_ms=elapsed,
-                )
+                return CallResult.timed_out(timeout_s, elapsed)
             if frame is None:
                 return await self._crashed((time.perf_counter() - started) * 1000)
             head, body = frame

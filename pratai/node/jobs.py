@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -224,8 +225,11 @@ class JobRunner:
         interval = max(0.05, min(5.0, self.settings.idle_timeout / 4))
         while True:
             await asyncio.sleep(interval)
-            for pool in list(self._pools.values()):
+            for key, pool in list(self._pools.items()):
                 await pool.reap(self.settings.idle_timeout)
+                idle_for = time.monotonic() - pool.last_used
+                if pool.size == 0 and idle_for > self.settings.idle_timeout:
+                    self._pools.pop(key, None)  # one pool per requirements set: don't keep all
 
     async def close(self) -> None:
         await shut_down(self._tasks, self._pools.values())

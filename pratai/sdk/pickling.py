@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import linecache
+import marshal
 import re
 import sys
 import sysconfig
+import types
+from collections import ChainMap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,13 +28,34 @@ def local_python() -> str:
 
 def dumps_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
     ship_local_code(fn, *args, *kwargs.values())
-    return bytes(cloudpickle.dumps({"fn": fn, "args": tuple(args), "kwargs": dict(kwargs)}))
+    return _dumps({"fn": fn, "args": tuple(args), "kwargs": dict(kwargs)})
 
 
 def dumps_chunk(fn: Callable[..., Any], chunk: Sequence[tuple[Any, ...]]) -> bytes:
     """One job applying `fn` to each argument tuple of `chunk`, in order."""
     ship_local_code(fn, *(chunk[0] if chunk else ()))
-    return bytes(cloudpickle.dumps({"fn": fn, "map": [tuple(a) for a in chunk]}))
+    return _dumps({"fn": fn, "map": [tuple(a) for a in chunk]})
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
+    return marshal.loads, (marshal.dumps(code),)
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, except that code shipped by value keeps its file name.
+
+    cloudpickle 3.1 renames the file of every code object it pickles to "<dynamic-code>" (for
+    deterministic payloads), and a remote traceback then cannot say where the user's code
+    lives. marshal keeps code objects whole, and both ends run the same Python minor version
+    (the server refuses others), which is all marshal's format asks."""
+
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+
+def _dumps(obj: Any) -> bytes:
+    with io.BytesIO() as out:
+        _Pickler(out, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(obj)
+        return out.getvalue()
 
 
 def _installed_roots() -> tuple[str, ...]:

@@ -2,27 +2,41 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+LOCK   := requirements.lock
 export PRATAI_HOME ?= $(CURDIR)/.pratai
 
-.PHONY: run test lint bench install install-test sandbox-deps clean
+# Every install takes the versions in $(LOCK), so a new upstream release cannot change what
+# `make run` and `make test` install; `make upgrade` moves the lock. --build-constraint pins the
+# setuptools of pip's isolated build of Pratai too (the locked pip has it; the venv's first pip,
+# which only upgrades itself, may not).
+PIP := $(BIN)/pip install -q -c $(LOCK) --build-constraint $(LOCK)
 
-$(BIN)/pratai: pyproject.toml
+.PHONY: run test lint bench install install-test sandbox-deps upgrade clean
+
+$(BIN)/pratai: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -c $(LOCK) --upgrade pip
+	$(PIP) -e .
 	@touch $@
 
 install: $(BIN)/pratai sandbox-deps
 
 $(VENV)/.test-deps: $(BIN)/pratai
-	$(BIN)/pip install -q -e '.[test,lint]'
+	$(PIP) -e '.[test,lint]'
 	@touch $@
 
 install-test: install $(VENV)/.test-deps
 
 $(VENV)/.bench-deps: $(VENV)/.test-deps
-	$(BIN)/pip install -q -e '.[test,lint,bench]'
+	$(PIP) -e '.[test,lint,bench]'
 	@touch $@
+
+# Re-resolves pyproject.toml's ranges (every extra, every platform) to the newest releases,
+# plus the pip and setuptools that install and build Pratai, then installs the new lock.
+upgrade: $(BIN)/pratai
+	printf 'pip\nsetuptools>=77\n' | $(BIN)/uv pip compile pyproject.toml - --all-extras \
+		--universal --python-version 3.11 --upgrade -q -o $(LOCK)
+	$(MAKE) install-test
 
 sandbox-deps:
 	@$(CURDIR)/scripts/ensure-sandbox-deps

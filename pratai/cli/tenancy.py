@@ -10,7 +10,7 @@ import click
 
 from pratai.cli.main import cli, handle_errors, output_option
 from pratai.cli.output import emit_json, table, when
-from pratai.client import Client
+from pratai.client import Client, find_credentials, login_file
 
 ROLES = click.Choice(["admin", "developer", "invoker", "viewer"])
 
@@ -20,27 +20,37 @@ ROLES = click.Choice(["admin", "developer", "invoker", "viewer"])
 @click.option("--key", required=True, help="an API key")
 @handle_errors
 def login(url: str, key: str) -> None:
-    """Check a key and write it to the credentials file the CLI and SDK read."""
+    """Check a key and write it to the login file the CLI and SDK read (PRATAI_CREDENTIALS, else
+    ~/.config/pratai/credentials.json); it wins over $PRATAI_HOME/credentials.json."""
     who = Client(url, key).whoami()
-    path = Path(
-        os.environ.get("PRATAI_CREDENTIALS") or Path.home() / ".config/pratai/credentials.json"
-    )
+    path = login_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump({"url": url, "api_key": key}, out)
     click.echo(f"logged in to {url} as a {who['role']} of project {who['project']} ({path})")
+    overriding = [name for name in ("PRATAI_URL", "PRATAI_API_KEY") if os.environ.get(name)]
+    if overriding:
+        click.echo(
+            f"warning: {' and '.join(overriding)} set in the environment win over this login;"
+            " unset them to use it",
+            err=True,
+        )
 
 
 @cli.command()
 @output_option
 @handle_errors
 def whoami(output: str) -> None:
-    """The project and role of the key in use."""
-    who = Client().whoami()
+    """The project and role of the key in use, and where the CLI found that key."""
+    found = find_credentials()
+    who = Client(found.url, found.api_key).whoami()
     if output == "json":
-        return emit_json(who)
-    click.echo(f"key {who['key_id']}: {who['role']} of project {who['project']}")
+        return emit_json({**who, "url": found.url, "credentials_from": found.source})
+    click.echo(
+        f"key {who['key_id']}: {who['role']} of project {who['project']} at {found.url}"
+        f" (credentials from {found.source})"
+    )
 
 
 @cli.command("project-create")

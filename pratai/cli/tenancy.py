@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -11,6 +13,7 @@ import click
 from pratai.cli.main import cli, handle_errors, output_option
 from pratai.cli.output import emit_json, table, when
 from pratai.client import Client, find_credentials, login_file
+from pratai.errors import PrataiError
 
 ROLES = click.Choice(["admin", "developer", "invoker", "viewer"])
 
@@ -147,6 +150,42 @@ def key_revoke(key_id: str, output: str) -> None:
     """Revoke a key at once."""
     Client().revoke_key(key_id)
     emit_json({"revoked": key_id}) if output == "json" else click.echo(f"revoked {key_id}")
+
+
+@cli.command("admin-key")
+@click.option("--name", default="admin (pratai admin-key)", show_default=True, help="a note")
+@click.option(
+    "--save",
+    is_flag=True,
+    help="also write it to $PRATAI_HOME/credentials.json, as the first start does",
+)
+def admin_key(name: str, save: bool) -> None:
+    """Mint an admin key of the default project by writing to the store, not through the API.
+
+    The way back in when no admin key is left: run it on the server's machine, as the user who
+    runs `pratai serve`, with the same PRATAI_HOME or PRATAI_DATABASE_URL. The key is printed
+    once on stdout and stored only hashed; it is saved nowhere else unless --save."""
+    from pratai.admin_key import mint_admin_key
+    from pratai.settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        token = asyncio.run(mint_admin_key(settings, name))
+    except PrataiError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    click.echo(token)
+    if save:
+        from pratai.server import write_credentials
+
+        write_credentials(settings, token)
+        click.echo(f"admin key of project default saved to {settings.credentials_file}", err=True)
+    else:
+        click.echo(
+            "admin key of project default, shown once and saved nowhere (only its hash is"
+            f" stored): `pratai login --url {settings.url} --key KEY` to use it",
+            err=True,
+        )
 
 
 @cli.command("audit-list")

@@ -1,9 +1,18 @@
 """A small client of the HTTP API, used by the CLI (and the base of the SDK).
 
-Credentials come from, in order: PRATAI_URL + PRATAI_API_KEY; PRATAI_URL + a Keystone token
-got with the OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME variables; the file named by
-PRATAI_CREDENTIALS; $PRATAI_HOME/credentials.json (default ./.pratai, written by `pratai serve`);
-~/.config/pratai/credentials.json.
+Where the CLI and the SDK find the server and the API key, first match wins:
+
+1. `PRATAI_URL` and `PRATAI_API_KEY`, both set in the environment;
+2. `PRATAI_URL` and a Keystone token got with `OS_AUTH_URL`, `OS_USERNAME`, `OS_PASSWORD`,
+   `OS_PROJECT_NAME` (a platform run with `PRATAI_AUTH=keystone`);
+3. the login file, written by `pratai login`: the file named by `PRATAI_CREDENTIALS`, else
+   `~/.config/pratai/credentials.json`;
+4. the server's own file, written by `pratai serve` on its first start:
+   `$PRATAI_HOME/credentials.json` (`PRATAI_HOME` defaults to `./.pratai`).
+
+So an explicit login wins over the admin key a local server saved, and the environment wins over
+both. `PRATAI_URL` or `PRATAI_API_KEY` set alone replaces that half of the file's pair (e.g. the
+same server reached at another address). `pratai whoami` says which source is in use.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +28,7 @@ import httpx
 
 from pratai.errors import PrataiError
 
-__all__ = ["ApiError", "Client", "find_credentials", "parse_response"]
+__all__ = ["ApiError", "Client", "Credentials", "find_credentials", "login_file", "parse_response"]
 
 
 class ApiError(PrataiError):
@@ -30,30 +40,73 @@ class ApiError(PrataiError):
         self.body = body
 
 
-def find_credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Credentials:
+    """A server, a key for it, and where they were found (for `pratai whoami`)."""
+
+    url: str
+    api_key: str
+    source: str
+
+
+def login_file(environ: Mapping[str, str] | None = None) -> Path:
+    """The file `pratai login` writes and the lookup reads: PRATAI_CREDENTIALS, else
+    ~/.config/pratai/credentials.json."""
+    env = os.environ if environ is None else environ
+    named = env.get("PRATAI_CREDENTIALS")
+    if named:
+        return Path(named).expanduser().absolute()
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".config" / "pratai" / "credentials.json"
+
+
+def server_file(environ: Mapping[str, str] | None = None) -> Path:
+    """The file `pratai serve` writes its first admin key to: $PRATAI_HOME/credentials.json."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("PRATAI_HOME") or ".pratai").expanduser().absolute() / "credentials.json"
+
+
+def _read(path: Path) -> tuple[str, str]:
+    try:
+        data = json.loads(path.read_text())
+        return str(data["url"]), str(data["api_key"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ApiError(
+            0, f"cannot read credentials from {path}: {exc!r}; run `pratai login` again"
+        ) from None
+
+
+def find_credentials(environ: Mapping[str, str] | None = None) -> Credentials:
+    """The first source in the order of this module's docstring."""
     env = os.environ if environ is None else environ
     url, key = env.get("PRATAI_URL"), env.get("PRATAI_API_KEY")
     if url and key:
-        return url, key
+        return Credentials(url, key, "PRATAI_URL and PRATAI_API_KEY")
     if url and env.get("OS_AUTH_URL"):  # a platform configured for Keystone
         from pratai.auth.keystone_client import keystone_token
 
         token = keystone_token(env)
         if token:
-            return url, token
-    candidates = [
-        env.get("PRATAI_CREDENTIALS"),
-        str(Path(env.get("PRATAI_HOME", ".pratai")) / "credentials.json"),
-        str(Path.home() / ".config" / "pratai" / "credentials.json"),
+            user = env.get("OS_USERNAME", "")
+            return Credentials(url, token, f"a Keystone token of {user} from {env['OS_AUTH_URL']}")
+    files = [
+        (login_file(env), "the login file of `pratai login`"),
+        (server_file(env), "the data folder of `pratai serve`"),
     ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            data = json.loads(Path(candidate).read_text())
-            return url or data["url"], key or data["api_key"]
+    for path, kind in files:
+        if path.is_file():
+            file_url, file_key = _read(path)
+            source = f"{path}, {kind}"
+            if url:
+                source += "; URL from PRATAI_URL"
+            if key:
+                source += "; key from PRATAI_API_KEY"
+            return Credentials(url or file_url, key or file_key, source)
+    missing = "PRATAI_API_KEY" if url else "PRATAI_URL" if key else "PRATAI_URL and PRATAI_API_KEY"
     raise ApiError(
         0,
-        "no credentials: start the platform with `make run` (it writes .pratai/credentials.json)"
-        " or set PRATAI_URL and PRATAI_API_KEY",
+        f"no credentials: set {missing}, run `pratai login --url URL --key KEY`, or start the"
+        " platform here with `make run` (it writes .pratai/credentials.json)",
     )
 
 
@@ -80,8 +133,8 @@ class Client:
         max_connections: int = 100,
     ):
         if url is None or api_key is None:
-            found_url, found_key = find_credentials()
-            url, api_key = url or found_url, api_key or found_key
+            found = find_credentials()
+            url, api_key = url or found.url, api_key or found.api_key
         self.url = url.rstrip("/")
         # The SDK keeps many long-polls in flight: every one of them may hold a connection.
         limits = httpx.Limits(

@@ -200,7 +200,8 @@ def _first_start_banner(settings: Settings, token: str) -> str:
         "\n"
         f"  Pratai is serving on {settings.url}  (data in {settings.home})\n"
         f"  Admin API key (shown once): {token}\n"
-        f"  Saved to {settings.credentials_file}; the `pratai` CLI reads it from there.\n"
+        f"  Saved to {settings.credentials_file}; the `pratai` CLI and SDK use it when neither\n"
+        "  PRATAI_URL/PRATAI_API_KEY nor a `pratai login` says otherwise (`pratai whoami`).\n"
     )
 
 

@@ -106,8 +106,12 @@ class Server:
     def cli(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        """Runs the CLI as a user would after `make run`: no flags, credentials from PRATAI_HOME."""
+        """Runs the CLI as a user would after `make run`: no flags, credentials from PRATAI_HOME.
+
+        The user has a home of their own, so a `pratai login` of whoever runs the tests (which
+        would win over PRATAI_HOME's file) cannot leak in."""
         env = {k: v for k, v in self.env.items() if k not in ("PRATAI_URL", "PRATAI_API_KEY")}
+        env["HOME"] = str(self.home.parent / "user")
         done = subprocess.run(
             [sys.executable, "-m", "pratai", *args],
             env=env,

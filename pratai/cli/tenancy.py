@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
 
 from pratai.cli.main import cli, handle_errors, output_option
 from pratai.cli.output import emit_json, table, when
-from pratai.client import Client
+from pratai.client import Client, find_credentials, login_file
+from pratai.errors import PrataiError
 
 ROLES = click.Choice(["admin", "developer", "invoker", "viewer"])
 
@@ -20,27 +23,37 @@ ROLES = click.Choice(["admin", "developer", "invoker", "viewer"])
 @click.option("--key", required=True, help="an API key")
 @handle_errors
 def login(url: str, key: str) -> None:
-    """Check a key and write it to the credentials file the CLI and SDK read."""
+    """Check a key and write it to the login file the CLI and SDK read (PRATAI_CREDENTIALS, else
+    ~/.config/pratai/credentials.json); it wins over $PRATAI_HOME/credentials.json."""
     who = Client(url, key).whoami()
-    path = Path(
-        os.environ.get("PRATAI_CREDENTIALS") or Path.home() / ".config/pratai/credentials.json"
-    )
+    path = login_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump({"url": url, "api_key": key}, out)
     click.echo(f"logged in to {url} as a {who['role']} of project {who['project']} ({path})")
+    overriding = [name for name in ("PRATAI_URL", "PRATAI_API_KEY") if os.environ.get(name)]
+    if overriding:
+        click.echo(
+            f"warning: {' and '.join(overriding)} set in the environment win over this login;"
+            " unset them to use it",
+            err=True,
+        )
 
 
 @cli.command()
 @output_option
 @handle_errors
 def whoami(output: str) -> None:
-    """The project and role of the key in use."""
-    who = Client().whoami()
+    """The project and role of the key in use, and where the CLI found that key."""
+    found = find_credentials()
+    who = Client(found.url, found.api_key).whoami()
     if output == "json":
-        return emit_json(who)
-    click.echo(f"key {who['key_id']}: {who['role']} of project {who['project']}")
+        return emit_json({**who, "url": found.url, "credentials_from": found.source})
+    click.echo(
+        f"key {who['key_id']}: {who['role']} of project {who['project']} at {found.url}"
+        f" (credentials from {found.source})"
+    )
 
 
 @cli.command("project-create")
@@ -137,6 +150,42 @@ def key_revoke(key_id: str, output: str) -> None:
     """Revoke a key at once."""
     Client().revoke_key(key_id)
     emit_json({"revoked": key_id}) if output == "json" else click.echo(f"revoked {key_id}")
+
+
+@cli.command("admin-key")
+@click.option("--name", default="admin (pratai admin-key)", show_default=True, help="a note")
+@click.option(
+    "--save",
+    is_flag=True,
+    help="also write it to $PRATAI_HOME/credentials.json, as the first start does",
+)
+def admin_key(name: str, save: bool) -> None:
+    """Mint an admin key of the default project by writing to the store, not through the API.
+
+    The way back in when no admin key is left: run it on the server's machine, as the user who
+    runs `pratai serve`, with the same PRATAI_HOME or PRATAI_DATABASE_URL. The key is printed
+    once on stdout and stored only hashed; it is saved nowhere else unless --save."""
+    from pratai.admin_key import mint_admin_key
+    from pratai.settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        token = asyncio.run(mint_admin_key(settings, name))
+    except PrataiError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    click.echo(token)
+    if save:
+        from pratai.server import write_credentials
+
+        write_credentials(settings, token)
+        click.echo(f"admin key of project default saved to {settings.credentials_file}", err=True)
+    else:
+        click.echo(
+            "admin key of project default, shown once and saved nowhere (only its hash is"
+            f" stored): `pratai login --url {settings.url} --key KEY` to use it",
+            err=True,
+        )
 
 
 @cli.command("audit-list")

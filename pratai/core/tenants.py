@@ -176,7 +176,22 @@ class Tenants:
             raise NotFound(f"key {key_id!r} not found", key=key_id)
         if who.role != Role.ADMIN and key.id != who.key_id:
             raise Forbidden("only admins revoke other keys")
-        await self.store.revoke_key(key_id, now())
+        if key.revoked_at is not None:
+            return
+        default = await self.store.get_project_by_name(DEFAULT_PROJECT)
+        # Admins of the default project administer the platform: one of them must remain.
+        keep_admin_in = None
+        if key.role == Role.ADMIN and default is not None and key.project_id == default.id:
+            keep_admin_in = default.id
+        if not await self.store.revoke_key(key_id, now(), keep_admin_in=keep_admin_in):
+            raise Conflict(
+                f"key {key_id} was not revoked: without it the default project would have no"
+                " admin key that is active and never expires, and nobody could administer the"
+                " platform. Create another admin key first (`pratai key-create --role admin`),"
+                " then revoke this one. (The operator of the server can always mint one with"
+                " `pratai admin-key`.)",
+                key=key_id,
+            )
         self._verified = {t: v for t, v in self._verified.items() if v[1].key_id != key_id}
 
     async def authenticate(self, token: str) -> Principal:

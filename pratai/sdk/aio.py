@@ -155,8 +155,8 @@ class AsyncClient:
         max_connections: int = 100,
     ) -> None:
         if url is None or api_key is None:
-            found_url, found_key = find_credentials()
-            url, api_key = url or found_url, api_key or found_key
+            found = find_credentials()
+            url, api_key = url or found.url, api_key or found.api_key
         self.url = url.rstrip("/")
         self.python = python or local_python()
         self._http = httpx.AsyncClient(

@@ -229,8 +229,8 @@ class Client:
         max_connections: int = 100,
     ) -> None:
         if url is None or api_key is None:
-            found_url, found_key = find_credentials()
-            url, api_key = url or found_url, api_key or found_key
+            found = find_credentials()
+            url, api_key = url or found.url, api_key or found.api_key
         self.api = HttpClient(url, api_key, timeout=timeout, max_connections=max_connections)
         self.url = self.api.url
         self._fast = FastHttp(self.url, api_key, timeout)

@@ -127,7 +127,12 @@ class Store(Protocol):
         """Raises Conflict when the name is taken."""
 
     async def get_user_by_name(self, name: str) -> User | None: ...
-    async def revoke_key(self, key_id: str, at: float) -> None: ...
+    async def revoke_key(self, key_id: str, at: float, *, keep_admin_in: str | None = None) -> bool:
+        """False, revoking nothing, when `keep_admin_in` (a project id) would be left without an
+        admin key that is unrevoked and never expires. Atomic: of two concurrent revokes of a
+        project's last two such keys, one fails."""
+        ...
+
     async def add_audit(self, entry: AuditEntry) -> None: ...
     async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""

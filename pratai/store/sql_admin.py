@@ -36,9 +36,30 @@ class AdminRows(SqlBase):
         r = await self._run(lambda c: c.execute(q).mappings().first())
         return User(**r) if r else None
 
-    async def revoke_key(self, key_id: str, at: float) -> None:
-        q = sa.update(t.api_keys).where(t.api_keys.c.id == key_id).values(revoked_at=at)
-        await self._run(lambda c: c.execute(q))
+    async def revoke_key(self, key_id: str, at: float, *, keep_admin_in: str | None = None) -> bool:
+        k, other = t.api_keys, t.api_keys.alias("other")
+        q = sa.update(k).where(k.c.id == key_id).values(revoked_at=at)
+        if keep_admin_in is not None:
+            q = q.where(
+                sa.exists().where(
+                    other.c.project_id == keep_admin_in,
+                    other.c.role == "admin",
+                    other.c.revoked_at.is_(None),
+                    other.c.expires_at.is_(None),
+                    other.c.id != key_id,
+                )
+            )
+        # PostgreSQL (read committed) would let two guarded revokes of different keys both see
+        # the other key alive; locking the project row first serialises them. SQLite serialises
+        # writers itself (and a stale snapshot fails with SQLITE_BUSY rather than passing).
+        lock = sa.select(t.projects.c.id).where(t.projects.c.id == keep_admin_in).with_for_update()
+
+        def revoke(c: Connection) -> bool:
+            if keep_admin_in is not None and not self.is_sqlite:
+                c.execute(lock)
+            return bool(c.execute(q).rowcount)
+
+        return await self._run(revoke)
 
     async def add_audit(self, entry: AuditEntry) -> None:
         row = {c.name: getattr(entry, c.name) for c in t.audit.columns if c.name != "seq"}

@@ -93,6 +93,49 @@ def test_login_writes_the_credentials_file(server: Server, tmp_path) -> None:
     assert bad.returncode != 0 and "invalid API key" in bad.stderr
 
 
+def test_a_login_wins_over_the_servers_credentials_and_whoami_says_so(
+    server: Server, other_project, tmp_path
+) -> None:
+    """As in the README: the CLI runs where `pratai serve` left its admin key (PRATAI_HOME)."""
+    env = {k: v for k, v in server.env.items() if k not in ("PRATAI_URL", "PRATAI_API_KEY")}
+    env["HOME"] = str(tmp_path)
+    login_file = tmp_path / ".config" / "pratai" / "credentials.json"
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pratai", *args],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    before = run("whoami")
+    assert "admin of project default" in before.stdout
+    assert f"credentials from {server.home / 'credentials.json'}" in before.stdout
+
+    done = run("login", "--url", server.url, "--key", other_project["token"])
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no environment variable overrides this login
+    after = run("whoami")
+    assert after.returncode == 0, after.stderr
+    assert "developer of project other" in after.stdout
+    assert f"credentials from {login_file}" in after.stdout
+    me = json.loads(run("whoami", "-o", "json").stdout)
+    assert (me["project"], me["url"]) == ("other", server.url)
+    assert me["credentials_from"].startswith(str(login_file))
+    # olga's key cannot see the platform admin's projects: the CLI acts as her
+    assert [p["name"] for p in json.loads(run("project-list", "-o", "json").stdout)] == ["other"]
+
+    # the environment wins over the login, and `login` warns that it will
+    admin = {"PRATAI_URL": server.url, "PRATAI_API_KEY": server.api_key}
+    by_env = run("whoami", **admin)
+    assert "admin of project default" in by_env.stdout
+    assert "credentials from PRATAI_URL and PRATAI_API_KEY" in by_env.stdout
+    again = run("login", "--url", server.url, "--key", other_project["token"], **admin)
+    assert again.returncode == 0 and "PRATAI_URL and PRATAI_API_KEY" in again.stderr
+
+
 def test_another_project_cannot_see_or_touch_anything(server: Server, deploy, other_project):
     """Walk every /v1 route of the OpenAPI document with a key of another project."""
     name = deploy(ECHO, "--event", "webhook")

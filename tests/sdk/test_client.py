@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -33,13 +34,22 @@ def _folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_client_reads_the_cli_credentials(server: Server, monkeypatch) -> None:
+def test_client_reads_the_cli_credentials(server: Server, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("PRATAI_URL", raising=False)
     monkeypatch.delenv("PRATAI_API_KEY", raising=False)
+    monkeypatch.delenv("PRATAI_CREDENTIALS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("PRATAI_HOME", str(server.home))
     with pratai.Client() as client:
         assert client.url == server.url
         assert client.api.whoami()["project"] == "default"
+    # a `pratai login` wins over the server's own file, for the SDK as for the CLI
+    viewer = server.cli_json("key-create", "--role", "viewer")
+    login = tmp_path / ".config" / "pratai" / "credentials.json"
+    login.parent.mkdir(parents=True)
+    login.write_text(json.dumps({"url": server.url, "api_key": viewer["token"]}))
+    with pratai.Client() as client:
+        assert client.api.whoami()["key_id"] == viewer["id"]
 
 
 def test_create_from_a_folder_then_invoke(client: pratai.Client, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -199,6 +200,41 @@ async def test_projects_and_keys(store: SqlStore) -> None:
     assert await store.list_keys(p.id) == [k1, k2]
     with pytest.raises(Conflict):
         await store.create_key(k1)
+
+
+async def test_a_guarded_revoke_keeps_one_lasting_admin_key(store: SqlStore) -> None:
+    p = await _project(store)
+
+    def admin(key_id: str, **kw: float) -> ApiKey:
+        return ApiKey(id=key_id, project_id=p.id, role=Role.ADMIN, secret_hash="h", **kw)
+
+    expiring = admin("expiring", expires_at=time.time() + 3600)
+    for key in (admin("a"), admin("b"), expiring):
+        await store.create_key(key)
+    assert await store.revoke_key("a", 1.0, keep_admin_in=p.id)
+    # "b" is the last admin key that never expires: an expiring one does not count
+    assert not await store.revoke_key("b", 2.0, keep_admin_in=p.id)
+    assert (await store.get_key("b")).revoked_at is None  # type: ignore[union-attr]
+    assert await store.revoke_key("expiring", 3.0, keep_admin_in=p.id)
+    assert await store.revoke_key("b", 4.0)  # unguarded, as for keys of other projects
+
+
+async def test_concurrent_revokes_of_the_last_two_admin_keys_leave_one(store: SqlStore) -> None:
+    """Each revoke alone would be allowed; both at once must not leave the project empty."""
+    p = await _project(store)
+    for round_ in range(20):
+        ids = [f"r{round_}a", f"r{round_}b"]
+        for key_id in ids:
+            await store.create_key(
+                ApiKey(id=key_id, project_id=p.id, role=Role.ADMIN, secret_hash="h")
+            )
+        done = await asyncio.gather(
+            *(store.revoke_key(key_id, time.time(), keep_admin_in=p.id) for key_id in ids)
+        )
+        assert sorted(done) == [False, True], f"round {round_}: {done}"
+        # keep this round's survivor out of the next round
+        survivor = ids[done.index(False)]
+        assert await store.revoke_key(survivor, time.time())
 
 
 async def test_functions(store: SqlStore) -> None:

@@ -3,9 +3,9 @@
 Each instance is `bwrap ... <python> -I /runtime/bootstrap.py '<config>'`, started as an
 unprivileged host uid (65534) when the platform runs as root, with every namespace unshared
 (network only shared when the function asks for it), a read-only /usr, a few /etc files, the
-code at /code, the runtime at /runtime (a copy in the sandbox folder: runtime_files.py) and a
-private /tmp. The driver and the runtime talk over
-two pipes with length-prefixed frames; see pratai/runtimes/python/bootstrap.py for the format.
+code at /code, the runtime at /runtime (copied into the sandbox folder, see runtime_files.py)
+and a private /tmp. The driver and the runtime talk over two pipes with length-prefixed frames;
+see pratai/runtimes/python/bootstrap.py for the format.
 """
 
 from __future__ import annotations
@@ -481,8 +481,9 @@ class ProcessDriver:
                 f"Node.js is not installed at {self.settings.sandbox_node}: install Node.js 20 "
                 "(e.g. `apt-get install nodejs`) or set PRATAI_SANDBOX_NODE"
             )
+        runtime_dir = self.runtime_dir(spec.runtime)  # before anything needs cleaning up
         if self.drop_privileges:
-            for path in (spec.code_dir, spec.env_dir, self.runtime_dir(spec.runtime)):
+            for path in (spec.code_dir, spec.env_dir, runtime_dir):
                 if path is not None:
                     _check_reachable(Path(path))
         loop = asyncio.get_running_loop()

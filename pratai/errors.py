@@ -13,7 +13,8 @@
     ├── Conflict                (409) the name exists, or the object is in the wrong state
     ├── RateLimited             (429) over a route's or key's rate limit (Retry-After set)
     ├── Unavailable             (503) the platform cannot take the work right now
-    └── SandboxError            (500) the sandbox failed to start or broke its protocol
+    ├── SandboxError            (500) the sandbox failed to start or broke its protocol
+    └── SettingsError           a PRATAI_* variable the process cannot start with (CLI: exit 2)
 
 The HTTP mapping lives in one place: `pratai.api.errors`.
 """
@@ -103,3 +104,9 @@ class Unavailable(PrataiError):
 class SandboxError(PrataiError):
     status = 500
     code = "sandbox_error"
+
+
+class SettingsError(PrataiError):
+    """Raised by `Settings.from_env` before anything starts; one line per bad variable."""
+
+    code = "invalid_settings"

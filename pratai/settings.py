@@ -1,44 +1,68 @@
 """The one settings object of a Pratai process, read from `PRATAI_*` variables at start.
 
-| variable | default | meaning |
-|---|---|---|
-| PRATAI_HOME | ./.pratai | data folder: database, artifacts, environments, credentials |
-| PRATAI_HOST / PRATAI_PORT | 127.0.0.1 / 8080 | where `pratai serve` listens |
-| PRATAI_DATABASE_URL | sqlite:///$PRATAI_HOME/pratai.sqlite3 | SQLite or postgresql:// |
-| PRATAI_BROKER_URL | memory | work queue: memory (work is durable in the store) or embedded |
-| PRATAI_SANDBOX_DIR | $PRATAI_HOME/sandbox | code and environments the sandboxes read (see below) |
-| PRATAI_SANDBOX_PYTHON | /usr/bin/python3 | interpreter of functions (sandbox-readable) |
-| PRATAI_SANDBOX_NODE | /usr/bin/node | Node.js of `node20` functions (must be under /usr) |
-| PRATAI_IDLE_TIMEOUT | 300 | seconds a warm instance may idle before it is stopped |
-| PRATAI_MAX_PAYLOAD_BYTES | 6291456 | request body limit for invocations |
-| PRATAI_MAX_RESULT_BYTES | 6291456 | a larger return value is an error |
-| PRATAI_MAX_OUTPUT_BYTES | 1048576 | stdout and stderr each keep this much, then a marker |
-| PRATAI_MAX_PACKAGE_BYTES | 52428800 | zip upload limit |
-| PRATAI_MAX_IMAGE_BYTES | 1073741824 | container image archive upload limit (`image-load`) |
-| PRATAI_MAX_UNPACKED_BYTES | 262144000 | total unpacked size of a zip |
-| PRATAI_MAX_COMPRESSION_RATIO | 200 | per-file ratio beyond which a zip is a bomb |
-| PRATAI_MAX_PIDS | 64 | processes and threads per instance |
-| PRATAI_DEFAULT_CONCURRENCY | 4 | invocations one function version runs at once |
-| PRATAI_SECRETS_KEY | generated | Fernet key(s) for secrets, newest first (see core/secrets.py) |
-| PRATAI_AUTH | keys | keys, or keystone (Keystone v3 tokens, plus built-in keys) |
-| PRATAI_KEYSTONE_URL | | Keystone endpoint, e.g. http://keystone:5000/v3 |
-| PRATAI_KEYSTONE_SERVICE_TOKEN | | token Pratai validates user tokens with (optional) |
-| PRATAI_RETRY_BASE_S | 1 | first retry of a failed async invocation after this, doubling after |
+| variable | default | allowed | meaning |
+|---|---|---|---|
+| PRATAI_HOME | ./.pratai | directory | data: database, artifacts, environments, credentials |
+| PRATAI_HOST | 127.0.0.1 | host | where `pratai serve` listens |
+| PRATAI_PORT | 8080 | integer 1-65535 | where `pratai serve` listens |
+| PRATAI_DATABASE_URL | sqlite:///$PRATAI_HOME/pratai.sqlite3 | database URL | SQLite or Postgres |
+| PRATAI_BROKER_URL | memory | memory, embedded | work queue (memory: work is kept in the store) |
+| PRATAI_SANDBOX_DIR | $PRATAI_HOME/sandbox | directory | all the sandboxes read (see below) |
+| PRATAI_SANDBOX_PYTHON | /usr/bin/python3 | sandbox program | interpreter of functions and jobs |
+| PRATAI_SANDBOX_NODE | /usr/bin/node | sandbox program | Node.js of `node20` functions |
+| PRATAI_IDLE_TIMEOUT | 300 | seconds >= 0 | a warm instance idle this long is stopped |
+| PRATAI_MAX_PAYLOAD_BYTES | 6291456 | integer >= 1 | request body limit for invocations |
+| PRATAI_MAX_RESULT_BYTES | 6291456 | integer >= 1 | a larger return value is an error |
+| PRATAI_MAX_OUTPUT_BYTES | 1048576 | integer >= 1 | stdout and stderr each keep this much |
+| PRATAI_MAX_PACKAGE_BYTES | 52428800 | integer >= 1 | zip upload limit |
+| PRATAI_MAX_IMAGE_BYTES | 1073741824 | integer >= 1 | image archive upload limit (`image-load`) |
+| PRATAI_MAX_UNPACKED_BYTES | 262144000 | integer >= 1 | total unpacked size of a zip |
+| PRATAI_MAX_COMPRESSION_RATIO | 200 | integer >= 1 | per-file ratio beyond which a zip is a bomb |
+| PRATAI_MAX_PIDS | 64 | integer >= 1 | processes and threads per instance |
+| PRATAI_DEFAULT_CONCURRENCY | 4 | integer >= 1 | invocations one function version runs at once |
+| PRATAI_SECRETS_KEY | generated | Fernet keys | keys of secrets, newest first (core/secrets.py) |
+| PRATAI_AUTH | keys | keys, keystone | keystone: Keystone v3 tokens, plus built-in keys |
+| PRATAI_KEYSTONE_URL | | http(s) URL | Keystone endpoint (needed by PRATAI_AUTH=keystone) |
+| PRATAI_KEYSTONE_SERVICE_TOKEN | | any | token Pratai validates user tokens with |
+| PRATAI_RETRY_BASE_S | 1 | seconds >= 0 | first retry of an async invocation (then doubling) |
+
+Every variable is parsed and checked when the process starts (`Settings.from_env`); an unset or
+empty variable takes its default. A bad value stops `pratai serve` at once with one line per bad
+variable, e.g. `PRATAI_PORT='80.9': expected an integer from 1 to 65535`, and exit code 2. The
+kinds of values:
+
+- integer: digits only (`80.9`, `1e3` and `-1` are refused), within the range shown;
+- seconds: a finite decimal number (`0.5`, `30`; not `nan`, `inf` or negative);
+- directory: an existing directory, or a path under an existing directory where one can be made;
+- database URL: `sqlite:///<absolute path>` or `postgresql://[user[:password]@]host[:port]/db`
+  (`postgres://` too);
+- sandbox program: an absolute path to an executable file under /usr, /bin or /sbin, the host
+  folders a sandbox can see (symlinks are followed);
+- Fernet keys: 32 url-safe base64-encoded bytes each (`Fernet.generate_key()`).
+
+Values of secret variables are not repeated in errors, nor passwords in URLs.
 
 When Pratai runs as root, sandboxes run as an unprivileged uid, which must be able to reach the
 sandbox folder. If the data folder sits inside a private directory (such as /root), the sandbox
-folder defaults to /var/tmp/pratai-sandbox-<hash of PRATAI_HOME> instead.
+folder defaults to /var/tmp/pratai-sandbox-<hash of PRATAI_HOME> instead. The sandbox reads
+nothing from where Pratai is installed: its runtime files are copied into the sandbox folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import shutil
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pratai.errors import SettingsError
 
 
 def _default_sandbox_python() -> str:
@@ -66,6 +90,166 @@ def _default_sandbox_dir(home: Path) -> Path:
     return Path("/var/tmp") / f"pratai-sandbox-{digest}"
 
 
+# ---------------------------------------------------------------- parsers: text -> value
+# Each takes the variable's (non-empty) text and returns the typed value, or raises ValueError
+# whose message says what is allowed.
+
+Parser = Callable[[str], Any]
+
+
+def _integer(low: int, high: int | None = None) -> Parser:
+    allowed = f"an integer from {low} to {high}" if high else f"an integer >= {low}"
+
+    def parse(raw: str) -> int:
+        if not re.fullmatch(r"[0-9]+", raw.strip()):
+            raise ValueError(allowed)
+        value = int(raw)
+        if value < low or (high is not None and value > high):
+            raise ValueError(allowed)
+        return value
+
+    return parse
+
+
+def _seconds(raw: str) -> float:
+    allowed = "a number of seconds >= 0, e.g. 30 or 0.5"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(allowed) from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(allowed)
+    return value
+
+
+def _choice(*options: str) -> Parser:
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ValueError(f"one of {', '.join(options)}")
+        return raw
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _host(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.:%_\-\[\]]+", raw):
+        raise ValueError("a host name or IP address to listen on, e.g. 127.0.0.1 or 0.0.0.0")
+    return raw
+
+
+def _directory(raw: str) -> Path:
+    """A directory Pratai can use, or one it can create (the parent that exists is writable)."""
+    path = Path(raw).expanduser().resolve()
+    existing = next(folder for folder in [path, *path.parents] if folder.exists())
+    usable = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+    if not usable or (existing == path and not path.is_dir()):
+        raise ValueError("a writable directory, or a path where one can be created")
+    return path
+
+
+def _database_url(raw: str) -> str:
+    scheme, sep, rest = raw.partition("://")
+    sqlite = scheme == "sqlite" and rest.startswith("/") and len(rest) > 1
+    postgres = scheme in ("postgresql", "postgres", "postgresql+psycopg") and bool(rest)
+    if not sep or not (sqlite or postgres):
+        raise ValueError(
+            "sqlite:///<absolute path> or postgresql://[user[:password]@]host[:port]/database"
+        )
+    return raw
+
+
+def _http_url(raw: str) -> str:
+    allowed = "an http:// or https:// URL, e.g. http://keystone:5000/v3"
+    try:
+        parts = urlsplit(raw)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a malformed host or port
+        ok = False
+    if not ok:
+        raise ValueError(allowed)
+    return raw
+
+
+# The host folders a sandbox sees (see drivers/process.py); /lib* hold no programs.
+_SANDBOX_VISIBLE = ("/usr", "/bin", "/sbin")
+
+
+def _sandbox_program(raw: str) -> str:
+    real = Path(raw).resolve()
+    if not (
+        Path(raw).is_absolute()
+        and real.is_file()
+        and os.access(real, os.X_OK)
+        and any(real.is_relative_to(root) for root in _SANDBOX_VISIBLE)
+    ):
+        raise ValueError(
+            "an absolute path to an executable file under /usr, /bin or /sbin "
+            "(the host folders a sandbox sees)"
+        )
+    return raw
+
+
+def _fernet_keys(raw: str) -> str:
+    from cryptography.fernet import Fernet
+
+    keys = [key.strip() for key in raw.split(",") if key.strip()]
+    try:
+        for key in keys:
+            Fernet(key)
+    except ValueError:
+        keys = []
+    if not keys:
+        raise ValueError(
+            "Fernet keys (32 url-safe base64-encoded bytes each), comma-separated, newest first"
+        )
+    return raw
+
+
+@dataclass(frozen=True)
+class _Variable:
+    attribute: str
+    parse: Parser
+    secret: bool = False  # its value is not repeated in errors
+
+
+VARIABLES: dict[str, _Variable] = {
+    "PRATAI_HOME": _Variable("home", _directory),
+    "PRATAI_HOST": _Variable("host", _host),
+    "PRATAI_PORT": _Variable("port", _integer(1, 65535)),
+    "PRATAI_DATABASE_URL": _Variable("database_url", _database_url),
+    "PRATAI_BROKER_URL": _Variable("broker_url", _choice("memory", "embedded")),
+    "PRATAI_SANDBOX_DIR": _Variable("sandbox_dir", _directory),
+    "PRATAI_SANDBOX_PYTHON": _Variable("sandbox_python", _sandbox_program),
+    "PRATAI_SANDBOX_NODE": _Variable("sandbox_node", _sandbox_program),
+    "PRATAI_IDLE_TIMEOUT": _Variable("idle_timeout", _seconds),
+    "PRATAI_MAX_PAYLOAD_BYTES": _Variable("max_payload_bytes", _integer(1)),
+    "PRATAI_MAX_RESULT_BYTES": _Variable("max_result_bytes", _integer(1)),
+    "PRATAI_MAX_OUTPUT_BYTES": _Variable("max_output_bytes", _integer(1)),
+    "PRATAI_MAX_PACKAGE_BYTES": _Variable("max_package_bytes", _integer(1)),
+    "PRATAI_MAX_IMAGE_BYTES": _Variable("max_image_bytes", _integer(1)),
+    "PRATAI_MAX_UNPACKED_BYTES": _Variable("max_unpacked_bytes", _integer(1)),
+    "PRATAI_MAX_COMPRESSION_RATIO": _Variable("max_compression_ratio", _integer(1)),
+    "PRATAI_MAX_PIDS": _Variable("max_pids", _integer(1)),
+    "PRATAI_DEFAULT_CONCURRENCY": _Variable("default_concurrency", _integer(1)),
+    "PRATAI_SECRETS_KEY": _Variable("secrets_key", _fernet_keys, secret=True),
+    "PRATAI_AUTH": _Variable("auth", _choice("keys", "keystone")),
+    "PRATAI_KEYSTONE_URL": _Variable("keystone_url", _http_url),
+    "PRATAI_KEYSTONE_SERVICE_TOKEN": _Variable("keystone_service_token", _text, secret=True),
+    "PRATAI_RETRY_BASE_S": _Variable("retry_base_s", _seconds),
+}
+
+
+def _shown(raw: str, secret: bool) -> str:
+    """The value as an error repeats it: secrets hidden, and any password in a URL."""
+    if secret:
+        return f"<hidden, {len(raw)} characters>"
+    return repr(re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", raw))
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path = field(default_factory=lambda: Path(".pratai").resolve())
@@ -75,7 +259,7 @@ class Settings:
     broker_url: str = "memory"
     sandbox_python: str = field(default_factory=_default_sandbox_python)
     sandbox_node: str = field(default_factory=_default_sandbox_node)
-    sandbox_dir: Path = Path()  # empty means $home/sandbox
+    sandbox_dir: Path = Path()  # empty means the default: $home/sandbox, or /var/tmp (see above)
     idle_timeout: float = 300.0
     max_payload_bytes: int = 6 * 1024 * 1024
     max_result_bytes: int = 6 * 1024 * 1024
@@ -94,45 +278,31 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.sandbox_dir == Path():
-            object.__setattr__(self, "sandbox_dir", self.home / "sandbox")
+            object.__setattr__(self, "sandbox_dir", _default_sandbox_dir(self.home))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings of `environ` (default: os.environ), every variable checked; raises
+        SettingsError with one line per bad variable."""
         env = os.environ if environ is None else environ
-        home = Path(env.get("PRATAI_HOME", ".pratai")).expanduser().resolve()
-
-        def num(name: str, default: float) -> float:
-            raw = env.get(f"PRATAI_{name}")
-            return default if raw in (None, "") else float(raw)
-
-        d = cls(home=home)
-        return cls(
-            home=home,
-            host=env.get("PRATAI_HOST", d.host),
-            port=int(num("PORT", d.port)),
-            database_url=env.get("PRATAI_DATABASE_URL", ""),
-            broker_url=env.get("PRATAI_BROKER_URL", d.broker_url),
-            sandbox_python=env.get("PRATAI_SANDBOX_PYTHON", d.sandbox_python),
-            sandbox_node=env.get("PRATAI_SANDBOX_NODE", d.sandbox_node),
-            sandbox_dir=Path(env["PRATAI_SANDBOX_DIR"]).resolve()
-            if env.get("PRATAI_SANDBOX_DIR")
-            else _default_sandbox_dir(home),
-            idle_timeout=num("IDLE_TIMEOUT", d.idle_timeout),
-            max_payload_bytes=int(num("MAX_PAYLOAD_BYTES", d.max_payload_bytes)),
-            max_result_bytes=int(num("MAX_RESULT_BYTES", d.max_result_bytes)),
-            max_output_bytes=int(num("MAX_OUTPUT_BYTES", d.max_output_bytes)),
-            max_package_bytes=int(num("MAX_PACKAGE_BYTES", d.max_package_bytes)),
-            max_image_bytes=int(num("MAX_IMAGE_BYTES", d.max_image_bytes)),
-            max_unpacked_bytes=int(num("MAX_UNPACKED_BYTES", d.max_unpacked_bytes)),
-            max_compression_ratio=int(num("MAX_COMPRESSION_RATIO", d.max_compression_ratio)),
-            max_pids=int(num("MAX_PIDS", d.max_pids)),
-            default_concurrency=int(num("DEFAULT_CONCURRENCY", d.default_concurrency)),
-            retry_base_s=num("RETRY_BASE_S", d.retry_base_s),
-            secrets_key=env.get("PRATAI_SECRETS_KEY", ""),
-            auth=env.get("PRATAI_AUTH", "keys"),
-            keystone_url=env.get("PRATAI_KEYSTONE_URL", ""),
-            keystone_service_token=env.get("PRATAI_KEYSTONE_SERVICE_TOKEN", ""),
-        )
+        values: dict[str, Any] = {}
+        errors: list[str] = []
+        for name, variable in VARIABLES.items():
+            raw = env.get(name, "")
+            if raw == "":
+                continue
+            try:
+                values[variable.attribute] = variable.parse(raw)
+            except ValueError as exc:
+                errors.append(f"{name}={_shown(raw, variable.secret)}: expected {exc}")
+        if values.get("auth") == "keystone" and "keystone_url" not in values:
+            errors.append(
+                "PRATAI_AUTH='keystone' needs PRATAI_KEYSTONE_URL, the Keystone endpoint "
+                "(e.g. http://keystone:5000/v3)"
+            )
+        if errors:
+            raise SettingsError("\n".join(errors))
+        return cls(**values)
 
     @property
     def store_url(self) -> str:

@@ -54,6 +54,7 @@ class Server:
     home: Path
     port: int
     env: dict[str, str]
+    cwd: Path | None = None  # `python -m pratai` imports pratai from here first
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
 
@@ -67,7 +68,11 @@ class Server:
     def start(self) -> None:
         out = open(self.log, "ab")  # noqa: SIM115 - the server keeps it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pratai", "serve"], env=self.env, stdout=out, stderr=out
+            [sys.executable, "-m", "pratai", "serve"],
+            env=self.env,
+            stdout=out,
+            stderr=out,
+            cwd=self.cwd,
         )
 
         def healthy() -> bool:
@@ -130,7 +135,7 @@ class Server:
 _SANDBOX_DIRS: list[Path] = []
 
 
-def start_server(tmp: Path, **env: str) -> Server:
+def start_server(tmp: Path, cwd: Path | None = None, **env: str) -> Server:
     home = tmp / "home"
     port = free_port()
     full_env = {
@@ -139,7 +144,7 @@ def start_server(tmp: Path, **env: str) -> Server:
         "PRATAI_PORT": str(port),
         **env,
     }
-    server = Server(home=home, port=port, env=full_env)
+    server = Server(home=home, port=port, env=full_env, cwd=cwd)
     sandbox_dir = Settings.from_env(full_env).sandbox_dir
     if not sandbox_dir.is_relative_to(home):
         _SANDBOX_DIRS.append(sandbox_dir)

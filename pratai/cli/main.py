@@ -8,12 +8,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from pratai.cli.output import describe_trigger, emit_json, fields, ms, table, when
 from pratai.client import ApiError, Client
+
+if TYPE_CHECKING:
+    from pratai.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,13 +60,24 @@ def main() -> None:
 # --- this machine -----------------------------------------------------------------------------
 
 
+def _settings() -> Settings:
+    """This machine's settings; a bad PRATAI_* variable ends the command with exit code 2."""
+    from pratai.errors import SettingsError
+    from pratai.settings import Settings
+
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
+
+
 @cli.command()
 def serve() -> None:
     """Run api + node with the embedded defaults (settings from PRATAI_* variables)."""
     from pratai.server import serve as run
-    from pratai.settings import Settings
 
-    run(Settings.from_env())
+    run(_settings())
 
 
 @cli.command()
@@ -72,10 +86,10 @@ def doctor(output: str) -> None:
     """Report which sandbox isolation features are active on this machine."""
     from pratai.drivers.podman import PodmanDriver
     from pratai.drivers.process import ProcessDriver
-    from pratai.settings import Settings
 
-    features = ProcessDriver(Settings.from_env()).features()
-    features.update(PodmanDriver(Settings.from_env()).probe())  # container image functions
+    settings = _settings()
+    features = ProcessDriver(settings).features()
+    features.update(PodmanDriver(settings).probe())  # container image functions
     if output == "json":
         emit_json(features)
         return

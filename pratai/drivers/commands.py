@@ -64,8 +64,8 @@ async def run_command(
     """Run `argv` once in a fresh sandbox. Cancelling the awaiting task kills the sandbox."""
     if not driver.bwrap:
         raise SandboxError("bubblewrap (bwrap) is not installed")
+    cmd, env = driver.sandbox(spec)  # may raise: before the cgroup, which would need removing
     cgroup = driver.cgroups.create(spec.key, spec.memory_mb * 1024 * 1024, driver.settings.max_pids)
-    cmd, env = driver.sandbox(spec)
     python = python or driver.settings.sandbox_python
     cmd += ["--dir", BIN_DIR, "--symlink", python, f"{BIN_DIR}/python"]
     env["PATH"] = f"{BIN_DIR}:{env['PATH']}"

@@ -3,8 +3,9 @@
 Each instance is `bwrap ... <python> -I /runtime/bootstrap.py '<config>'`, started as an
 unprivileged host uid (65534) when the platform runs as root, with every namespace unshared
 (network only shared when the function asks for it), a read-only /usr, a few /etc files, the
-code at /code, the runtime at /runtime and a private /tmp. The driver and the runtime talk over
-two pipes with length-prefixed frames; see pratai/runtimes/python/bootstrap.py for the format.
+code at /code, the runtime at /runtime (copied into the sandbox folder, see runtime_files.py)
+and a private /tmp. The driver and the runtime talk over two pipes with length-prefixed frames;
+see pratai/runtimes/python/bootstrap.py for the format.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from typing import IO, Any
 
 from pratai.drivers.base import CallResult, InstanceSpec
 from pratai.drivers.cgroups import Cgroup, CgroupManager
+from pratai.drivers.runtime_files import install_runtimes
 from pratai.errors import SandboxError
 from pratai.settings import Settings
 
-RUNTIMES_DIR = Path(__file__).resolve().parent.parent / "runtimes"
-# runtime name -> its folder under RUNTIMES_DIR, mounted at /runtime
+# runtime name -> its folder of pratai/runtimes (as copied by install_runtimes), mounted at /runtime
 RUNTIME_DIRS = {"python": "python", "node20": "node"}
 PRLIMIT = shutil.which("prlimit")
 # What V8 prints when the heap reaches --max-old-space-size, just before it aborts.
@@ -324,6 +325,19 @@ class ProcessDriver:
         self.bwrap = shutil.which("bwrap")
         self.cgroups = CgroupManager()
         self.drop_privileges = os.geteuid() == 0
+        self._runtimes: Path | None = None  # the copy of pratai/runtimes the sandboxes mount
+
+    def runtime_dir(self, runtime: str) -> Path:
+        """The folder mounted at /runtime, copied into the sandbox folder on first use."""
+        if self._runtimes is None or not self._runtimes.is_dir():
+            try:
+                self._runtimes = install_runtimes(self.settings.sandbox_dir)
+            except OSError as exc:
+                raise SandboxError(
+                    f"cannot copy the runtime files into {self.settings.sandbox_dir}: {exc}",
+                    type="SandboxSetupError",
+                ) from exc
+        return self._runtimes / RUNTIME_DIRS.get(runtime, runtime)
 
     def features(self) -> dict[str, Any]:
         cg = self.cgroups.version
@@ -367,8 +381,7 @@ class ProcessDriver:
                 cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
         cmd += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
         cmd += ["--ro-bind", str(code_dir), "/code"]
-        runtime_dir = RUNTIMES_DIR / RUNTIME_DIRS.get(spec.runtime, spec.runtime)
-        cmd += ["--ro-bind", str(runtime_dir), "/runtime"]
+        cmd += ["--ro-bind", str(self.runtime_dir(spec.runtime)), "/runtime"]
         if env_dir is not None and spec.runtime == "node20":
             # /node_modules is on the lookup path of both require() and import from /code
             cmd += ["--ro-bind", str(env_dir / "node_modules"), "/node_modules"]
@@ -468,8 +481,8 @@ class ProcessDriver:
                 f"Node.js is not installed at {self.settings.sandbox_node}: install Node.js 20 "
                 "(e.g. `apt-get install nodejs`) or set PRATAI_SANDBOX_NODE"
             )
+        runtime_dir = self.runtime_dir(spec.runtime)  # before anything needs cleaning up
         if self.drop_privileges:
-            runtime_dir = RUNTIMES_DIR / RUNTIME_DIRS[spec.runtime]
             for path in (spec.code_dir, spec.env_dir, runtime_dir):
                 if path is not None:
                     _check_reachable(Path(path))

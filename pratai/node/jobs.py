@@ -23,7 +23,8 @@ from pratai.core.models import Job, JobKind, Status, now
 from pratai.core.workspace import Workspace
 from pratai.drivers import InstanceSpec
 from pratai.drivers.commands import run_command
-from pratai.drivers.process import RUNTIMES_DIR, ProcessDriver
+from pratai.drivers.process import ProcessDriver
+from pratai.drivers.runtime_files import PACKAGED
 from pratai.errors import SandboxError
 from pratai.node.pool import VersionPool, pool_stats, shut_down
 from pratai.settings import Settings
@@ -31,7 +32,7 @@ from pratai.settings import Settings
 log = logging.getLogger("pratai.node.jobs")
 
 LEASE_S = 90_000.0  # longer than the longest job
-_JOB_MODULE = RUNTIMES_DIR / "pyjob" / "pratai_job.py"
+_JOB_MODULE = PACKAGED / "pyjob" / "pratai_job.py"  # copied into the sandbox folder
 
 
 class _Output:

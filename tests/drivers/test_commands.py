@@ -27,8 +27,11 @@ def folder() -> Iterator[Path]:
 
 
 @pytest.fixture
-def driver(tmp_path: Path) -> ProcessDriver:
-    return ProcessDriver(Settings(home=tmp_path / "home"))
+def driver(tmp_path: Path) -> Iterator[ProcessDriver]:
+    settings = Settings(home=tmp_path / "home")
+    yield ProcessDriver(settings)
+    if not settings.sandbox_dir.is_relative_to(settings.home):  # /var/tmp, as tmp_path is private
+        shutil.rmtree(settings.sandbox_dir, ignore_errors=True)
 
 
 def spec(folder: Path, memory_mb: int = 128, **env: str) -> InstanceSpec:

@@ -26,8 +26,11 @@ Start = Callable[..., Awaitable[ProcessInstance]]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home", max_output_bytes=1000, max_result_bytes=10_000)
+def settings(tmp_path: Path) -> Iterator[Settings]:
+    s = Settings(home=tmp_path / "home", max_output_bytes=1000, max_result_bytes=10_000)
+    yield s
+    if not s.sandbox_dir.is_relative_to(s.home):  # /var/tmp, as tmp_path is private
+        shutil.rmtree(s.sandbox_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,65 @@
+"""The runtime programs a sandbox mounts at /runtime, copied into the sandbox folder.
+
+When Pratai runs as root the sandbox runs as an unprivileged uid, which may not be able to
+reach where Pratai itself is installed (a clone in /root, in a `mktemp -d` folder: both 0700).
+The sandbox folder is chosen to be reachable (see settings.py), so the driver copies
+pratai/runtimes/ there once, to `<sandbox dir>/runtimes/<content hash>/` (dirs 0755, files 0644),
+and mounts that copy. The hash keeps the files of different Pratai versions sharing one sandbox
+folder apart; writing under a temporary name and renaming makes concurrent first starts safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from pathlib import Path
+
+PACKAGED = Path(__file__).resolve().parent.parent / "runtimes"
+
+
+def _files(source: Path) -> list[Path]:
+    """The runtime files, relative to `source`, without compiled caches."""
+    return sorted(
+        path.relative_to(source)
+        for path in source.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    )
+
+
+def _digest(source: Path, files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(f"{name}\0".encode())
+        digest.update(hashlib.sha256((source / name).read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def install_runtimes(sandbox_dir: Path, source: Path = PACKAGED) -> Path:
+    """The folder holding a sandbox-readable copy of `source` (python/, node/, ...)."""
+    files = _files(source)
+    root = sandbox_dir / "runtimes"
+    target = root / _digest(source, files)
+    if target.is_dir():
+        return target
+    if not sandbox_dir.is_dir():
+        sandbox_dir.mkdir(parents=True)
+        sandbox_dir.chmod(0o755)
+    root.mkdir(exist_ok=True)
+    root.chmod(0o755)
+    tmp = root / f".{target.name}.{uuid.uuid4().hex}"
+    try:
+        tmp.mkdir()
+        for name in files:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / name, tmp / name)
+        for path in [tmp, *tmp.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():  # not merely another process that was first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

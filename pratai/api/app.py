@@ -19,6 +19,7 @@ from pratai.api import (
     images,
     invocations,
     jobs,
+    openapi,
     secrets,
     tenancy,
 )
@@ -40,6 +41,7 @@ def create_app(
     )
     app.state.services = svc
     errors.install(app)
+    openapi.install(app, svc.jobs.runtimes)
     app.include_router(functions.router)
     app.include_router(invocations.router)
     app.include_router(jobs.router)
@@ -51,7 +53,7 @@ def create_app(
     app.include_router(images.router)
     app.add_middleware(AuditMiddleware, store=svc.tenants.store)
 
-    @app.get("/v1/node", tags=["platform"])
+    @app.get("/v1/node", tags=["platform"], responses=errors.responses(*errors.AUTHENTICATED))
     async def node(who: Annotated[Principal, Depends(allowed("operate"))]) -> dict[str, Any]:
         """Warm pools on this process's node and the sandbox features in use."""
         return svc.node_stats() if svc.node_stats else {"pools": [], "driver": None}

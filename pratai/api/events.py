@@ -6,18 +6,21 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from pratai.api import cloudevents
+from pratai.api import cloudevents, rules
 from pratai.api.deps import Services, allowed, read_body, services
-from pratai.api.schemas import InvocationOut, TriggerOut
+from pratai.api.errors import AUTHENTICATED, responses
+from pratai.api.schemas import Input, InvocationOut, TriggerOut
 from pratai.core.models import Status, Trigger, new_id
 from pratai.core.tenants import Principal
 from pratai.core.triggers import TriggerSpec
+from pratai.errors import NotFound, PayloadTooLarge
 
 router = APIRouter(tags=["events"])
+Topic = Annotated[str, Path(json_schema_extra=rules.TOPIC)]
 
 Reader = Annotated[Principal, Depends(allowed("read"))]
 Invoker = Annotated[Principal, Depends(allowed("invoke"))]
@@ -30,14 +33,16 @@ class Published(BaseModel):
     duplicate: bool
 
 
-class TriggerIn(BaseModel):
+class TriggerIn(Input):
+    model_config = ConfigDict(strict=True, json_schema_extra={"allOf": rules.TRIGGER_FIELDS})
+
     function: str
-    event: str
-    type: str = "async"
-    subscribe_to: str | None = None
-    frequency: float | None = None
-    cron: str | None = None
-    timezone: str | None = None
+    event: str = Field(json_schema_extra=rules.EVENT)
+    type: str = Field("async", json_schema_extra=rules.MODE)
+    subscribe_to: str | None = Field(None, description="topic (message)")
+    frequency: float | None = Field(None, description="minutes (timer)")
+    cron: str | None = Field(None, description="cron expression (timer)")
+    timezone: str | None = Field(None, description="IANA time zone of cron")
 
     def spec(self) -> TriggerSpec:
         return TriggerSpec(
@@ -45,8 +50,22 @@ class TriggerIn(BaseModel):
         )
 
 
-@router.post("/v1/events/{topic:path}", status_code=202, response_model=Published)
-async def publish_event(topic: str, request: Request, who: Invoker, svc: Svc) -> Published:
+_EVENT_BODY = {
+    "requestBody": {
+        "description": "the event's data, or a whole CloudEvent (application/cloudevents+json)",
+        "content": {"*/*": {"schema": {}}},
+    }
+}
+
+
+@router.post(
+    "/v1/events/{topic:path}",
+    status_code=202,
+    response_model=Published,
+    responses=responses(*AUTHENTICATED, PayloadTooLarge),
+    openapi_extra=_EVENT_BODY,
+)
+async def publish_event(topic: Topic, request: Request, who: Invoker, svc: Svc) -> Published:
     """Publish to a topic: plain data, or a CloudEvent in binary or structured mode. Answers
     once the event is durable; the same (source, id) twice runs subscribers once."""
     body = await read_body(request, svc.settings.max_payload_bytes)
@@ -55,15 +74,19 @@ async def publish_event(topic: str, request: Request, who: Invoker, svc: Svc) ->
     return Published(id=stored.id, duplicate=duplicate)
 
 
-@router.get("/v1/events/{topic:path}")
+@router.get("/v1/events/{topic:path}", responses=responses(*AUTHENTICATED))
 async def list_events(
-    topic: str, who: Reader, svc: Svc, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    topic: Topic, who: Reader, svc: Svc, limit: Annotated[int, Query(ge=1, le=1000)] = 50
 ) -> list[dict[str, Any]]:
     """The topic's events, newest first, in CloudEvents structured form."""
     return [cloudevents.to_json(e) for e in await svc.events.recent(who.project, topic, limit)]
 
 
-@router.post("/v1/dead-letter/{event_id}/redrive", status_code=202)
+@router.post(
+    "/v1/dead-letter/{event_id}/redrive",
+    status_code=202,
+    responses=responses(*AUTHENTICATED, NotFound),
+)
 async def redrive(event_id: str, who: Invoker, svc: Svc) -> dict[str, str]:
     """Run a dead-lettered event's function again."""
     invocation = await svc.events.redrive(who.project, event_id)
@@ -75,7 +98,9 @@ async def trigger_out(svc: Services, trigger: Trigger, base_url: str) -> Trigger
     return TriggerOut.of(trigger, function.name if function else "?", base_url)
 
 
-@router.get("/v1/triggers", response_model=list[TriggerOut])
+@router.get(
+    "/v1/triggers", response_model=list[TriggerOut], responses=responses(*AUTHENTICATED, NotFound)
+)
 async def list_triggers(
     request: Request, who: Reader, svc: Svc, function: str | None = None
 ) -> list[TriggerOut]:
@@ -84,14 +109,21 @@ async def list_triggers(
     return [await trigger_out(svc, t, str(request.base_url)) for t in found]
 
 
-@router.post("/v1/triggers", status_code=201, response_model=TriggerOut)
+@router.post(
+    "/v1/triggers",
+    status_code=201,
+    response_model=TriggerOut,
+    responses=responses(*AUTHENTICATED, NotFound),
+)
 async def create_trigger(body: TriggerIn, request: Request, who: Deployer, svc: Svc) -> TriggerOut:
     function = await svc.functions.get(who.project, body.function)
     trigger = await svc.triggers.create(who.project, function, body.spec())
     return TriggerOut.of(trigger, function.name, str(request.base_url))
 
 
-@router.delete("/v1/triggers/{trigger_id}", status_code=204)
+@router.delete(
+    "/v1/triggers/{trigger_id}", status_code=204, responses=responses(*AUTHENTICATED, NotFound)
+)
 async def delete_trigger(trigger_id: str, who: Deployer, svc: Svc) -> None:
     await svc.triggers.delete(who.project, trigger_id)
 

@@ -6,16 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
+from pratai.api import rules
 from pratai.api.deps import Services, allowed, services
+from pratai.api.errors import AUTHENTICATED, responses
 from pratai.api.schemas import FunctionOut, FunctionSummary, RollbackIn, TriggerOut, VersionOut
 from pratai.core.functions import FunctionOptions, FunctionView
 from pratai.core.gateway import RouteSpec, describe_limits, parse_rate, parse_route
 from pratai.core.secrets import parse_bindings
 from pratai.core.tenants import Principal
 from pratai.core.triggers import TriggerSpec, validate
-from pratai.errors import PayloadTooLarge
+from pratai.errors import Conflict, NotFound, PayloadTooLarge
 
-router = APIRouter(prefix="/v1/functions", tags=["functions"])
+router = APIRouter(prefix="/v1/functions", tags=["functions"], responses=responses(*AUTHENTICATED))
 
 Reader = Annotated[Principal, Depends(allowed("read"))]
 Deployer = Annotated[Principal, Depends(allowed("deploy"))]
@@ -29,36 +31,87 @@ async def _read_package(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
-@router.post("", status_code=201, response_model=FunctionOut)
+# A function is a package or a container image, and its trigger's fields go together.
+_PACKAGE_OR_IMAGE = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "allOf": [
+                        {"anyOf": [{"required": ["file"]}, {"required": ["image"]}]},
+                        *rules.TRIGGER_FIELDS,
+                    ]
+                }
+            }
+        }
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=FunctionOut,
+    responses=responses(NotFound, Conflict, PayloadTooLarge),
+    openapi_extra=_PACKAGE_OR_IMAGE,
+)
 async def create_function(
     request: Request,
     who: Deployer,
     svc: Svc,
-    name: Annotated[str, Form()],
+    name: Annotated[str, Form(json_schema_extra=rules.NAME)],
     file: Annotated[
         UploadFile | None, File(description="zip with main.py and requirements.txt")
     ] = None,
     image: Annotated[str | None, Form(description="container image ref (instead of file)")] = None,
-    contract: Annotated[str | None, Form(description="image functions: http | stdio")] = None,
+    contract: Annotated[
+        str | None, Form(description="image functions", json_schema_extra=rules.CONTRACT)
+    ] = None,
     description: Annotated[str | None, Form()] = None,
-    memory: Annotated[int | None, Form(description="MB")] = None,
-    timeout: Annotated[float | None, Form(description="seconds")] = None,
+    memory: Annotated[
+        int | None, Form(description="MB", json_schema_extra=rules.FUNCTION_MEMORY_MB)
+    ] = None,
+    timeout: Annotated[
+        float | None, Form(description="seconds", json_schema_extra=rules.FUNCTION_TIMEOUT_S)
+    ] = None,
     network: Annotated[bool | None, Form()] = None,
-    concurrency: Annotated[int | None, Form()] = None,
+    concurrency: Annotated[int | None, Form(json_schema_extra=rules.CONCURRENCY)] = None,
     handler: Annotated[str | None, Form(description="module.func")] = None,
-    max_retries: Annotated[int | None, Form(description="retries of a failed async run")] = None,
-    runtime: Annotated[str | None, Form(description="python (default) | node20")] = None,
-    event: Annotated[str | None, Form(description="webhook | message | timer")] = None,
-    type: Annotated[str, Form(description="async | wait_for_response")] = "async",
-    subscribe_to: Annotated[str | None, Form(description="topic (message)")] = None,
-    frequency: Annotated[float | None, Form(description="minutes (timer)")] = None,
+    max_retries: Annotated[
+        int | None,
+        Form(description="retries of a failed async run", json_schema_extra=rules.MAX_RETRIES),
+    ] = None,
+    runtime: Annotated[
+        str | None, Form(description="python is the default", json_schema_extra=rules.RUNTIME)
+    ] = None,
+    event: Annotated[
+        str | None, Form(description="the trigger to create", json_schema_extra=rules.EVENT)
+    ] = None,
+    type: Annotated[str, Form(json_schema_extra=rules.MODE)] = "async",
+    subscribe_to: Annotated[
+        str | None, Form(description="topic (message)", json_schema_extra=rules.TOPIC)
+    ] = None,
+    frequency: Annotated[
+        float | None,
+        Form(description="minutes (timer)", json_schema_extra=rules.FREQUENCY_MINUTES),
+    ] = None,
     cron: Annotated[str | None, Form(description="cron expression (timer)")] = None,
     timezone: Annotated[str | None, Form(description="time zone of cron")] = None,
-    secret: Annotated[list[str] | None, Form(description="ENV or ENV=secret_name")] = None,
-    secret_file: Annotated[list[str] | None, Form(description="secret in /run/secrets")] = None,
+    secret: Annotated[
+        list[str] | None,
+        Form(description="ENV or ENV=secret_name", json_schema_extra=rules.SECRET_BINDINGS),
+    ] = None,
+    secret_file: Annotated[
+        list[str] | None,
+        Form(description="secret in /run/secrets", json_schema_extra=rules.SECRET_FILES),
+    ] = None,
     route: Annotated[str | None, Form(description='gateway route, e.g. "GET /users/{id}"')] = None,
-    route_auth: Annotated[str, Form(description="public, or the least role")] = "public",
-    rate_limit: Annotated[str | None, Form(description="e.g. 100/minute")] = None,
+    route_auth: Annotated[
+        str, Form(description="public, or the least role", json_schema_extra=rules.ROUTE_AUTH)
+    ] = "public",
+    rate_limit: Annotated[
+        str | None, Form(description="e.g. 100/minute", json_schema_extra=rules.RATE)
+    ] = None,
     max_body: Annotated[int | None, Form(description="route request size limit")] = None,
     route_timeout: Annotated[float | None, Form(description="route time limit, s")] = None,
     cors_origin: Annotated[list[str] | None, Form(description="allowed origin")] = None,
@@ -121,13 +174,17 @@ async def list_functions(who: Reader, svc: Svc) -> list[FunctionSummary]:
     ]
 
 
-@router.get("/{name}", response_model=FunctionOut)
+@router.get("/{name}", response_model=FunctionOut, responses=responses(NotFound))
 async def show_function(name: str, request: Request, who: Reader, svc: Svc) -> FunctionOut:
     view = await svc.functions.view(await svc.functions.get(who.project, name))
     return await _out(svc, view, str(request.base_url))
 
 
-@router.patch("/{name}", response_model=FunctionOut)
+@router.patch(
+    "/{name}",
+    response_model=FunctionOut,
+    responses=responses(NotFound, Conflict, PayloadTooLarge),
+)
 async def update_function(
     name: str,
     request: Request,
@@ -135,17 +192,28 @@ async def update_function(
     svc: Svc,
     file: Annotated[UploadFile | None, File()] = None,
     image: Annotated[str | None, Form(description="a new container image ref")] = None,
-    contract: Annotated[str | None, Form(description="image functions: http | stdio")] = None,
+    contract: Annotated[
+        str | None, Form(description="image functions", json_schema_extra=rules.CONTRACT)
+    ] = None,
     description: Annotated[str | None, Form()] = None,
-    memory: Annotated[int | None, Form()] = None,
-    timeout: Annotated[float | None, Form()] = None,
+    memory: Annotated[int | None, Form(json_schema_extra=rules.FUNCTION_MEMORY_MB)] = None,
+    timeout: Annotated[float | None, Form(json_schema_extra=rules.FUNCTION_TIMEOUT_S)] = None,
     network: Annotated[bool | None, Form()] = None,
-    concurrency: Annotated[int | None, Form()] = None,
+    concurrency: Annotated[int | None, Form(json_schema_extra=rules.CONCURRENCY)] = None,
     handler: Annotated[str | None, Form()] = None,
-    max_retries: Annotated[int | None, Form()] = None,
-    runtime: Annotated[str | None, Form(description="must be the function's runtime")] = None,
-    secret: Annotated[list[str] | None, Form(description="ENV or ENV=secret_name")] = None,
-    secret_file: Annotated[list[str] | None, Form(description="secret in /run/secrets")] = None,
+    max_retries: Annotated[int | None, Form(json_schema_extra=rules.MAX_RETRIES)] = None,
+    runtime: Annotated[
+        str | None,
+        Form(description="must be the function's runtime", json_schema_extra=rules.RUNTIME),
+    ] = None,
+    secret: Annotated[
+        list[str] | None,
+        Form(description="ENV or ENV=secret_name", json_schema_extra=rules.SECRET_BINDINGS),
+    ] = None,
+    secret_file: Annotated[
+        list[str] | None,
+        Form(description="secret in /run/secrets", json_schema_extra=rules.SECRET_FILES),
+    ] = None,
 ) -> FunctionOut:
     """A new `file` makes a new immutable version; other fields change settings."""
     package = await _read_package(file, svc.settings.max_package_bytes) if file else None
@@ -160,14 +228,16 @@ async def update_function(
     return await _out(svc, view, str(request.base_url))
 
 
-@router.get("/{name}/versions", response_model=list[VersionOut])
+@router.get("/{name}/versions", response_model=list[VersionOut], responses=responses(NotFound))
 async def list_versions(name: str, who: Reader, svc: Svc) -> list[VersionOut]:
     function = await svc.functions.get(who.project, name)
     versions = await svc.functions.versions(who.project, name)
     return [VersionOut.of(v, function.active_version) for v in versions]
 
 
-@router.post("/{name}/rollback", response_model=FunctionOut)
+@router.post(
+    "/{name}/rollback", response_model=FunctionOut, responses=responses(NotFound, Conflict)
+)
 async def rollback_function(
     name: str, body: RollbackIn, request: Request, who: Deployer, svc: Svc
 ) -> FunctionOut:
@@ -175,6 +245,6 @@ async def rollback_function(
     return await _out(svc, view, str(request.base_url))
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, responses=responses(NotFound))
 async def delete_function(name: str, who: Deployer, svc: Svc) -> None:
     await svc.functions.delete(who.project, name)

@@ -11,12 +11,16 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from pratai.api.deps import Services, allowed, services
+from pratai.api.errors import AUTHENTICATED, responses
 from pratai.core.images import Images
 from pratai.core.models import Image
 from pratai.core.tenants import Principal
-from pratai.errors import InvalidInput, PayloadTooLarge
+from pratai.errors import InvalidInput, NotFound, PayloadTooLarge
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
+# Every route answers 400 on a platform without a container engine.
+router = APIRouter(
+    prefix="/v1/images", tags=["images"], responses=responses(*AUTHENTICATED, InvalidInput)
+)
 
 Reader = Annotated[Principal, Depends(allowed("read"))]
 Deployer = Annotated[Principal, Depends(allowed("deploy"))]
@@ -70,7 +74,13 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"image archive is over the limit of {limit} bytes", limit=limit)
 
 
-@router.post("", status_code=201, response_model=list[ImageOut], openapi_extra=_UPLOAD_DOC)
+@router.post(
+    "",
+    status_code=201,
+    response_model=list[ImageOut],
+    responses=responses(PayloadTooLarge),
+    openapi_extra=_UPLOAD_DOC,
+)
 async def load_image(request: Request, who: Deployer, svc: Svc) -> list[ImageOut]:
     """Load an archive into the engine and record its images for the caller's project. The
     body is read here, after the key is checked, and refused early when it declares a size
@@ -105,11 +115,11 @@ async def list_images(who: Reader, svc: Svc) -> list[ImageOut]:
     return [ImageOut.of(image) for image in await _images(svc).all(who.project)]
 
 
-@router.get("/{ref:path}", response_model=ImageOut)
+@router.get("/{ref:path}", response_model=ImageOut, responses=responses(NotFound))
 async def show_image(ref: str, who: Reader, svc: Svc) -> ImageOut:
     return ImageOut.of(await _images(svc).get(who.project, ref))
 
 
-@router.delete("/{ref:path}", status_code=204)
+@router.delete("/{ref:path}", status_code=204, responses=responses(NotFound))
 async def delete_image(ref: str, who: Deployer, svc: Svc) -> None:
     await _images(svc).delete(who.project, ref)

@@ -8,10 +8,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from pratai.api.deps import Services, allowed, read_body, services
+from pratai.api.errors import AUTHENTICATED, responses
 from pratai.api.schemas import Accepted, InvocationOut, LogLineOut, LogsOut
 from pratai.core.tenants import Principal
+from pratai.errors import Conflict, NotFound, PayloadTooLarge
 
-router = APIRouter(prefix="/v1", tags=["invocations"])
+router = APIRouter(prefix="/v1", tags=["invocations"], responses=responses(*AUTHENTICATED))
 
 Reader = Annotated[Principal, Depends(allowed("read"))]
 Invoker = Annotated[Principal, Depends(allowed("invoke"))]
@@ -21,7 +23,10 @@ Svc = Annotated[Services, Depends(services)]
 @router.post(
     "/functions/{name}/invoke",
     response_model=InvocationOut,
-    responses={202: {"model": Accepted, "description": "queued (async=true)"}},
+    responses={
+        202: {"model": Accepted, "description": "queued (async=true)"},
+        **responses(NotFound, Conflict, PayloadTooLarge),
+    },
     openapi_extra={
         "requestBody": {
             "description": "the payload: JSON is decoded for the function, anything else "
@@ -50,12 +55,14 @@ async def invoke(
     return JSONResponse(InvocationOut.of(done))
 
 
-@router.get("/invocations/{invocation_id}", response_model=InvocationOut)
+@router.get(
+    "/invocations/{invocation_id}", response_model=InvocationOut, responses=responses(NotFound)
+)
 async def show_invocation(invocation_id: str, who: Reader, svc: Svc) -> Any:
     return InvocationOut.of(await svc.invocations.get(who.project, invocation_id))
 
 
-@router.get("/invocations/{invocation_id}/tree")
+@router.get("/invocations/{invocation_id}/tree", responses=responses(NotFound))
 async def invocation_tree(invocation_id: str, who: Reader, svc: Svc) -> list[dict[str, Any]]:
     """The pipeline run this invocation belongs to, root first, each with its depth."""
     return [
@@ -64,7 +71,7 @@ async def invocation_tree(invocation_id: str, who: Reader, svc: Svc) -> list[dic
     ]
 
 
-@router.get("/invocations", response_model=list[InvocationOut])
+@router.get("/invocations", response_model=list[InvocationOut], responses=responses(NotFound))
 async def list_invocations(
     who: Reader,
     svc: Svc,
@@ -76,7 +83,7 @@ async def list_invocations(
     return [InvocationOut.of(inv) for inv in found]
 
 
-@router.get("/functions/{name}/logs", response_model=LogsOut)
+@router.get("/functions/{name}/logs", response_model=LogsOut, responses=responses(NotFound))
 async def function_logs(
     name: str,
     who: Reader,

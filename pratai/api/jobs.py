@@ -14,14 +14,17 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from pratai.api import rules
 from pratai.api.deps import Services, allowed, read_body, services
+from pratai.api.errors import AUTHENTICATED, responses
+from pratai.api.schemas import Input
 from pratai.core.jobs import PICKLE_TYPE, JobSpec
-from pratai.core.models import Job, SavedJob
+from pratai.core.models import Job, SavedJob, Status
 from pratai.core.saved_jobs import next_run
 from pratai.core.tenants import Principal
-from pratai.errors import InvalidInput
+from pratai.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=responses(*AUTHENTICATED))
 
 Reader = Annotated[Principal, Depends(allowed("read"))]
 Invoker = Annotated[Principal, Depends(allowed("invoke"))]
@@ -31,13 +34,24 @@ MAX_WAIT_S = 60.0
 FOLLOW_POLL_S = 0.1
 
 
-class JobIn(BaseModel):
-    command: list[str] = Field(description="argv, run in the sandbox without a shell")
-    runtime: str | None = Field(None, description="e.g. python3.11 or node20 (GET /v1/runtimes)")
-    env: dict[str, str] = {}
-    stdin: str = Field("", description="the command's stdin, base64")
-    memory_mb: int | None = None
-    timeout_s: float | None = None
+class JobIn(Input):
+    command: list[Annotated[str, Field(json_schema_extra={"minLength": 1})]] = Field(
+        description="argv, run in the sandbox without a shell",
+        json_schema_extra={"minItems": 1},
+    )
+    runtime: str | None = Field(
+        None,
+        description="e.g. python3.11 or node20 (GET /v1/runtimes); the document lists the "
+        "names this server accepts",
+    )
+    env: dict[str, str] = Field(
+        {}, json_schema_extra={"propertyNames": {"pattern": rules.ENV_NAME}}
+    )
+    stdin: str = Field(
+        "", description="the command's stdin, base64", json_schema_extra=rules.BASE64
+    )
+    memory_mb: int | None = Field(None, json_schema_extra=rules.JOB_MEMORY_MB)
+    timeout_s: float | None = Field(None, json_schema_extra=rules.JOB_TIMEOUT_S)
     network: bool = False
 
     def spec(self) -> JobSpec:
@@ -57,10 +71,10 @@ class JobIn(BaseModel):
 
 
 class SavedJobIn(JobIn):
-    name: str
+    name: str = Field(json_schema_extra=rules.NAME)
 
 
-class ScheduleIn(BaseModel):
+class ScheduleIn(Input):
     cron: str | None = Field(description="a cron expression, or null to stop the schedule")
     timezone: str | None = None
 
@@ -149,7 +163,7 @@ async def runtimes(who: Reader, svc: Svc) -> dict[str, Any]:
     return {"jobs": svc.jobs.runtimes.names(), "python": svc.jobs.runtimes.python}
 
 
-@router.post("/jobs", status_code=202, response_model=JobOut)
+@router.post("/jobs", status_code=202, response_model=JobOut, responses=responses(PayloadTooLarge))
 async def submit_command(body: JobIn, who: Invoker, svc: Svc) -> Any:
     """Run a command once in the sandbox. Answers once the job is durably queued."""
     return JobOut.of(await svc.jobs.submit_command(who.project, body.spec()))
@@ -159,6 +173,7 @@ async def submit_command(body: JobIn, who: Invoker, svc: Svc) -> Any:
     "/jobs/callable",
     status_code=202,
     response_model=JobOut,
+    responses=responses(PayloadTooLarge),
     openapi_extra={
         "requestBody": {
             "description": "cloudpickle of {'fn', 'args', 'kwargs'} or {'fn', 'map'}",
@@ -170,10 +185,15 @@ async def submit_callable(
     request: Request,
     who: Invoker,
     svc: Svc,
-    python: Annotated[str, Query(description="the caller's Python major.minor")],
-    requirements: Annotated[list[str] | None, Query()] = None,
-    memory_mb: int | None = None,
-    timeout_s: float | None = None,
+    python: Annotated[
+        str, Query(description="the caller's Python major.minor: the server's own (see /runtimes)")
+    ],
+    requirements: Annotated[
+        list[str] | None,
+        Query(json_schema_extra={"items": {"type": "string", "pattern": rules.REQUIREMENT}}),
+    ] = None,
+    memory_mb: Annotated[int | None, Query(json_schema_extra=rules.JOB_MEMORY_MB)] = None,
+    timeout_s: Annotated[float | None, Query(json_schema_extra=rules.JOB_TIMEOUT_S)] = None,
     network: bool = False,
     wait: Annotated[float, Query(description="seconds to wait for the outcome (max 60)")] = 0,
 ) -> Any:
@@ -198,18 +218,21 @@ async def submit_callable(
 
 @router.get("/jobs")
 async def list_jobs(
-    who: Reader, svc: Svc, limit: int = 50, status: str | None = None
+    who: Reader,
+    svc: Svc,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    status: Status | None = None,
 ) -> dict[str, list[JobOut]]:
     jobs = await svc.jobs.recent(who.project, limit, status)
     return {"jobs": [JobOut(**JobOut.of(job)) for job in jobs]}
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut)
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=responses(NotFound))
 async def show_job(job_id: str, who: Reader, svc: Svc) -> Any:
     return JobOut.of(await svc.jobs.get(who.project, job_id))
 
 
-@router.get("/jobs/{job_id}/result", response_model=JobResultOut)
+@router.get("/jobs/{job_id}/result", response_model=JobResultOut, responses=responses(NotFound))
 async def job_result(job_id: str, who: Reader, svc: Svc, timeout: float = 30.0) -> Any:
     """Waits up to `timeout` seconds (at most 60) for the job to finish."""
     job = await svc.jobs.wait(who.project, job_id, min(max(timeout, 0.0), MAX_WAIT_S))
@@ -231,7 +254,14 @@ def _result(job: Job) -> dict[str, Any]:
     }
 
 
-@router.get("/jobs/{job_id}/output")
+@router.get(
+    "/jobs/{job_id}/output",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+        **responses(NotFound),
+    },
+)
 async def job_output(job_id: str, who: Reader, svc: Svc, follow: bool = False) -> Response:
     """The job's output as JSON lines: `{"stream", "text"}` chunks, and last `{"status",
     "exit_code", "error"}`. With `follow`, chunks arrive while the job runs."""
@@ -261,12 +291,19 @@ async def job_output(job_id: str, who: Reader, svc: Svc, follow: bool = False) -
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+@router.post(
+    "/jobs/{job_id}/cancel", response_model=JobOut, responses=responses(NotFound, Conflict)
+)
 async def cancel_job(job_id: str, who: Invoker, svc: Svc) -> Any:
     return JobOut.of(await svc.jobs.cancel(who.project, job_id))
 
 
-@router.post("/saved-jobs", status_code=201, response_model=SavedJobOut)
+@router.post(
+    "/saved-jobs",
+    status_code=201,
+    response_model=SavedJobOut,
+    responses=responses(Conflict, PayloadTooLarge),
+)
 async def save_job(body: SavedJobIn, who: Deployer, svc: Svc) -> Any:
     return SavedJobOut.of(await svc.saved_jobs.save(who.project, body.name, body.spec()))
 
@@ -277,22 +314,26 @@ async def list_saved_jobs(who: Reader, svc: Svc) -> dict[str, list[SavedJobOut]]
     return {"saved_jobs": [SavedJobOut(**SavedJobOut.of(s)) for s in saved]}
 
 
-@router.get("/saved-jobs/{name}", response_model=SavedJobOut)
+@router.get("/saved-jobs/{name}", response_model=SavedJobOut, responses=responses(NotFound))
 async def show_saved_job(name: str, who: Reader, svc: Svc) -> Any:
     return SavedJobOut.of(await svc.saved_jobs.get(who.project, name))
 
 
-@router.delete("/saved-jobs/{name}", status_code=204)
+@router.delete("/saved-jobs/{name}", status_code=204, responses=responses(NotFound))
 async def delete_saved_job(name: str, who: Deployer, svc: Svc) -> None:
     await svc.saved_jobs.delete(who.project, name)
 
 
-@router.post("/saved-jobs/{name}/run", status_code=202, response_model=JobOut)
+@router.post(
+    "/saved-jobs/{name}/run", status_code=202, response_model=JobOut, responses=responses(NotFound)
+)
 async def run_saved_job(name: str, who: Invoker, svc: Svc) -> Any:
     return JobOut.of(await svc.saved_jobs.run(who.project, name))
 
 
-@router.put("/saved-jobs/{name}/schedule", response_model=SavedJobOut)
+@router.put(
+    "/saved-jobs/{name}/schedule", response_model=SavedJobOut, responses=responses(NotFound)
+)
 async def schedule_saved_job(name: str, body: ScheduleIn, who: Deployer, svc: Svc) -> Any:
     saved = await svc.saved_jobs.schedule(who.project, name, body.cron, body.timezone)
     return SavedJobOut.of(saved)

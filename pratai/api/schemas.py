@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from pratai.core.functions import FunctionView
 from pratai.core.invocations import decode_result
 from pratai.core.models import FunctionVersion, Invocation, Trigger
+
+
+class Input(BaseModel):
+    """A JSON request body: its values must have the JSON types the document states; nothing
+    is coerced (`1` is not `true`, `"5"` is not `5`)."""
+
+    model_config = ConfigDict(strict=True)
 
 
 class VersionOut(BaseModel):
@@ -173,7 +180,7 @@ class Accepted(BaseModel):
     status: str
 
 
-class RollbackIn(BaseModel):
+class RollbackIn(Input):
     version: int
 
 

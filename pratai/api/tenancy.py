@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, Strict
 
+from pratai.api import rules
 from pratai.api.deps import Services, allowed, principal, services
+from pratai.api.errors import AUTHENTICATED, responses
+from pratai.api.schemas import Input
 from pratai.core.gateway import parse_rate
 from pratai.core.models import ApiKey, Role
 from pratai.core.tenants import Principal, parse_duration
+from pratai.errors import Conflict, NotFound
 
-router = APIRouter(prefix="/v1", tags=["tenancy"])
+router = APIRouter(prefix="/v1", tags=["tenancy"], responses=responses(*AUTHENTICATED))
 
 Anyone = Annotated[Principal, Depends(principal)]
 Admin = Annotated[Principal, Depends(allowed("administer"))]
@@ -20,8 +24,8 @@ Reader = Annotated[Principal, Depends(allowed("read"))]
 Svc = Annotated[Services, Depends(services)]
 
 
-class ProjectIn(BaseModel):
-    name: str
+class ProjectIn(Input):
+    name: str = Field(json_schema_extra=rules.NAME)
 
 
 class ProjectOut(BaseModel):
@@ -30,18 +34,22 @@ class ProjectOut(BaseModel):
     created_at: float
 
 
-class UserIn(BaseModel):
-    name: str
+class UserIn(Input):
+    name: str = Field(json_schema_extra=rules.NAME)
     project: str
-    role: Role = Role.DEVELOPER
+    role: Annotated[Role, Strict(False)] = Role.DEVELOPER  # the enum from its JSON string
 
 
-class KeyIn(BaseModel):
+class KeyIn(Input):
     project: str | None = None
-    role: Role
-    expires: str | None = None  # "30d", "12h", "15m", "90s"
+    role: Annotated[Role, Strict(False)]
+    expires: str | None = Field(
+        None, description="e.g. 30d, 12h, 15m, 90s", json_schema_extra=rules.DURATION
+    )
     name: str = ""
-    rate_limit: str | None = None  # "100/minute", over every endpoint
+    rate_limit: str | None = Field(
+        None, description="e.g. 100/minute, over every endpoint", json_schema_extra=rules.RATE
+    )
 
 
 class KeyOut(BaseModel):
@@ -112,7 +120,7 @@ async def whoami(who: Anyone) -> Whoami:
     )
 
 
-@router.post("/projects", status_code=201, response_model=ProjectOut)
+@router.post("/projects", status_code=201, response_model=ProjectOut, responses=responses(Conflict))
 async def create_project(body: ProjectIn, who: Admin, svc: Svc) -> ProjectOut:
     """Admins of the `default` project create projects."""
     project = await svc.tenants.create_project(who, body.name)
@@ -127,14 +135,16 @@ async def list_projects(who: Reader, svc: Svc) -> list[ProjectOut]:
     ]
 
 
-@router.post("/users", status_code=201, response_model=NewUser)
+@router.post(
+    "/users", status_code=201, response_model=NewUser, responses=responses(NotFound, Conflict)
+)
 async def create_user(body: UserIn, who: Admin, svc: Svc) -> NewUser:
     """Admins create users; the answer holds the user's first key, shown this once."""
     user, token = await svc.tenants.create_user(who, body.name, body.project, body.role)
     return NewUser(id=user.id, name=user.name, project=body.project, role=body.role, token=token)
 
 
-@router.post("/keys", status_code=201, response_model=NewKey)
+@router.post("/keys", status_code=201, response_model=NewKey, responses=responses(NotFound))
 async def create_key(body: KeyIn, who: Anyone, svc: Svc) -> NewKey:
     """A key with a role no higher than the caller's; the token is shown this once."""
     expires = parse_duration(body.expires) if body.expires else None
@@ -144,13 +154,14 @@ async def create_key(body: KeyIn, who: Anyone, svc: Svc) -> NewKey:
     return NewKey(**KeyOut.of(key, project).model_dump(), token=token)
 
 
-@router.get("/keys", response_model=list[KeyOut])
+@router.get("/keys", response_model=list[KeyOut], responses=responses(NotFound))
 async def list_keys(who: Reader, svc: Svc, project: str | None = None) -> list[KeyOut]:
     name = project or who.project.name
     return [KeyOut.of(k, name) for k in await svc.tenants.keys(who, project)]
 
 
-@router.delete("/keys/{key_id}", status_code=204)
+# 409: the last admin key of the default project is not revoked (nobody could administer).
+@router.delete("/keys/{key_id}", status_code=204, responses=responses(NotFound, Conflict))
 async def revoke_key(key_id: str, who: Anyone, svc: Svc) -> None:
     await svc.tenants.revoke(who, key_id)
 

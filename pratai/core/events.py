@@ -41,13 +41,14 @@ DEAD_LETTER_TOPIC = "dead-letter"
 DEAD_LETTER_SOURCE = "/pratai/dead-letter"
 HOPS = "prataihops"
 PARENT = "prataiparent"
-_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
+TOPIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$"
+_TOPIC = re.compile(TOPIC_PATTERN)
 _CACHE_SECONDS = 1.0
 FLUSH_SECONDS = 0.2
 
 
 def check_topic(topic: str) -> str:
-    if not _TOPIC.match(topic or ""):
+    if not _TOPIC.fullmatch(topic or ""):
         raise InvalidInput(
             f"invalid topic {topic!r}: use letters, digits, '.', '_', '-' or '/' (at most 255)"
         )

@@ -61,7 +61,7 @@ def parse_route(text: str) -> tuple[str, str]:
 
 def parse_rate(text: str) -> tuple[int, float]:
     count, _, unit = text.partition("/")
-    if not count.isdigit() or int(count) < 1 or unit not in _WINDOWS:
+    if not (count.isascii() and count.isdigit()) or int(count) < 1 or unit not in _WINDOWS:
         raise InvalidInput(f"rate limit {text!r}: use e.g. 100/minute (second, minute, hour, day)")
     return int(count), float(_WINDOWS[unit])
 

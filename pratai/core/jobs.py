@@ -49,6 +49,11 @@ class Runtimes:
     def names(self) -> list[str]:
         return [f"python{self.python}", *([f"node{self.node}"] if self.node else [])]
 
+    def accepted(self) -> list[str]:
+        """Every name `resolve` takes (besides none at all)."""
+        python = ["python", "python3", f"python{self.python}"]
+        return python + (["node", "nodejs", f"node{self.node}"] if self.node else [])
+
     def resolve(self, name: str | None) -> str:
         """The canonical runtime name for what a user typed ("python", "python3.11", "node")."""
         if not name or name in ("python", "python3", f"python{self.python}"):
@@ -98,7 +103,7 @@ def check_limits(memory_mb: int | None, timeout_s: float | None) -> None:
 
 def check_env(env: dict[str, str]) -> None:
     for key in env:
-        if not key or "=" in key or "\x00" in key or not key.replace("_", "a").isalnum():
+        if not (key.isascii() and key.replace("_", "a").isalnum()):  # as the API documents
             raise InvalidInput(f"invalid environment variable name {key!r}")
 
 

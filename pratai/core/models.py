@@ -11,12 +11,15 @@ from typing import Any
 
 from pratai.errors import InvalidName
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+# The OpenAPI document states these patterns; `fullmatch`, as JSON Schema reads them ("$" does
+# not allow a trailing newline there).
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
+_NAME = re.compile(NAME_PATTERN)
 
 
 def check_name(name: str, what: str = "function") -> str:
     """DNS-label-like names (underscore allowed, as users write `music_tag`)."""
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise InvalidName(
             f"invalid {what} name {name!r}: use 1-63 lowercase letters, digits, '-' or '_', "
             "starting and ending with a letter or digit",

@@ -19,7 +19,8 @@ from pratai.core.models import Function, Project, now
 from pratai.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from pratai.store import Store
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
+_NAME = re.compile(SECRET_NAME_PATTERN)
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_SECRET_BYTES = 64 * 1024
 MASK = "***"
@@ -47,15 +48,15 @@ def parse_bindings(specs: list[str], files: list[str] | None = None) -> dict[str
     `--secret-file tls_key` -> {"file:tls_key": "tls_key"} (/run/secrets/tls_key)."""
     bindings: dict[str, str] = {}
     for name in files or []:
-        if not _NAME.match(name) or name.startswith("."):
+        if not _NAME.fullmatch(name) or name.startswith("."):
             raise InvalidInput(f"invalid secret name {name!r}")
         bindings[FILE + name] = name
     for spec in specs:
         env, _, name = spec.partition("=")
         name = name or env
-        if not _ENV.match(env):
+        if not _ENV.fullmatch(env):
             raise InvalidInput(f"invalid environment variable name {env!r}")
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise InvalidInput(f"invalid secret name {name!r}")
         bindings[env] = name
     return bindings
@@ -73,7 +74,7 @@ class Secrets:
             await listener()
 
     async def create(self, project: Project, name: str, value: str) -> None:
-        if not _NAME.match(name or ""):
+        if not _NAME.fullmatch(name or ""):
             raise InvalidInput(
                 f"invalid secret name {name!r}: letters, digits, '_', '.', '-' (at most 128)"
             )

@@ -44,7 +44,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(text: str) -> float:
     """'30d', '12h', '15m', '90s' -> seconds."""
     number, unit = text[:-1], text[-1:].lower()
-    if unit not in _UNITS or not number.isdigit() or int(number) <= 0:
+    if unit not in _UNITS or not (number.isascii() and number.isdigit()) or int(number) <= 0:
         raise InvalidInput(f"invalid duration {text!r}: use e.g. 30d, 12h, 15m or 90s")
     return int(number) * _UNITS[unit]
 

@@ -5,6 +5,7 @@ codes and JSON bodies, the invoke endpoint's answers and the OpenAPI document.""
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import shutil
 import time
@@ -424,7 +425,7 @@ async def test_bad_deploys_are_4xx_with_a_message(api: Api) -> None:
         api.admin,
         files={"file": ("package.zip", ECHO, "application/zip")},
     )
-    body = error_of(missing_name, 422, "invalid_input")
+    body = error_of(missing_name, 400, "invalid_input")
     assert "name" in body["message"]
     assert [d["field"] for d in body["details"]] == ["body.name"]
 
@@ -433,7 +434,7 @@ async def test_bad_deploys_are_4xx_with_a_message(api: Api) -> None:
     assert "--file" in body["message"] and "--image" in body["message"]
 
     bad_memory = await api.deploy(api.admin, memory="lots")
-    assert "body.memory" in error_of(bad_memory, 422, "invalid_input")["message"]
+    assert "body.memory" in error_of(bad_memory, 400, "invalid_input")["message"]
 
     error_of(await api.deploy(api.admin, memory="8193"), 400, "invalid_input")
     error_of(await api.deploy(api.admin, "Not A Name"), 400, "invalid_name")
@@ -443,7 +444,7 @@ async def test_bad_deploys_are_4xx_with_a_message(api: Api) -> None:
     assert (await api.deploy(api.admin)).status_code == 201
     error_of(await api.deploy(api.admin), 409, "conflict")
     rollback = await api.request("POST", "/v1/functions/echo/rollback", api.admin, json={})
-    assert "version" in error_of(rollback, 422, "invalid_input")["message"]
+    assert "version" in error_of(rollback, 400, "invalid_input")["message"]
 
 
 # --- invoking ----------------------------------------------------------------------------
@@ -543,6 +544,51 @@ async def test_openapi_lists_every_v1_route(api: Api) -> None:
         assert error_of(answer, 401, "unauthorized"), (method, path)
     assert document["info"]["version"] == pratai.__version__
     assert (await api.request("GET", "/docs")).status_code == 200
+
+
+async def test_the_document_declares_every_error_with_its_body(api: Api) -> None:
+    document = (await api.request("GET", "/openapi.json")).json()
+    error_body = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            answers = operation["responses"]
+            assert "422" not in answers, (method, path)  # invalid input is 400, always
+            for status, answer in answers.items():
+                if status.startswith(("4", "5")):
+                    schema = answer["content"]["application/json"]["schema"]
+                    assert schema == error_body, (method, path, status)
+            named = "{" in path and "{topic}" not in path  # a topic exists once it has events
+            if path.startswith("/v1") and named and method in ("get", "delete"):
+                assert "404" in answers, (method, path)
+    assert {"401", "403", "429"} <= set(document["paths"]["/v1/whoami"]["get"]["responses"])
+    assert "409" in document["paths"]["/v1/keys/{key_id}"]["delete"]["responses"]
+    # the rules the API enforces are in the schemas
+    status = next(
+        p for p in document["paths"]["/v1/jobs"]["get"]["parameters"] if p["name"] == "status"
+    )
+    assert {"$ref": "#/components/schemas/Status"} in status["schema"]["anyOf"]
+    assert "queued" in document["components"]["schemas"]["Status"]["enum"]
+    project = document["components"]["schemas"]["ProjectIn"]["properties"]["name"]
+    assert re.fullmatch(project["pattern"], "my-project")
+    assert not re.fullmatch(project["pattern"], "My Project")
+
+
+async def test_unknown_status_and_bad_json_types_are_400(api: Api) -> None:
+    error_of(await api.request("GET", "/v1/jobs?status=q", api.admin), 400, "invalid_input")
+    bad_type = await api.request("POST", "/v1/jobs", api.admin, json={"command": "echo"})
+    error_of(bad_type, 400, "invalid_input")
+    not_a_bool = await api.request(
+        "POST", "/v1/jobs", api.admin, json={"command": ["true"], "network": 0}
+    )
+    assert "network" in error_of(not_a_bool, 400, "invalid_input")["message"]
+
+
+async def test_405_names_every_method_the_path_has(api: Api) -> None:
+    answer = await api.request("PUT", "/v1/functions/echo", api.admin)
+    assert answer.status_code == 405
+    assert {m.strip() for m in answer.headers["allow"].split(",")} == {"GET", "PATCH", "DELETE"}
+    answer = await api.request("DELETE", "/v1/functions", api.admin)
+    assert {m.strip() for m in answer.headers["allow"].split(",")} == {"GET", "POST"}
 
 
 # --- lifecycle ---------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from pratai.core.triggers import Triggers
 from pratai.core.workspace import Workspace
 from pratai.drivers.podman import PodmanDriver, PodmanEngine
 from pratai.drivers.process import ProcessDriver
+from pratai.errors import SettingsError
 from pratai.node.agent import Node
 from pratai.node.jobs import JobRunner, detect_runtimes
 from pratai.scheduler import Scheduler
@@ -61,7 +62,12 @@ class Platform:
 
     @classmethod
     def assemble(cls, settings: Settings) -> Platform:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(
+                f"PRATAI_HOME='{settings.home}': cannot create the data folder ({exc.strerror})"
+            ) from None
         store = open_store(settings.store_url)
         broker = open_broker(settings.broker_url, str(settings.home / "broker.sqlite3"))
         artifacts = FilesystemArtifacts(settings.artifacts_dir)

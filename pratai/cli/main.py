@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -60,13 +61,22 @@ def main() -> None:
 # --- this machine -----------------------------------------------------------------------------
 
 
-def _settings() -> Settings:
+def load_settings() -> Settings:
     """This machine's settings; a bad PRATAI_* variable ends the command with exit code 2."""
-    from pratai.errors import SettingsError
     from pratai.settings import Settings
 
-    try:
+    with exit_on_bad_settings():
         return Settings.from_env()
+
+
+@contextlib.contextmanager
+def exit_on_bad_settings() -> Iterator[None]:
+    """A setting found bad (at parse time, or when the data folder cannot be made) ends the
+    command with its one line and exit code 2, with no traceback."""
+    from pratai.errors import SettingsError
+
+    try:
+        yield
     except SettingsError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
@@ -77,7 +87,9 @@ def serve() -> None:
     """Run api + node with the embedded defaults (settings from PRATAI_* variables)."""
     from pratai.server import serve as run
 
-    run(_settings())
+    settings = load_settings()
+    with exit_on_bad_settings():
+        run(settings)
 
 
 @cli.command()
@@ -87,7 +99,7 @@ def doctor(output: str) -> None:
     from pratai.drivers.podman import PodmanDriver
     from pratai.drivers.process import ProcessDriver
 
-    settings = _settings()
+    settings = load_settings()
     features = ProcessDriver(settings).features()
     features.update(PodmanDriver(settings).probe())  # container image functions
     if output == "json":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from pratai.cli.main import cli, handle_errors, output_option
+from pratai.cli.main import cli, handle_errors, load_settings, output_option
 from pratai.cli.output import emit_json, table, when
 from pratai.client import Client, find_credentials, login_file
 from pratai.errors import PrataiError
@@ -166,9 +166,8 @@ def admin_key(name: str, save: bool) -> None:
     runs `pratai serve`, with the same PRATAI_HOME or PRATAI_DATABASE_URL. The key is printed
     once on stdout and stored only hashed; it is saved nowhere else unless --save."""
     from pratai.admin_key import mint_admin_key
-    from pratai.settings import Settings
 
-    settings = Settings.from_env()
+    settings = load_settings()
     try:
         token = asyncio.run(mint_admin_key(settings, name))
     except PrataiError as exc:

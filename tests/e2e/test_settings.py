@@ -102,3 +102,25 @@ def test_every_bad_variable_is_named_and_secrets_are_not_repeated(tmp_path: Path
     assert (
         f"PRATAI_SECRETS_KEY=<hidden, {len(SECRET)} characters>: expected Fernet keys" in lines[2]
     )
+
+
+def test_a_data_folder_that_cannot_be_made_stops_serve_with_one_line(tmp_path: Path) -> None:
+    # For root /proc looks writable, so only making the folder tells (/proc refuses new files);
+    # other users are refused when the variable is read.
+    done = serve(tmp_path, PRATAI_HOME="/proc/pratai-home")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: PRATAI_HOME='/proc/pratai-home': "), done.stderr
+
+
+def test_admin_key_checks_the_settings_as_serve_does(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pratai", "admin-key"],
+        env={**os.environ, "PRATAI_HOME": str(tmp_path), "PRATAI_PORT": "80.9"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr == "error: PRATAI_PORT='80.9': expected an integer from 1 to 65535\n"
+    assert done.stdout == ""

@@ -48,6 +48,17 @@ _PACKAGE_OR_IMAGE = {
 }
 
 
+# Form fields that deploy and update share
+SecretBindings = Annotated[
+    list[str] | None,
+    Form(description="ENV or ENV=secret_name", json_schema_extra=rules.SECRET_BINDINGS),
+]
+SecretFiles = Annotated[
+    list[str] | None,
+    Form(description="secret in /run/secrets", json_schema_extra=rules.SECRET_FILES),
+]
+
+
 @router.post(
     "",
     status_code=201,
@@ -97,14 +108,8 @@ async def create_function(
     ] = None,
     cron: Annotated[str | None, Form(description="cron expression (timer)")] = None,
     timezone: Annotated[str | None, Form(description="time zone of cron")] = None,
-    secret: Annotated[
-        list[str] | None,
-        Form(description="ENV or ENV=secret_name", json_schema_extra=rules.SECRET_BINDINGS),
-    ] = None,
-    secret_file: Annotated[
-        list[str] | None,
-        Form(description="secret in /run/secrets", json_schema_extra=rules.SECRET_FILES),
-    ] = None,
+    secret: SecretBindings = None,
+    secret_file: SecretFiles = None,
     route: Annotated[str | None, Form(description='gateway route, e.g. "GET /users/{id}"')] = None,
     route_auth: Annotated[
         str, Form(description="public, or the least role", json_schema_extra=rules.ROUTE_AUTH)
@@ -206,14 +211,8 @@ async def update_function(
         str | None,
         Form(description="must be the function's runtime", json_schema_extra=rules.RUNTIME),
     ] = None,
-    secret: Annotated[
-        list[str] | None,
-        Form(description="ENV or ENV=secret_name", json_schema_extra=rules.SECRET_BINDINGS),
-    ] = None,
-    secret_file: Annotated[
-        list[str] | None,
-        Form(description="secret in /run/secrets", json_schema_extra=rules.SECRET_FILES),
-    ] = None,
+    secret: SecretBindings = None,
+    secret_file: SecretFiles = None,
 ) -> FunctionOut:
     """A new `file` makes a new immutable version; other fields change settings."""
     package = await _read_package(file, svc.settings.max_package_bytes) if file else None

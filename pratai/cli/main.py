@@ -71,8 +71,7 @@ def load_settings() -> Settings:
 
 @contextlib.contextmanager
 def exit_on_bad_settings() -> Iterator[None]:
-    """A setting found bad (at parse time, or when the data folder cannot be made) ends the
-    command with its one line and exit code 2, with no traceback."""
+    """A bad setting (read, or the data folder unmakeable) ends the command: one line, exit 2."""
     from pratai.errors import SettingsError
 
     try:
@@ -86,10 +85,10 @@ def exit_on_bad_settings() -> Iterator[None]:
 def serve() -> None:
     """Run api + node with the embedded defaults (settings from PRATAI_* variables)."""
     from pratai.server import serve as run
+    from pratai.settings import Settings
 
-    settings = load_settings()
     with exit_on_bad_settings():
-        run(settings)
+        run(Settings.from_env())
 
 
 @cli.command()

@@ -11,11 +11,15 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from pratai.settings import Settings
 
@@ -150,3 +154,19 @@ def start_server(tmp: Path, cwd: Path | None = None, **env: str) -> Server:
         _SANDBOX_DIRS.append(sandbox_dir)
     server.start()
     return server
+
+
+PG_SERVER = os.environ.get("PRATAI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def fresh_pg_database(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database on the test PostgreSQL server, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -5,7 +5,6 @@ Fails (does not skip) when PostgreSQL is unreachable; PRATAI_TEST_PG_URL points 
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -14,21 +13,14 @@ import pytest
 
 from pratai.connectors.postgres import PostgresConnector
 from tests.connectors.support import Collector, PrivatePostgres, running, wait_until
-
-PG_SERVER = os.environ.get("PRATAI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.helpers import fresh_pg_database
 
 
 @pytest.fixture(scope="module")
 def pg_db() -> Iterator[str]:
     """A fresh database for this module (the outbox table lives in it)."""
-    name = f"pratai_conn_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("pratai_conn") as url:
+        yield url
 
 
 def make_table(url: str) -> str:

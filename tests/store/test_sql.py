@@ -11,11 +11,9 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
@@ -40,9 +38,9 @@ from pratai.errors import Conflict
 from pratai.store import open_store
 from pratai.store.sql import SqlStore, normalize_url
 from pratai.store.tables import metadata
+from tests.helpers import fresh_pg_database
 
 REPO = Path(__file__).resolve().parents[2]
-PG_SERVER = os.environ.get("PRATAI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -50,15 +48,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'sub' / 'pratai.sqlite3'}"
         return
-    name = f"pratai_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_SERVER.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("pratai_test") as url:
+        yield url
 
 
 @pytest_asyncio.fixture(loop_scope="function")

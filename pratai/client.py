@@ -28,7 +28,15 @@ import httpx
 
 from pratai.errors import PrataiError
 
-__all__ = ["ApiError", "Client", "Credentials", "find_credentials", "login_file", "parse_response"]
+__all__ = [
+    "ApiError",
+    "Client",
+    "Credentials",
+    "find_credentials",
+    "login_file",
+    "parse_response",
+    "save_credentials",
+]
 
 
 class ApiError(PrataiError):
@@ -64,6 +72,16 @@ def server_file(environ: Mapping[str, str] | None = None) -> Path:
     """The file `pratai serve` writes its first admin key to: $PRATAI_HOME/credentials.json."""
     env = os.environ if environ is None else environ
     return Path(env.get("PRATAI_HOME") or ".pratai").expanduser().absolute() / "credentials.json"
+
+
+def save_credentials(path: Path, url: str, api_key: str) -> None:
+    """Writes a credentials file (readable by its owner only), whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"url": url, "api_key": api_key}, out)
+    os.replace(tmp, path)
 
 
 def _read(path: Path) -> tuple[str, str]:

@@ -8,7 +8,6 @@ the credentials file the CLI reads.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from pratai.artifacts.filesystem import FilesystemArtifacts
 from pratai.auth import Authenticator, ChainAuthenticator
 from pratai.auth.keystone import KeystoneAuthenticator
 from pratai.broker import Broker, open_broker
+from pratai.client import save_credentials
 from pratai.connectors.registry import make_connector
 from pratai.core.connectors import Connectors
 from pratai.core.events import Events
@@ -144,7 +144,7 @@ class Platform:
         if await self.store.list_keys(project.id):
             return None
         token = await tenants.create_key(project, Role.ADMIN, name="admin (first start)")
-        write_credentials(self.settings, token)
+        save_credentials(self.settings.credentials_file, self.settings.url, token)
         return token
 
     async def close(self) -> None:
@@ -190,15 +190,6 @@ def _authenticator(settings: Settings, tenants: Tenants, store: Store) -> Authen
         )
         return ChainAuthenticator(tenants, keystone)
     raise SystemExit(f"unknown PRATAI_AUTH {settings.auth!r}: use keys or keystone")
-
-
-def write_credentials(settings: Settings, token: str) -> None:
-    path = settings.credentials_file
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"url": settings.url, "api_key": token}, out)
-    os.replace(tmp, path)
 
 
 def _first_start_banner(settings: Settings, token: str) -> str:

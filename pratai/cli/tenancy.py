@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import click
 
 from pratai.cli.main import cli, handle_errors, load_settings, output_option
 from pratai.cli.output import emit_json, table, when
-from pratai.client import Client, find_credentials, login_file
+from pratai.client import Client, find_credentials, login_file, save_credentials
 from pratai.errors import PrataiError
 
 ROLES = click.Choice(["admin", "developer", "invoker", "viewer"])
@@ -27,10 +26,7 @@ def login(url: str, key: str) -> None:
     ~/.config/pratai/credentials.json); it wins over $PRATAI_HOME/credentials.json."""
     who = Client(url, key).whoami()
     path = login_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"url": url, "api_key": key}, out)
+    save_credentials(path, url, key)
     click.echo(f"logged in to {url} as a {who['role']} of project {who['project']} ({path})")
     overriding = [name for name in ("PRATAI_URL", "PRATAI_API_KEY") if os.environ.get(name)]
     if overriding:
@@ -175,9 +171,7 @@ def admin_key(name: str, save: bool) -> None:
         sys.exit(1)
     click.echo(token)
     if save:
-        from pratai.server import write_credentials
-
-        write_credentials(settings, token)
+        save_credentials(settings.credentials_file, settings.url, token)
         click.echo(f"admin key of project default saved to {settings.credentials_file}", err=True)
     else:
         click.echo(

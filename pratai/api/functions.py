@@ -90,7 +90,7 @@ async def create_function(
     handler: Annotated[str | None, Form(description="module.func")] = None,
     max_retries: Annotated[
         int | None,
-        Form(description="retries of a failed async run", json_schema_extra=rules.MAX_RETRIES),
+        Form(description="retries of a failed async run", json_schema_extra=rules.RETRIES),
     ] = None,
     runtime: Annotated[
         str | None, Form(description="python is the default", json_schema_extra=rules.RUNTIME)
@@ -206,7 +206,7 @@ async def update_function(
     network: Annotated[bool | None, Form()] = None,
     concurrency: Annotated[int | None, Form(json_schema_extra=rules.CONCURRENCY)] = None,
     handler: Annotated[str | None, Form()] = None,
-    max_retries: Annotated[int | None, Form(json_schema_extra=rules.MAX_RETRIES)] = None,
+    max_retries: Annotated[int | None, Form(json_schema_extra=rules.RETRIES)] = None,
     runtime: Annotated[
         str | None,
         Form(description="must be the function's runtime", json_schema_extra=rules.RUNTIME),

@@ -10,11 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from pratai.core.events import TOPIC_PATTERN
-from pratai.core.functions import MAX_MEMORY_MB, MAX_TIMEOUT_S
-from pratai.core.jobs import MAX_JOB_TIMEOUT_S
+from pratai.core.functions import (
+    MAX_CONCURRENCY,
+    MAX_MEMORY_MB,
+    MAX_RETRIES,
+    MAX_TIMEOUT_S,
+    MIN_MEMORY_MB,
+)
+from pratai.core.jobs import MAX_JOB_MEMORY_MB, MAX_JOB_TIMEOUT_S, MIN_JOB_MEMORY_MB
 from pratai.core.models import NAME_PATTERN, Role, TriggerKind
 from pratai.core.runtimes import RUNTIMES
-from pratai.core.secrets import SECRET_NAME_PATTERN
+from pratai.core.secrets import ENV_PATTERN, SECRET_NAME_PATTERN
 from pratai.core.triggers import MODES
 from pratai.drivers.base import CONTRACTS
 
@@ -32,11 +38,11 @@ BASE64: Schema = {
     "contentEncoding": "base64",
 }
 
-FUNCTION_MEMORY_MB: Schema = {"minimum": 16, "maximum": MAX_MEMORY_MB}
+FUNCTION_MEMORY_MB: Schema = {"minimum": MIN_MEMORY_MB, "maximum": MAX_MEMORY_MB}
 FUNCTION_TIMEOUT_S: Schema = {"exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S}
-CONCURRENCY: Schema = {"minimum": 1, "maximum": 1000}
-MAX_RETRIES: Schema = {"minimum": 0, "maximum": 20}
-JOB_MEMORY_MB: Schema = {"minimum": 16, "maximum": 8192}
+CONCURRENCY: Schema = {"minimum": 1, "maximum": MAX_CONCURRENCY}
+RETRIES: Schema = {"minimum": 0, "maximum": MAX_RETRIES}
+JOB_MEMORY_MB: Schema = {"minimum": MIN_JOB_MEMORY_MB, "maximum": MAX_JOB_MEMORY_MB}
 JOB_TIMEOUT_S: Schema = {"exclusiveMinimum": 0, "maximum": MAX_JOB_TIMEOUT_S}
 FREQUENCY_MINUTES: Schema = {"exclusiveMinimum": 0, "maximum": 525_600}
 
@@ -46,9 +52,11 @@ EVENT: Schema = {"enum": [k.value for k in TriggerKind]}
 MODE: Schema = {"enum": sorted(MODES)}
 ROUTE_AUTH: Schema = {"enum": ["public", *(r.value for r in Role)]}
 
-_ENV = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 SECRET_BINDINGS: Schema = {  # ENV, or ENV=secret_name
-    "items": {"type": "string", "pattern": f"^{_ENV}(={SECRET_NAME_PATTERN[1:-1]})?$"}
+    "items": {
+        "type": "string",
+        "pattern": f"^{ENV_PATTERN[1:-1]}(={SECRET_NAME_PATTERN[1:-1]})?$",
+    }
 }
 SECRET_FILES: Schema = {"items": {"type": "string", **SECRET_NAME}}
 REQUIREMENT = r"^ *[A-Za-z0-9_.\[\],<>=!~-][A-Za-z0-9_.\[\],<>=!~ -]*$"  # not only spaces

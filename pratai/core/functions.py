@@ -26,8 +26,11 @@ from pratai.store import Store
 
 log = logging.getLogger("pratai.functions")
 
+MIN_MEMORY_MB = 16
 MAX_MEMORY_MB = 8192
 MAX_TIMEOUT_S = 900
+MAX_CONCURRENCY = 1000
+MAX_RETRIES = 20
 
 
 class InstanceEvictor(Protocol):
@@ -61,13 +64,13 @@ class FunctionOptions:
 
 
 def _check_options(options: FunctionOptions) -> None:
-    if options.memory_mb is not None and not 16 <= options.memory_mb <= MAX_MEMORY_MB:
-        raise InvalidInput(f"memory must be between 16 and {MAX_MEMORY_MB} MB")
+    if options.memory_mb is not None and not MIN_MEMORY_MB <= options.memory_mb <= MAX_MEMORY_MB:
+        raise InvalidInput(f"memory must be between {MIN_MEMORY_MB} and {MAX_MEMORY_MB} MB")
     if options.timeout_s is not None and not 0 < options.timeout_s <= MAX_TIMEOUT_S:
         raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT_S} seconds")
-    if options.concurrency is not None and not 1 <= options.concurrency <= 1000:
-        raise InvalidInput("concurrency must be between 1 and 1000")
-    if options.max_retries is not None and not 0 <= options.max_retries <= 20:
+    if options.concurrency is not None and not 1 <= options.concurrency <= MAX_CONCURRENCY:
+        raise InvalidInput(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
+    if options.max_retries is not None and not 0 <= options.max_retries <= MAX_RETRIES:
         raise InvalidInput("max retries must be between 0 and 20")
     if options.runtime is not None:
         check_runtime(options.runtime)

@@ -30,6 +30,7 @@ log = logging.getLogger("pratai.jobs")
 JOBS_QUEUE = "jobs"
 PICKLE_TYPE = "application/vnd.pratai.pickle"
 MAX_JOB_TIMEOUT_S = 86_400.0
+MIN_JOB_MEMORY_MB, MAX_JOB_MEMORY_MB = 16, 8192
 DONE_CACHE = 4096  # finished jobs kept in memory for waiting callers
 PENDING_CACHE = 65536
 MARK_DELAY_S = 0.05  # a job that ends sooner is never stored as running
@@ -49,17 +50,25 @@ class Runtimes:
     def names(self) -> list[str]:
         return [f"python{self.python}", *([f"node{self.node}"] if self.node else [])]
 
+    def _aliases(self) -> dict[str, str]:
+        """Each name a user may type -> the canonical runtime name."""
+        python = f"python{self.python}"
+        aliases = dict.fromkeys(("python", "python3", python), python)
+        if self.node:
+            node = f"node{self.node}"
+            aliases.update(dict.fromkeys(("node", "nodejs", node), node))
+        return aliases
+
     def accepted(self) -> list[str]:
         """Every name `resolve` takes (besides none at all)."""
-        python = ["python", "python3", f"python{self.python}"]
-        return python + (["node", "nodejs", f"node{self.node}"] if self.node else [])
+        return list(self._aliases())
 
     def resolve(self, name: str | None) -> str:
         """The canonical runtime name for what a user typed ("python", "python3.11", "node")."""
-        if not name or name in ("python", "python3", f"python{self.python}"):
+        if not name:
             return f"python{self.python}"
-        if self.node and name in ("node", "nodejs", f"node{self.node}"):
-            return f"node{self.node}"
+        if name in (aliases := self._aliases()):
+            return aliases[name]
         raise RuntimeMismatch(
             f"no runtime {name!r} here: this platform runs jobs in {', '.join(self.names())}",
             runtime=name,
@@ -95,8 +104,8 @@ def requirements_hash(requirements: list[str]) -> str | None:
 
 
 def check_limits(memory_mb: int | None, timeout_s: float | None) -> None:
-    if memory_mb is not None and not 16 <= memory_mb <= 8192:
-        raise InvalidInput("memory must be between 16 and 8192 MB")
+    if memory_mb is not None and not MIN_JOB_MEMORY_MB <= memory_mb <= MAX_JOB_MEMORY_MB:
+        raise InvalidInput(f"memory must be between {MIN_JOB_MEMORY_MB} and {MAX_JOB_MEMORY_MB} MB")
     if timeout_s is not None and not 0 < timeout_s <= MAX_JOB_TIMEOUT_S:
         raise InvalidInput(f"timeout must be between 0 and {MAX_JOB_TIMEOUT_S:g} seconds")
 

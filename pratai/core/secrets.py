@@ -21,7 +21,8 @@ from pratai.store import Store
 
 SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
 _NAME = re.compile(SECRET_NAME_PATTERN)
-_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # a variable a secret is bound to
+_ENV = re.compile(ENV_PATTERN)
 MAX_SECRET_BYTES = 64 * 1024
 MASK = "***"
 

@@ -330,13 +330,7 @@ class ProcessDriver:
     def runtime_dir(self, runtime: str) -> Path:
         """The folder mounted at /runtime, copied into the sandbox folder on first use."""
         if self._runtimes is None or not self._runtimes.is_dir():
-            try:
-                self._runtimes = install_runtimes(self.settings.sandbox_dir)
-            except OSError as exc:
-                raise SandboxError(
-                    f"cannot copy the runtime files into {self.settings.sandbox_dir}: {exc}",
-                    type="SandboxSetupError",
-                ) from exc
+            self._runtimes = install_runtimes(self.settings.sandbox_dir)
         return self._runtimes / RUNTIME_DIRS.get(runtime, runtime)
 
     def features(self) -> dict[str, Any]:

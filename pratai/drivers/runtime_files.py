@@ -15,6 +15,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from pratai.errors import SandboxError
+
 PACKAGED = Path(__file__).resolve().parent.parent / "runtimes"
 
 
@@ -37,6 +39,15 @@ def _digest(source: Path, files: list[Path]) -> str:
 
 def install_runtimes(sandbox_dir: Path, source: Path = PACKAGED) -> Path:
     """The folder holding a sandbox-readable copy of `source` (python/, node/, ...)."""
+    try:
+        return _install(sandbox_dir, source)
+    except OSError as exc:
+        raise SandboxError(
+            f"cannot copy the runtime files into {sandbox_dir}: {exc}", type="SandboxSetupError"
+        ) from exc
+
+
+def _install(sandbox_dir: Path, source: Path) -> Path:
     files = _files(source)
     root = sandbox_dir / "runtimes"
     target = root / _digest(source, files)

@@ -133,7 +133,7 @@ class Pools(Generic[K]):
             await self._pools.pop(key).close()
 
     async def close(self) -> None:
-        """Stops the reaper, then every instance. Close the worker that calls them first."""
+        """Stops the reaper, then every instance (the worker stops its consumers first)."""
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

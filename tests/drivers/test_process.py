@@ -16,7 +16,8 @@ import pytest
 import pytest_asyncio
 
 from pratai.drivers.base import InstanceSpec
-from pratai.drivers.process import ProcessDriver, ProcessInstance
+from pratai.drivers.instance import ProcessInstance
+from pratai.drivers.process import ProcessDriver
 from pratai.errors import SandboxError
 from pratai.settings import Settings
 

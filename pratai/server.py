@@ -83,38 +83,11 @@ class Platform:
             image_driver=PodmanDriver(settings),
         )
         job_runner = JobRunner(settings, driver, workspace)
-        jobs = Jobs(settings, store, broker, detect_runtimes(settings), executor=job_runner)
-        saved_jobs = SavedJobs(store, jobs)
         secrets.listeners.append(node.evict_all)
-        tenants = Tenants(store)
-        images = Images(store, PodmanEngine())
-        functions = Functions(
-            settings, store, workspace, evictor=node, images=images, secrets=secrets
+        services = _services(
+            settings, store, broker, workspace, secrets=secrets, node=node, job_runner=job_runner
         )
-        invocations = Invocations(settings, store, broker, executor=node)
-        events = Events(settings, store, invocations)
-        triggers = Triggers(store, events)
-        gateway = Gateway(store, workspace)
-        functions.listeners.append(invocations.forget)
-        functions.trigger_listeners.append(triggers.forget)
-        functions.route_listeners.append(gateway.forget)
-        services = Services(
-            settings=settings,
-            tenants=tenants,
-            functions=functions,
-            invocations=invocations,
-            events=events,
-            triggers=triggers,
-            connectors=Connectors(store, events, make_connector),
-            secrets=secrets,
-            auth=_authenticator(settings, tenants, store),
-            gateway=gateway,
-            jobs=jobs,
-            saved_jobs=saved_jobs,
-            node_stats=node.stats,
-            images=images,
-        )
-        scheduler = Scheduler(store, invocations, saved_jobs)
+        scheduler = Scheduler(store, services.invocations, services.saved_jobs)
         return cls(
             settings=settings,
             store=store,
@@ -188,6 +161,46 @@ class Platform:
                 await self.close()
 
         return create_app(self.services, lifespan=lifespan)
+
+
+def _services(
+    settings: Settings,
+    store: Store,
+    broker: Broker,
+    workspace: Workspace,
+    *,
+    secrets: Secrets,
+    node: Node,
+    job_runner: JobRunner,
+) -> Services:
+    """The core's services on these backends, wired to tell each other of changes."""
+    jobs = Jobs(settings, store, broker, detect_runtimes(settings), executor=job_runner)
+    tenants = Tenants(store)
+    images = Images(store, PodmanEngine())
+    functions = Functions(settings, store, workspace, evictor=node, images=images, secrets=secrets)
+    invocations = Invocations(settings, store, broker, executor=node)
+    events = Events(settings, store, invocations)
+    triggers = Triggers(store, events)
+    gateway = Gateway(store, workspace)
+    functions.listeners.append(invocations.forget)
+    functions.trigger_listeners.append(triggers.forget)
+    functions.route_listeners.append(gateway.forget)
+    return Services(
+        settings=settings,
+        tenants=tenants,
+        functions=functions,
+        invocations=invocations,
+        events=events,
+        triggers=triggers,
+        connectors=Connectors(store, events, make_connector),
+        secrets=secrets,
+        auth=_authenticator(settings, tenants, store),
+        gateway=gateway,
+        jobs=jobs,
+        saved_jobs=SavedJobs(store, jobs),
+        node_stats=node.stats,
+        images=images,
+    )
 
 
 def _authenticator(settings: Settings, tenants: Tenants, store: Store) -> Authenticator:

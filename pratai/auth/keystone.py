@@ -36,9 +36,9 @@ import httpx
 
 from pratai.auth.keystone_client import tokens_url
 from pratai.core.models import Project, Role, check_name, new_id
+from pratai.core.ports import Store
 from pratai.core.tenants import RANK, Principal
 from pratai.errors import Conflict, InvalidName, Unauthorized, Unavailable
-from pratai.store import Store
 
 __all__ = ["DEFAULT_ROLE_MAP", "KeystoneAuthenticator"]
 

@@ -37,9 +37,9 @@ from pratai.auth.keystone import KeystoneAuthenticator
 from pratai.auth.keystone_client import keystone_token, tokens_url
 from pratai.client import ApiError
 from pratai.core.models import Project, Role, new_id
+from pratai.core.ports import Store
 from pratai.core.tenants import Principal, Tenants
 from pratai.errors import Unauthorized, Unavailable
-from pratai.store import Store
 from pratai.store.sql import SqlStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")

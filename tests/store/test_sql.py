@@ -30,8 +30,11 @@ from pratai.core.models import (
     JobKind,
     Project,
     Role,
+    Route,
     SavedJob,
     Status,
+    Trigger,
+    TriggerKind,
     new_id,
 )
 from pratai.errors import Conflict
@@ -68,9 +71,19 @@ async def _project(store: SqlStore, name: str | None = None) -> Project:
     return p
 
 
+def _first_version(f: Function) -> FunctionVersion:
+    return FunctionVersion(
+        function_id=f.id,
+        version=1,
+        package_digest="0" * 64,
+        handler="m.main",
+        requirements_hash=None,
+    )
+
+
 async def _function(store: SqlStore, project: Project, name: str = "hello") -> Function:
     f = Function(id=new_id(), project_id=project.id, name=name)
-    await store.create_function(f)
+    await store.create_function(f, _first_version(f))
     return f
 
 
@@ -244,11 +257,11 @@ async def test_functions(store: SqlStore) -> None:
         latest_version=3,
         active_version=2,
     )
-    await store.create_function(f)
+    await store.create_function(f, _first_version(f))
     g = await _function(store, p, "alpha")
     await _function(store, q, "music_tag")  # same name in another project is fine
     with pytest.raises(Conflict):
-        await store.create_function(Function(id=new_id(), project_id=p.id, name="music_tag"))
+        await _function(store, p, "music_tag")
 
     got = await store.get_function(p.id, "music_tag")
     assert got == f
@@ -267,9 +280,44 @@ async def test_functions(store: SqlStore) -> None:
     assert await store.get_function_by_id(g.id) == g
 
 
+def _route(f: Function, method: str, path: str) -> Route:
+    return Route(id=new_id(), project_id=f.project_id, function_id=f.id, method=method, path=path)
+
+
+async def test_create_function_stores_all_of_a_deploy_or_nothing(store: SqlStore) -> None:
+    p = await _project(store)
+    f = Function(id=new_id(), project_id=p.id, name="api")
+    trigger = Trigger(
+        id=new_id(), project_id=p.id, function_id=f.id, kind=TriggerKind.MESSAGE, topic="t"
+    )
+    version = _first_version(f)
+    await store.create_function(f, version, [trigger], [_route(f, "GET", "/p")])
+    assert await store.list_versions(f.id) == [version]
+    assert await store.list_triggers(p.id, function_id=f.id) == [trigger]
+    assert [(r.method, r.path) for r in await store.list_routes(p.id, f.id)] == [("GET", "/p")]
+
+    clash = Function(id=new_id(), project_id=p.id, name="clash")
+    its_trigger = Trigger(
+        id=new_id(), project_id=p.id, function_id=clash.id, kind=TriggerKind.MESSAGE, topic="t"
+    )
+    routes = [_route(clash, "POST", "/p"), _route(clash, "GET", "/p")]
+    with pytest.raises(Conflict, match="the project already routes GET /p"):
+        await store.create_function(clash, _first_version(clash), [its_trigger], routes)
+    twin = Function(id=new_id(), project_id=p.id, name="api")
+    with pytest.raises(Conflict, match="function 'api' already exists"):
+        await store.create_function(twin, _first_version(twin), (), [_route(twin, "PUT", "/q")])
+
+    assert [x.name for x in await store.list_functions(p.id)] == ["api"]
+    for gone in (clash, twin):
+        assert await store.get_function_by_id(gone.id) is None
+        assert await store.list_versions(gone.id) == []
+    assert await store.list_triggers(p.id) == [trigger]
+    assert [(r.method, r.path) for r in await store.list_routes(p.id)] == [("GET", "/p")]
+
+
 async def test_versions(store: SqlStore) -> None:
     p = await _project(store)
-    f = await _function(store, p)
+    f = Function(id=new_id(), project_id=p.id, name="hello")
     v1 = FunctionVersion(
         function_id=f.id,
         version=1,
@@ -286,7 +334,7 @@ async def test_versions(store: SqlStore) -> None:
         state=BuildState.READY,
         build_log="ok",
     )
-    await store.add_version(v2)
+    await store.create_function(f, v2)  # versions stored out of order: listed in order
     await store.add_version(v1)
     with pytest.raises(Conflict):
         await store.add_version(v1)
@@ -385,16 +433,6 @@ async def test_delete_function_cascades(store: SqlStore) -> None:
     p = await _project(store)
     f = await _function(store, p, "doomed")
     keep = await _function(store, p, "kept")
-    for fn in (f, keep):
-        await store.add_version(
-            FunctionVersion(
-                function_id=fn.id,
-                version=1,
-                package_digest="0" * 64,
-                handler="m.main",
-                requirements_hash=None,
-            )
-        )
     gone, kept = _invocation(f), _invocation(keep)
     await store.create_invocation(gone)
     await store.create_invocation(kept)

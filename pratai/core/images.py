@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pratai.core.models import Image, Project, new_id
-from pratai.core.ports import ImageStore
-from pratai.drivers.base import CONTRACTS, ImageEngine
+from pratai.core.ports import CONTRACTS, ImageEngine, ImageStore
 from pratai.errors import InvalidInput, NotFound
 
 DIGEST_PREFIX = "img-"

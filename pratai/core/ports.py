@@ -7,6 +7,8 @@ port it uses, so a store for tests, or for another database, implements only wha
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from pratai.core.models import (
@@ -259,3 +261,23 @@ class Store(
         """Connect and bring the schema up to date (Alembic migrations)."""
 
     async def close(self) -> None: ...
+
+
+# Container images: the engine (podman) is a backend core reads through this port.
+CONTRACTS = ("http", "stdio")  # how a container image function takes calls
+
+
+@dataclass
+class LoadedImage:
+    ref: str
+    image_id: str  # the engine's content id (sha256 hex)
+    size_bytes: int
+
+
+class ImageEngine(Protocol):
+    """Holds container images (layers and content ids) for the image functions' driver."""
+
+    async def load(self, archive: Path) -> list[LoadedImage]:
+        """Raises InvalidInput when the file is not an image archive."""
+
+    async def remove(self, image_id: str) -> None: ...

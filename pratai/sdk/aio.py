@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 
-from pratai.client import ApiError, find_credentials, parse_response
+from pratai.api_client import parse_response
+from pratai.credentials import find_credentials
+from pratai.errors import ApiError
 from pratai.sdk.client import (
     function_form,
     invocation_outcome,

@@ -11,8 +11,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pratai.client import ApiError, find_credentials
-from pratai.client import Client as HttpClient
+from pratai.api_client import ApiClient as HttpClient
+from pratai.credentials import find_credentials
+from pratai.errors import ApiError
 from pratai.sdk.errors import BuildFailed, from_api_error
 from pratai.sdk.executor import Executor
 from pratai.sdk.jobs import FINISHED, Job, JobOptions, Outcome, options, unwrap

@@ -139,7 +139,7 @@ class Job(_JobBase):
 
     def cancel(self) -> bool:
         """Cancels the job server-side (a running one is killed). False if it had finished."""
-        from pratai.client import ApiError
+        from pratai.errors import ApiError
 
         try:
             self.view = self._client._request("POST", f"/v1/jobs/{self.id}/cancel")
@@ -203,7 +203,7 @@ class AsyncJob(_JobBase):
         return self.view
 
     async def cancel(self) -> bool:
-        from pratai.client import ApiError
+        from pratai.errors import ApiError
 
         try:
             self.view = await self._client._request("POST", f"/v1/jobs/{self.id}/cancel")

@@ -15,7 +15,7 @@ import threading
 import urllib.parse
 from typing import Any
 
-from pratai.client import ApiError
+from pratai.errors import ApiError
 
 __all__ = ["FastHttp"]
 

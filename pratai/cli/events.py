@@ -98,7 +98,7 @@ def trigger_create(function: str, event: str, type_: str, **spec: Any) -> Answer
 def trigger_delete(trigger_id: str) -> Answer:
     """Remove a trigger."""
     ApiClient().delete_trigger(trigger_id)
-    return Answer.line({"deleted": trigger_id}, f"deleted {trigger_id}")
+    return Answer.deleted(trigger_id)
 
 
 @command("connector-create")
@@ -168,7 +168,7 @@ def connector_show(name: str) -> Answer:
 def connector_delete(name: str) -> Answer:
     """Stop and remove a connector."""
     ApiClient().delete_connector(name)
-    return Answer.line({"deleted": name}, f"deleted {name}")
+    return Answer.deleted(name)
 
 
 COMMANDS = (

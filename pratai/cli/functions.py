@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -69,12 +70,14 @@ def _wait_ready(client: ApiClient, name: str, fn: dict[str, Any]) -> dict[str, A
 def _deployed(client: ApiClient, fn: dict[str, Any], wait: bool) -> Answer:
     if wait:
         fn = _wait_ready(client, fn["name"], fn)
-    failed = fn["state"] == "build_failed"
+    answer = Answer(fn, lambda: _show_function(fn))
+    if fn["state"] != "build_failed":
+        return answer
     why = (
         f"error: build of version {fn['latest_version']} failed "
         f"(version {fn['active_version'] or 'none'} keeps serving)"
     )
-    return Answer(fn, lambda: _show_function(fn), why * failed, exit_code=int(failed))
+    return dataclasses.replace(answer, notice=why, exit_code=1)
 
 
 def _function_options(f: F) -> F:
@@ -219,7 +222,7 @@ def function_rollback(name: str, version: int) -> Answer:
 def function_delete(name: str) -> Answer:
     """Delete a function with its versions and invocations."""
     ApiClient().delete_function(name)
-    return Answer.line({"deleted": name}, f"deleted {name}")
+    return Answer.deleted(name)
 
 
 COMMANDS = (

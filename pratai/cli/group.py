@@ -39,6 +39,10 @@ class Answer:
         return cls(data, lambda: click.echo(text))
 
     @classmethod
+    def deleted(cls, name: str) -> Answer:
+        return cls.line({"deleted": name}, f"deleted {name}")
+
+    @classmethod
     def rows(
         cls, data: list[Any], headers: Sequence[str], row: Callable[[Any], Sequence[Any]]
     ) -> Answer:

@@ -43,7 +43,7 @@ def image_list() -> Answer:
 def image_delete(ref: str) -> Answer:
     """Forget an image (the engine keeps it while a function version runs it)."""
     ApiClient().delete_image(ref)
-    return Answer.line({"deleted": ref}, f"deleted {ref}")
+    return Answer.deleted(ref)
 
 
 COMMANDS = (image_load, image_list, image_delete)

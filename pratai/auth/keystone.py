@@ -97,7 +97,8 @@ class KeystoneAuthenticator:
         clock: Clock = time,
     ) -> None:
         """`role_map` replaces DEFAULT_ROLE_MAP (Keystone role name -> Pratai role). `http` is
-        used as given and not closed; without it the authenticator owns a client (`aclose`)."""
+        used as given and not closed; without it the authenticator owns a client (`aclose`). `clock`
+        is where it reads the time (a test's, to step past a deadline)."""
         self.tokens_url = tokens_url(auth_url)
         self.store = store
         self.role_map = {

@@ -113,6 +113,13 @@ class RuntimeMismatch(InvalidInput, ApiError):  # type: ignore[misc]
         body = ErrorBody(error=self.code, message=message, details=details)
         ApiError.__init__(self, self.status, message, body)
 
+    @classmethod
+    def received(cls, answer: ApiError) -> RuntimeMismatch:
+        """The server's refusal as a client received it: its status and body as they came."""
+        mismatch = cls.__new__(cls)
+        ApiError.__init__(mismatch, answer.status, answer.message, answer.body)
+        return mismatch
+
 
 class UnprocessableInput(InvalidInput):
     status = 422

@@ -44,6 +44,4 @@ def from_api_error(exc: ApiError) -> ApiError:
     """A more precise ApiError subclass for the error codes the SDK tells apart: the server's
     own `RuntimeMismatch` (no such runtime there, or another Python minor version than this
     client's, so a pickled callable would not load) is raised again as it was raised there."""
-    if exc.code == RuntimeMismatch.code and isinstance(exc.details, dict):
-        return RuntimeMismatch(exc.message, **exc.details)
-    return exc
+    return RuntimeMismatch.received(exc) if exc.code == RuntimeMismatch.code else exc

@@ -23,7 +23,6 @@ from pratai.artifacts.filesystem import FilesystemArtifacts
 from pratai.auth import Authenticator, ChainAuthenticator
 from pratai.auth.keystone import KeystoneAuthenticator
 from pratai.broker import Broker, open_broker
-from pratai.client import save_credentials
 from pratai.connectors.registry import make_connector
 from pratai.core.connectors import Connectors
 from pratai.core.events import Events
@@ -39,6 +38,7 @@ from pratai.core.secrets import Secrets, load_keys
 from pratai.core.tenants import Tenants
 from pratai.core.triggers import Triggers
 from pratai.core.workspace import Workspace
+from pratai.credentials import save_credentials
 from pratai.drivers.podman import PodmanDriver, PodmanEngine
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SettingsError

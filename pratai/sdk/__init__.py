@@ -7,10 +7,10 @@ client.submit(fn, *args, **kwargs).result()
 
 from __future__ import annotations
 
-from pratai.client import ApiError
+from pratai.errors import ApiError, RuntimeMismatch
 from pratai.sdk.aio import AsyncClient, AsyncInvocation, AsyncJob
 from pratai.sdk.client import Client, Invocation, Job
-from pratai.sdk.errors import BuildFailed, RemoteError, RuntimeMismatch
+from pratai.sdk.errors import BuildFailed, RemoteError
 from pratai.sdk.executor import Executor, JobFuture
 from pratai.sdk.jobs import JobOptions
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from pratai.client import find_credentials
+from pratai.credentials import find_credentials
 from pratai.sdk import jobs
 from pratai.sdk.jobs import JobOptions, Requirements, options
 from pratai.sdk.pickling import dumps_call, local_python

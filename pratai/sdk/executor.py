@@ -16,7 +16,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import Executor as BaseExecutor
 from typing import TYPE_CHECKING, Any
 
-from pratai.client import ApiError
+from pratai.errors import ApiError
 from pratai.sdk.jobs import JobOptions, Outcome, chunk_outcomes, settle, unwrap
 from pratai.sdk.pickling import dumps_call, dumps_chunk
 

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from pratai.client import ApiError
+from pratai.errors import ApiError
 from pratai.sdk.errors import from_api_error
 
 __all__ = [

@@ -14,7 +14,7 @@ import socket
 import threading
 import urllib.parse
 
-from pratai.client import ApiError
+from pratai.errors import ApiError
 from pratai.sdk.protocol import Reply, Request, unreachable
 
 __all__ = ["FastHttp"]

@@ -11,7 +11,7 @@ export PRATAI_HOME ?= $(CURDIR)/.pratai
 # which only upgrades itself, may not).
 PIP := $(BIN)/pip install -q -c $(LOCK) --build-constraint $(LOCK)
 
-.PHONY: run test lint bench install install-test sandbox-deps upgrade clean
+.PHONY: run test test-fast lint bench install install-test sandbox-deps upgrade clean
 
 $(BIN)/pratai: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ run: install
 
 test: install-test
 	$(BIN)/pytest -q
+
+# The core, API and SDK logic on in-process parts (MemoryStore, FakeDriver): no bubblewrap, no
+# services, well under 30 s. `make test` runs the same tests on the real parts, and the rest.
+test-fast: install-test
+	$(BIN)/pytest -q --fast
 
 lint: install-test
 	$(BIN)/ruff check pratai tests bench

@@ -180,8 +180,8 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def api(settings: Settings) -> AsyncIterator[Api]:
-    platform = Platform.assemble(settings)
+async def api(settings: Settings, assemble: Callable[[Settings], Platform]) -> AsyncIterator[Api]:
+    platform = assemble(settings)
     admin = await platform.start()  # ASGITransport runs no lifespan
     try:
         assert admin is not None

@@ -47,10 +47,11 @@ run: install
 test: install-test
 	$(BIN)/pytest -q
 
-# The core, API and SDK logic on in-process parts (MemoryStore, FakeDriver): no bubblewrap, no
-# services, well under 30 s. `make test` runs the same tests on the real parts, and the rest.
+# The core, API and SDK logic on in-process parts (MemoryStore, the memory broker, FakeDriver):
+# no bubblewrap, no services, under 30 s. `make test` runs the same tests on the real parts, and
+# the rest. Nothing in it is property-based, so those plugins (a second to import) stay out.
 test-fast: install-test
-	$(BIN)/pytest -q --fast
+	$(BIN)/pytest -q --fast -p no:schemathesis -p no:hypothesispytest
 
 lint: install-test
 	$(BIN)/ruff check pratai tests bench

@@ -19,33 +19,39 @@ import pytest
 
 from pratai.server import Platform
 from pratai.settings import Settings
+from pratai.store import Store, open_store
+from pratai.store.memory import MemoryStore
 from tests.helpers import _SANDBOX_DIRS, Server, fast_platform, make_zip, start_server
 
 # The fast tier, module by module: the tests of a module that are not in it (they need a service
 # or a sandbox of their own), or None where the module marks its fast tests itself.
 FAST_MODULES: dict[str, tuple[str, ...] | None] = {
     "tests/api/test_http.py": (
-        "test_close_returns_promptly_right_after_an_async_invoke",
+        "test_close_returns_promptly_right_after_an_async_invoke",  # their own real platform
         "test_close_returns_promptly_while_a_job_runs",
+        "test_invoking_a_function_whose_build_failed_is_409",  # the package index
     ),
     "tests/artifacts/test_filesystem.py": (),
+    "tests/broker/test_delivery.py": (),
     "tests/broker/test_embedded.py": (),
-    "tests/broker/test_memory.py": (),
     "tests/compat/test_multyvac.py": (),
     "tests/contracts/test_driver_contract.py": None,
     "tests/contracts/test_store_contract.py": None,
-    "tests/core/test_functions_service.py": (),
+    "tests/core/test_functions_service.py": (  # the package index
+        "test_failed_build_keeps_the_previous_version_serving",
+        "test_failed_first_build_leaves_no_active_version",
+        "test_resume_builds_finishes_a_version_left_building",
+    ),
     "tests/core/test_jobs_service.py": (),
-    "tests/core/test_node_packages.py": ("test_npm_install_cache_and_failure",),
+    "tests/core/test_node_packages.py": ("test_npm_install_cache_and_failure",),  # npm's registry
     "tests/core/test_packages.py": (),
     "tests/core/test_scheduler.py": (),
-    "tests/e2e/test_tenancy.py": (),
     "tests/sdk/test_aio.py": (),
-    "tests/sdk/test_client.py": (),
+    "tests/sdk/test_client.py": ("test_a_failed_build_raises",),  # the package index
     "tests/sdk/test_credentials.py": (),
     "tests/sdk/test_executor.py": (),
     "tests/sdk/test_import.py": (),
-    "tests/sdk/test_jobs.py": (),
+    "tests/sdk/test_jobs.py": ("test_a_missing_module_names_itself_then_requirements_provide_it",),
     "tests/sdk/test_pickling.py": (),
     "tests/store/test_batching.py": (),
 }
@@ -91,6 +97,12 @@ def fast(request: pytest.FixtureRequest) -> bool:
 def assemble(fast: bool) -> Callable[[Settings], Platform]:
     """Platform.assemble, on in-process parts in the fast tier."""
     return fast_platform if fast else Platform.assemble
+
+
+@pytest.fixture(scope="session")
+def make_store(fast: bool) -> Callable[[Settings], Store]:
+    """The (unopened) store the settings name, a MemoryStore in the fast tier."""
+    return (lambda _: MemoryStore()) if fast else (lambda settings: open_store(settings.store_url))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -100,6 +100,21 @@ async def wait_for_async(
         await asyncio.sleep(interval)
 
 
+class Clock:
+    """A clock the test moves by hand, for code that takes one (`clock=`) to decide by time."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self.reads = 0  # how often the code looked at it
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @dataclass
 class Server:
     home: Path

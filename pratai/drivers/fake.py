@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -27,11 +26,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from pratai.drivers.base import CallResult, InstanceSpec
+from pratai.drivers.frames import HEAD, call_result, frame, load_error
 from pratai.drivers.runtime_files import PACKAGED
 from pratai.errors import SandboxError
 from pratai.settings import Settings
 
-FRAME = struct.Struct("!II")  # header length, body length: see bootstrap.py
 BOOTSTRAP = PACKAGED / "python" / "bootstrap.py"
 FILE_SIZE_LIMIT = 64 * 1024 * 1024
 # Loads bootstrap.py as a module so its capture files sit in the instance's own folder (the
@@ -67,13 +66,12 @@ class _Frames:
         self.writer = writer
 
     def send(self, header: dict[str, Any], body: bytes) -> None:
-        head = json.dumps(header).encode()
-        self.writer.write(FRAME.pack(len(head), len(body)) + head + body)
+        self.writer.write(frame(header, body))
 
     async def receive(self) -> tuple[dict[str, Any], bytes] | None:
         """The next frame, or None once the child has closed its end."""
         try:
-            head_len, body_len = FRAME.unpack(await self.reader.readexactly(FRAME.size))
+            head_len, body_len = HEAD.unpack(await self.reader.readexactly(HEAD.size))
             header = json.loads(await self.reader.readexactly(head_len))
             return header, await self.reader.readexactly(body_len)
         except asyncio.IncompleteReadError:
@@ -110,15 +108,15 @@ class FakeInstance:
             self._frames.send(header, payload)
             try:
                 async with asyncio.timeout(timeout_s):
-                    frame = await self._frames.receive()
+                    answer = await self._frames.receive()
             except TimeoutError:
                 await self._kill()
-                return CallResult.timed_out(timeout_s, (time.perf_counter() - started) * 1000)
-            if frame is None:
+                return CallResult.timed_out(timeout_s, _ms_since(started))
+            if answer is None:
                 await self._kill()
                 error = _error("InstanceCrashed", self._exit_message())
                 return CallResult("failed", error=error, duration_ms=_ms_since(started))
-            return _result(*frame)
+            return call_result(*answer, peak_memory_kb=None)
 
     def _exit_message(self) -> str:
         code = self._proc.poll()
@@ -142,19 +140,6 @@ class FakeInstance:
 
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
-
-
-def _result(head: dict[str, Any], body: bytes) -> CallResult:
-    r_len, o_len, e_len = head["lens"]
-    return CallResult(
-        status=head["status"],
-        result=body[:r_len].decode() if head["status"] == "succeeded" else None,
-        error=head["error"],
-        stdout=body[r_len : r_len + o_len].decode(errors="replace"),
-        stderr=body[r_len + o_len : r_len + o_len + e_len].decode(errors="replace"),
-        duration_ms=head["duration_ms"],
-        peak_memory_kb=head.get("maxrss_kb"),
-    )
 
 
 class FakeDriver:
@@ -224,6 +209,12 @@ class FakeDriver:
                 start_new_session=True,
                 cwd=folder,
             )
+        except OSError as exc:
+            for fd in (req_w, resp_r):
+                os.close(fd)
+            stderr.close()
+            shutil.rmtree(folder, ignore_errors=True)
+            raise SandboxError(f"could not start the function's process: {exc}") from exc
         finally:
             os.close(req_r)
             os.close(resp_w)
@@ -239,29 +230,21 @@ class FakeDriver:
         handler = instance.spec.handler
         try:
             async with asyncio.timeout(self.start_timeout):
-                frame = await instance._frames.receive()
+                first = await instance._frames.receive()
         except TimeoutError:
             await instance.stop()
             message = f"the handler {handler!r} did not load within {self.start_timeout:g} s"
             raise SandboxError(message, type="TimedOut") from None
-        if frame is None:
+        if first is None:
             await instance.stop()
             stderr.seek(0)
             detail = stderr.read(8192).decode(errors="replace").strip()
             message = f"the process stopped while loading {handler!r}: {instance._exit_message()}"
             raise SandboxError(f"{message}: {detail}", type="InstanceCrashed", traceback=detail)
-        head, _ = frame
+        head, _ = first
         if head.get("op") != "ready":
             await instance.stop()
-            err = head.get("error") or {}
-            raise SandboxError(
-                f"could not load handler {handler!r}: "
-                f"{err.get('type', 'Error')}: {err.get('message', '')}",
-                type=err.get("type", "Error"),
-                traceback=err.get("traceback", ""),
-                stdout=head.get("stdout", ""),
-                stderr=head.get("stderr", ""),
-            )
+            raise load_error(handler, head)
 
 
 async def _connect(read_fd: int, write_fd: int) -> _Frames:

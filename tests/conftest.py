@@ -71,6 +71,8 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     """In the fast tier, modules outside it are not even imported."""
     if not config.getoption("--fast") or collection_path.suffix != ".py":
         return None
+    if not collection_path.is_relative_to(ROOT):
+        return None
     return collection_path.relative_to(ROOT).as_posix() not in FAST_MODULES or None
 
 

@@ -209,8 +209,8 @@ class Server:
 
 def fast_platform(settings: Settings) -> Platform:
     """`Platform.assemble` on in-process parts: MemoryStore, the memory broker (the settings'
-    default) and FakeDriver, which runs functions and callable jobs; command jobs need the
-    process driver's sandbox and fail here."""
+    default) and FakeDriver, which runs functions and callable jobs. Command jobs need the
+    process driver's sandbox: here they never finish."""
     driver = FakeDriver(settings)
     platform = Platform.assemble(settings, store=MemoryStore(), driver=driver)
     # JobRunner takes a ProcessDriver, whose sandbox its command jobs use; its callable jobs

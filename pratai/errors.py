@@ -1,6 +1,11 @@
-"""Every error Pratai raises on purpose derives from `PrataiError`.
+"""Pratai's errors: two roots, one for each side of the wire, and the body that crosses it.
 
-    PrataiError
+The server raises a `PrataiError`; `pratai.api.errors` answers it with its status and its
+`to_dict()`, an `ErrorBody`. A client (the CLI, the SDK) raises an `ApiError`: the server said no
+(its status, and the `code`, `message` and `details` of the `ErrorBody` it sent), or could not be
+reached at all (status 0).
+
+    PrataiError                 raised by the server
     ├── InvalidInput            (400) the request is malformed or breaks a rule
     │   ├── InvalidName         a function name is not a DNS-style label
     │   ├── InvalidPackage      not a zip, unsafe paths, zip bomb, no handler, syntax error
@@ -16,12 +21,56 @@
     ├── SandboxError            (500) the sandbox failed to start or broke its protocol
     └── SettingsError           a PRATAI_* variable the process cannot start with (CLI: exit 2)
 
+    ApiError                    raised by a client: the server said no, or could not be reached
+    ├── RuntimeMismatch         the same class as above (see below)
+    └── BuildFailed             (pratai.sdk.errors) a function's build failed
+
+`RuntimeMismatch` is the one error both sides name, so it is one class in both trees: the server
+raises it, and the SDK raises it again when an answer carries its code, so that a caller catches
+what the server refused as `pratai.RuntimeMismatch` or as any `pratai.ApiError`. Every other
+server error reaches a client as a plain `ApiError` whose `code` names it.
+
 The HTTP mapping lives in one place: `pratai.api.errors`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
+
+ErrorDetails = dict[str, Any] | list[dict[str, Any]]
+
+
+class ErrorBody(TypedDict):
+    """The JSON body of every error answer (`pratai.api.errors.ErrorBody` documents it)."""
+
+    error: str  # a stable code: invalid_input, not_found, runtime_mismatch, ...
+    message: str
+    details: NotRequired[ErrorDetails]  # for invalid_input, one {field, problem} each
+
+
+# not ErrorBody.__required_keys__: Python 3.11 counts a postponed NotRequired as required
+_REQUIRED = ("error", "message")
+
+
+def error_body(answer: object) -> ErrorBody | None:
+    """A decoded answer if it is an `ErrorBody`, else None (a proxy's page, another API's)."""
+    if isinstance(answer, dict) and all(isinstance(answer.get(k), str) for k in _REQUIRED):
+        return cast(ErrorBody, answer)
+    return None
+
+
+class ApiError(Exception):
+    """The server said no (`status`, and the `code`, `message` and `details` of its error body;
+    `code` is "" when the answer had none), or could not be reached (status 0)."""
+
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.body = body
+        error = error_body(body)
+        self.code: str = error["error"] if error else ""
+        self.details: ErrorDetails = error.get("details", {}) if error else {}
 
 
 class PrataiError(Exception):
@@ -31,10 +80,10 @@ class PrataiError(Exception):
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
-        self.details = details
+        self.details: dict[str, Any] = details
 
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
+    def to_dict(self) -> ErrorBody:
+        body = ErrorBody(error=self.code, message=self.message)
         if self.details:
             body["details"] = self.details
         return body
@@ -53,8 +102,23 @@ class InvalidPackage(InvalidInput):
     code = "invalid_package"
 
 
-class RuntimeMismatch(InvalidInput):
+# mypy holds that `details` (a dict here, a dict or a list there) could be assigned a list
+# through ApiError; nothing assigns it after construction, and here it is always a dict.
+class RuntimeMismatch(InvalidInput, ApiError):  # type: ignore[misc]
+    """Raised by the server with what it runs in `details`; raised by the SDK from the answer."""
+
     code = "runtime_mismatch"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        body = ErrorBody(error=self.code, message=message, details=details)
+        ApiError.__init__(self, self.status, message, body)
+
+    @classmethod
+    def received(cls, answer: ApiError) -> RuntimeMismatch:
+        """The server's refusal as a client received it: its status and body as they came."""
+        mismatch = cls.__new__(cls)
+        ApiError.__init__(mismatch, answer.status, answer.message, answer.body)
+        return mismatch
 
 
 class UnprocessableInput(InvalidInput):

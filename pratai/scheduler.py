@@ -10,20 +10,25 @@ import hashlib
 import json
 import logging
 import time
+from typing import Protocol
 
 from pratai.core.invocations import Invocations
 from pratai.core.models import TriggerKind
+from pratai.core.ports import TickStore, TriggerStore
 from pratai.core.saved_jobs import SavedJobs
 from pratai.core.triggers import last_due_tick
-from pratai.store import Store
 
 log = logging.getLogger("pratai.scheduler")
+
+
+class _Store(TriggerStore, TickStore, Protocol):
+    """Timer triggers and the ticks they fired."""
 
 
 class Scheduler:
     def __init__(
         self,
-        store: Store,
+        store: _Store,
         invocations: Invocations,
         saved_jobs: SavedJobs | None = None,
         interval_s: float = 1.0,

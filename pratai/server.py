@@ -23,7 +23,6 @@ from pratai.artifacts.filesystem import FilesystemArtifacts
 from pratai.auth import Authenticator, ChainAuthenticator
 from pratai.auth.keystone import KeystoneAuthenticator
 from pratai.broker import Broker, open_broker
-from pratai.client import save_credentials
 from pratai.connectors.registry import make_connector
 from pratai.core.connectors import Connectors
 from pratai.core.events import Events
@@ -33,11 +32,13 @@ from pratai.core.images import Images
 from pratai.core.invocations import Invocations
 from pratai.core.jobs import Jobs
 from pratai.core.models import BuildState, Role
+from pratai.core.ports import Store
 from pratai.core.saved_jobs import SavedJobs
 from pratai.core.secrets import Secrets, load_keys
 from pratai.core.tenants import Tenants
 from pratai.core.triggers import Triggers
 from pratai.core.workspace import Workspace
+from pratai.credentials import save_credentials
 from pratai.drivers import Driver
 from pratai.drivers.podman import PodmanDriver, PodmanEngine
 from pratai.drivers.process import ProcessDriver
@@ -46,12 +47,12 @@ from pratai.node.agent import Node
 from pratai.node.jobs import JobRunner, detect_runtimes
 from pratai.scheduler import Scheduler
 from pratai.settings import Settings
-from pratai.store import Store, open_store
+from pratai.store import open_store
 
 log = logging.getLogger("pratai")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Platform:
     settings: Settings
     store: Store
@@ -87,35 +88,20 @@ class Platform:
             image_driver=PodmanDriver(settings),
         )
         job_runner = JobRunner(settings, sandbox, workspace)
-        jobs = Jobs(settings, store, broker, detect_runtimes(settings), executor=job_runner)
-        saved_jobs = SavedJobs(store, jobs)
         secrets.listeners.append(node.evict_all)
-        tenants = Tenants(store)
-        images = Images(store, PodmanEngine())
-        functions = Functions(settings, store, workspace, evictor=node, images=images)
-        invocations = Invocations(settings, store, broker, executor=node)
-        functions.listeners.append(invocations.forget)
-        events = Events(settings, store, invocations)
-        triggers = Triggers(store, events)
-        connectors = Connectors(store, events, make_connector)
-        services = Services(
-            settings,
-            tenants,
-            functions,
-            invocations,
-            events,
-            triggers,
-            connectors,
-            secrets,
-            _authenticator(settings, tenants, store),
-            Gateway(store, workspace),
-            jobs,
-            saved_jobs,
-            node_stats=node.stats,
-            images=images,
+        services = _services(
+            settings, store, broker, workspace, secrets=secrets, node=node, job_runner=job_runner
         )
-        scheduler = Scheduler(store, invocations, saved_jobs)
-        return cls(settings, store, broker, services, node, job_runner, scheduler)
+        scheduler = Scheduler(store, services.invocations, services.saved_jobs)
+        return cls(
+            settings=settings,
+            store=store,
+            broker=broker,
+            services=services,
+            node=node,
+            job_runner=job_runner,
+            scheduler=scheduler,
+        )
 
     async def start(self) -> str | None:
         """Open everything; returns a new admin key on the very first start."""
@@ -180,6 +166,46 @@ class Platform:
                 await self.close()
 
         return create_app(self.services, lifespan=lifespan)
+
+
+def _services(
+    settings: Settings,
+    store: Store,
+    broker: Broker,
+    workspace: Workspace,
+    *,
+    secrets: Secrets,
+    node: Node,
+    job_runner: JobRunner,
+) -> Services:
+    """The core's services on these backends, wired to tell each other of changes."""
+    jobs = Jobs(settings, store, broker, detect_runtimes(settings), executor=job_runner)
+    tenants = Tenants(store)
+    images = Images(store, PodmanEngine())
+    functions = Functions(settings, store, workspace, evictor=node, images=images, secrets=secrets)
+    invocations = Invocations(settings, store, broker, executor=node)
+    events = Events(settings, store, invocations)
+    triggers = Triggers(store, events)
+    gateway = Gateway(store, workspace)
+    functions.listeners.append(invocations.forget)
+    functions.trigger_listeners.append(triggers.forget)
+    functions.route_listeners.append(gateway.forget)
+    return Services(
+        settings=settings,
+        tenants=tenants,
+        functions=functions,
+        invocations=invocations,
+        events=events,
+        triggers=triggers,
+        connectors=Connectors(store, events, make_connector),
+        secrets=secrets,
+        auth=_authenticator(settings, tenants, store),
+        gateway=gateway,
+        jobs=jobs,
+        saved_jobs=SavedJobs(store, jobs),
+        node_stats=node.stats,
+        images=images,
+    )
 
 
 def _authenticator(settings: Settings, tenants: Tenants, store: Store) -> Authenticator:

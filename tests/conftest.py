@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from pratai.core.ports import Store
 from pratai.server import Platform
 from pratai.settings import Settings
-from pratai.store import Store, open_store
+from pratai.store import open_store
 from pratai.store.memory import MemoryStore
 from tests.helpers import _SANDBOX_DIRS, Server, fast_platform, make_zip, start_server
 
@@ -34,6 +35,7 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
     "tests/artifacts/test_filesystem.py": (),
     "tests/broker/test_delivery.py": (),
     "tests/broker/test_embedded.py": (),
+    "tests/cli/test_imports.py": (),
     "tests/compat/test_multyvac.py": (),
     "tests/contracts/test_driver_contract.py": None,
     "tests/contracts/test_store_contract.py": None,
@@ -46,6 +48,8 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
     "tests/core/test_node_packages.py": ("test_npm_install_cache_and_failure",),  # npm's registry
     "tests/core/test_packages.py": (),
     "tests/core/test_scheduler.py": (),
+    "tests/drivers/test_runtimes.py": (),
+    "tests/node/test_worker.py": (),
     "tests/sdk/test_aio.py": (),
     "tests/sdk/test_client.py": ("test_a_failed_build_raises",),  # the package index
     "tests/sdk/test_credentials.py": (),
@@ -53,7 +57,10 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
     "tests/sdk/test_import.py": (),
     "tests/sdk/test_jobs.py": ("test_a_missing_module_names_itself_then_requirements_provide_it",),
     "tests/sdk/test_pickling.py": (),
+    "tests/sdk/test_protocol.py": (),
+    "tests/sdk/test_surface.py": (),
     "tests/store/test_batching.py": (),
+    "tests/test_errors.py": (),
 }
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,6 +112,16 @@ def assemble(fast: bool) -> Callable[[Settings], Platform]:
 def make_store(fast: bool) -> Callable[[Settings], Store]:
     """The (unopened) store the settings name, a MemoryStore in the fast tier."""
     return (lambda _: MemoryStore()) if fast else (lambda settings: open_store(settings.store_url))
+
+
+@pytest.fixture
+def code_root() -> Iterator[Path]:
+    """A world-readable folder for functions' code: the process driver's sandbox runs as an
+    unprivileged host uid, which pytest's private tmp_path would keep out."""
+    root = Path(tempfile.mkdtemp(prefix="pratai-test-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

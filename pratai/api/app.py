@@ -51,7 +51,7 @@ def create_app(
     app.include_router(secrets.router)
     app.include_router(gateway.router)
     app.include_router(images.router)
-    app.add_middleware(AuditMiddleware, store=svc.tenants.store)
+    app.add_middleware(AuditMiddleware, record=svc.tenants.audit)
 
     @app.get("/v1/node", tags=["platform"], responses=errors.responses(*errors.AUTHENTICATED))
     async def node(who: Annotated[Principal, Depends(allowed("operate"))]) -> dict[str, Any]:

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pratai.core.models import AuditEntry
 from pratai.core.tenants import Principal
-from pratai.store import Store
 
 _READ_ONLY = {"GET", "HEAD", "OPTIONS"}
 
 
 class AuditMiddleware:
-    def __init__(self, app: ASGIApp, store: Store) -> None:
+    def __init__(self, app: ASGIApp, record: Callable[[AuditEntry], Awaitable[None]]) -> None:
         self.app = app
-        self.store = store
+        self.record = record
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in _READ_ONLY:
@@ -36,7 +36,7 @@ class AuditMiddleware:
             state: dict[str, Any] = scope.get("state", {})
             who = state.get("principal")
             if isinstance(who, Principal):
-                await self.store.add_audit(
+                await self.record(
                     AuditEntry(
                         project_id=who.project.id,
                         key_id=who.key_id,

@@ -25,7 +25,7 @@ from pratai.errors import Forbidden, PayloadTooLarge, Unauthorized
 from pratai.settings import Settings
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Services:
     settings: Settings
     tenants: Tenants

@@ -46,7 +46,12 @@ class TriggerIn(Input):
 
     def spec(self) -> TriggerSpec:
         return TriggerSpec(
-            self.event, self.type, self.subscribe_to, self.frequency, self.cron, self.timezone
+            kind=self.event,
+            mode=self.type,
+            topic=self.subscribe_to,
+            frequency_minutes=self.frequency,
+            cron=self.cron,
+            timezone=self.timezone,
         )
 
 
@@ -117,7 +122,7 @@ async def list_triggers(
 )
 async def create_trigger(body: TriggerIn, request: Request, who: Deployer, svc: Svc) -> TriggerOut:
     function = await svc.functions.get(who.project, body.function)
-    trigger = await svc.triggers.create(who.project, function, body.spec())
+    trigger = await svc.triggers.create(function, body.spec())
     return TriggerOut.of(trigger, function.name, str(request.base_url))
 
 

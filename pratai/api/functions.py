@@ -10,11 +10,12 @@ from pratai.api import rules
 from pratai.api.deps import Services, allowed, services
 from pratai.api.errors import AUTHENTICATED, responses
 from pratai.api.schemas import FunctionOut, FunctionSummary, RollbackIn, TriggerOut, VersionOut
-from pratai.core.functions import FunctionOptions, FunctionView
-from pratai.core.gateway import RouteSpec, describe_limits, parse_rate, parse_route
+from pratai.core.functions import DeploySpec, FunctionOptions, FunctionView
+from pratai.core.gateway import RouteSpec, describe_limits
+from pratai.core.models import Project
 from pratai.core.secrets import parse_bindings
 from pratai.core.tenants import Principal
-from pratai.core.triggers import TriggerSpec, validate
+from pratai.core.triggers import TriggerSpec
 from pratai.errors import Conflict, NotFound, PayloadTooLarge
 
 router = APIRouter(prefix="/v1/functions", tags=["functions"], responses=responses(*AUTHENTICATED))
@@ -123,42 +124,39 @@ async def create_function(
 ) -> FunctionOut:
     """Deploy a function; with `event`, also the trigger that runs it; with `route`, a route
     of the project's gateway."""
-    route_spec = None
-    if route:
-        route_spec = RouteSpec(
-            route, route_auth, rate_limit, max_body, route_timeout, tuple(cors_origin or ())
-        )
-        parse_route(route)
-        if rate_limit:
-            parse_rate(rate_limit)
     package = await _read_package(file, svc.settings.max_package_bytes) if file else None
-    bindings = parse_bindings(secret or [], secret_file) if secret or secret_file else None
-    if bindings:
-        await svc.secrets.check_bindings(who.project, bindings)
     options = FunctionOptions(
-        description, memory, timeout, network, concurrency, handler, max_retries, bindings,
-        runtime, image, contract,
+        description=description, memory_mb=memory, timeout_s=timeout, network=network,
+        concurrency=concurrency, handler=handler, max_retries=max_retries, runtime=runtime,
+        secrets=_bindings(secret, secret_file), image=image, contract=contract,
     )  # fmt: skip
-    spec = TriggerSpec(event, type, subscribe_to, frequency, cron, timezone) if event else None
-    if spec is not None:
-        validate(spec)  # before anything is stored
-    view = await svc.functions.create(who.project, name, package, options)
-    if spec is not None:
-        await svc.triggers.create(who.project, view.function, spec)
-    if route_spec is not None:
-        await svc.gateway.add(who.project, view.function, route_spec)
-    return await _out(svc, view, str(request.base_url))
+    trigger = TriggerSpec(
+        kind=event, mode=type, topic=subscribe_to, frequency_minutes=frequency, cron=cron,
+        timezone=timezone,
+    ) if event else None  # fmt: skip
+    route_spec = RouteSpec(
+        route=route, auth=route_auth, rate_limit=rate_limit, max_body_bytes=max_body,
+        timeout_s=route_timeout, cors_origins=tuple(cors_origin or ()),
+    ) if route else None  # fmt: skip
+    spec = DeploySpec(
+        name=name, package=package, options=options, trigger=trigger, route=route_spec
+    )
+    view = await svc.functions.deploy(who.project, spec)
+    return await _out(svc, who.project, view, str(request.base_url))
 
 
-async def _out(svc: Services, view: FunctionView, base_url: str) -> FunctionOut:
+def _bindings(secret: list[str] | None, secret_file: list[str] | None) -> dict[str, str] | None:
+    return parse_bindings(secret or [], secret_file) if secret or secret_file else None
+
+
+async def _out(svc: Services, project: Project, view: FunctionView, base_url: str) -> FunctionOut:
     function = view.function
     triggers = await svc.triggers.of_function(function)
     out = FunctionOut.of(view, [TriggerOut.of(t, function.name, base_url) for t in triggers])
-    project = await svc.tenants.store.get_project(function.project_id)
-    prefix = f"{base_url.rstrip('/')}/fn/{project.name if project else '?'}"
+    prefix = f"{base_url.rstrip('/')}/fn/{project.name}"
     out.routes = [
         f"{r.method} {prefix}{r.path} ({describe_limits(r)})"
-        for r in await svc.gateway.store.list_routes(function.project_id, function.id)
+        for r in await svc.gateway.routes_of(function)
     ]
     return out
 
@@ -182,7 +180,7 @@ async def list_functions(who: Reader, svc: Svc) -> list[FunctionSummary]:
 @router.get("/{name}", response_model=FunctionOut, responses=responses(NotFound))
 async def show_function(name: str, request: Request, who: Reader, svc: Svc) -> FunctionOut:
     view = await svc.functions.view(await svc.functions.get(who.project, name))
-    return await _out(svc, view, str(request.base_url))
+    return await _out(svc, who.project, view, str(request.base_url))
 
 
 @router.patch(
@@ -216,15 +214,13 @@ async def update_function(
 ) -> FunctionOut:
     """A new `file` makes a new immutable version; other fields change settings."""
     package = await _read_package(file, svc.settings.max_package_bytes) if file else None
-    bindings = parse_bindings(secret or [], secret_file) if secret or secret_file else None
-    if bindings:
-        await svc.secrets.check_bindings(who.project, bindings)
     options = FunctionOptions(
-        description, memory, timeout, network, concurrency, handler, max_retries, bindings,
-        runtime, image, contract,
+        description=description, memory_mb=memory, timeout_s=timeout, network=network,
+        concurrency=concurrency, handler=handler, max_retries=max_retries, runtime=runtime,
+        secrets=_bindings(secret, secret_file), image=image, contract=contract,
     )  # fmt: skip
     view = await svc.functions.update(who.project, name, package, options)
-    return await _out(svc, view, str(request.base_url))
+    return await _out(svc, who.project, view, str(request.base_url))
 
 
 @router.get("/{name}/versions", response_model=list[VersionOut], responses=responses(NotFound))
@@ -241,7 +237,7 @@ async def rollback_function(
     name: str, body: RollbackIn, request: Request, who: Deployer, svc: Svc
 ) -> FunctionOut:
     view = await svc.functions.rollback(who.project, name, body.version)
-    return await _out(svc, view, str(request.base_url))
+    return await _out(svc, who.project, view, str(request.base_url))
 
 
 @router.delete("/{name}", status_code=204, responses=responses(NotFound))

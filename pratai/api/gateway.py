@@ -22,7 +22,7 @@ Svc = Annotated[Services, Depends(services)]
 
 
 async def _project(svc: Services, name: str) -> Project:
-    project = await svc.tenants.store.get_project_by_name(name)
+    project = await svc.tenants.project_named(name)
     if project is None or not await svc.gateway.routes(project.id):
         raise NotFound(f"no routes at /fn/{name}")
     return project
@@ -92,8 +92,7 @@ async def call_route(project: str, path: str, request: Request, svc: Svc) -> Res
     function = await svc.functions.by_id(route.function_id)
     if function is None or function.active_version is None:
         raise NotFound("this route's function is not ready")
-    version = await svc.functions.store.get_version(function.id, function.active_version)
-    schema = await svc.gateway.input_schema(function, version) if version else None
+    schema = await svc.gateway.input_schema(function)
     if schema is not None:
         svc.gateway.validate(schema, decoded)
     payload = json.dumps(

@@ -19,10 +19,10 @@ from pratai.core.functions import (
 )
 from pratai.core.jobs import MAX_JOB_MEMORY_MB, MAX_JOB_TIMEOUT_S, MIN_JOB_MEMORY_MB
 from pratai.core.models import NAME_PATTERN, Role, TriggerKind
+from pratai.core.ports import CONTRACTS
 from pratai.core.runtimes import RUNTIMES
 from pratai.core.secrets import ENV_PATTERN, SECRET_NAME_PATTERN
 from pratai.core.triggers import MODES
-from pratai.drivers.base import CONTRACTS
 
 Schema = dict[str, Any]
 

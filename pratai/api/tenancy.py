@@ -171,7 +171,7 @@ async def list_audit(
     who: Reader, svc: Svc, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[AuditOut]:
     """Who created, changed, deleted or invoked what in this project, newest first."""
-    entries = await svc.tenants.store.list_audit(who.project.id, limit)
+    entries = await svc.tenants.audit_log(who.project, limit)
     return [
         AuditOut(
             key_id=e.key_id,

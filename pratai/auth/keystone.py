@@ -30,15 +30,15 @@ import logging
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
-from pratai.auth.keystone_client import tokens_url
 from pratai.core.models import Project, Role, check_name, new_id
+from pratai.core.ports import Store
 from pratai.core.tenants import RANK, Principal
 from pratai.errors import Conflict, InvalidName, Unauthorized, Unavailable
-from pratai.store import Store
+from pratai.keystone_api import tokens_url
 
 __all__ = ["DEFAULT_ROLE_MAP", "KeystoneAuthenticator"]
 
@@ -71,6 +71,15 @@ def _expires_at(value: Any) -> float | None:
     return moment.timestamp()
 
 
+class Clock(Protocol):
+    """The wall clock (tokens' expiries) and the monotonic one (the cache's deadlines): the
+    `time` module, or a test's clock that moves when told."""
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+
 class KeystoneAuthenticator:
     """Authenticates Keystone v3 tokens as principals of the Pratai project of the same name."""
 
@@ -85,9 +94,11 @@ class KeystoneAuthenticator:
         service_token: str | None = None,
         domain: str | None = None,
         timeout: float = 10.0,
+        clock: Clock = time,
     ) -> None:
         """`role_map` replaces DEFAULT_ROLE_MAP (Keystone role name -> Pratai role). `http` is
-        used as given and not closed; without it the authenticator owns a client (`aclose`)."""
+        used as given and not closed; without it the authenticator owns a client (`aclose`). `clock`
+        is where it reads the time (a test's, to step past a deadline)."""
         self.tokens_url = tokens_url(auth_url)
         self.store = store
         self.role_map = {
@@ -96,6 +107,7 @@ class KeystoneAuthenticator:
         self.cache_seconds = cache_seconds
         self.service_token = service_token
         self.domain = domain
+        self._clock = clock
         self._owns_http = http is None
         self._http = http if http is not None else httpx.AsyncClient(timeout=timeout)
         # sha256(token) -> (monotonic deadline, principal): no raw tokens kept in memory.
@@ -110,19 +122,19 @@ class KeystoneAuthenticator:
             raise Unauthorized("invalid Keystone token")
         digest = hashlib.sha256(token.encode()).hexdigest()
         cached = self._verified.get(digest)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None and cached[0] > self._clock.monotonic():
             return cached[1]
         body = await self._validate(token)
         principal = await self._principal(body)
         # Never trusted past its expiry; not cached at all when Keystone gives no readable expiry.
         expires_at = _expires_at(body.get("expires_at"))
         trusted_for = (
-            0.0 if expires_at is None else min(self.cache_seconds, expires_at - time.time())
+            0.0 if expires_at is None else min(self.cache_seconds, expires_at - self._clock.time())
         )
         if trusted_for > 0:
             if len(self._verified) >= _MAX_CACHED:
                 self._verified.clear()
-            self._verified[digest] = (time.monotonic() + trusted_for, principal)
+            self._verified[digest] = (self._clock.monotonic() + trusted_for, principal)
         else:
             self._verified.pop(digest, None)
         return principal

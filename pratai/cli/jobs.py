@@ -6,13 +6,13 @@ import base64
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from pratai.cli.main import cli, handle_errors, output_option
-from pratai.cli.output import emit_json, fields, ms, table, when
-from pratai.client import Client
+from pratai.api_client import ApiClient
+from pratai.cli.group import Answer, command
+from pratai.cli.output import fields, ms, when
 
 F = TypeVar("F", bound=Callable[..., Any])
 # What `--follow` exits with when the job has no exit code of its own (as timeout(1) does).
@@ -63,7 +63,7 @@ def _spec(
     }
 
 
-def _follow(client: Client, job_id: str) -> None:
+def _follow(client: ApiClient, job_id: str) -> NoReturn:
     """Print the job's output as it comes, then exit with its exit code."""
     end: dict[str, Any] = {}
     for line in client.follow_job(job_id):
@@ -83,40 +83,35 @@ def _follow(client: Client, job_id: str) -> None:
     sys.exit({"timed_out": EXIT_TIMED_OUT, "cancelled": EXIT_CANCELLED}.get(str(status), 1))
 
 
-def _started(client: Client, job: dict[str, Any], follow: bool, output: str) -> None:
+def _started(client: ApiClient, job: dict[str, Any], follow: bool) -> Answer:
     if follow:
         _follow(client, job["id"])
-    elif output == "json":
-        emit_json(job)
-    else:
-        click.echo(job["id"])
+    return Answer.line(job, job["id"])
 
 
-@cli.command("job-submit")
+@command("job-submit")
 @spec_options
 @click.option("--follow", "-f", is_flag=True, help="stream its output; exit with its exit code")
 @click.argument("command", nargs=-1, required=True)
-@output_option
-@handle_errors
-def job_submit(command: tuple[str, ...], follow: bool, output: str, **spec: Any) -> None:
+def job_submit(command: tuple[str, ...], follow: bool, **spec: Any) -> Answer:
     """Run COMMAND once in a sandbox: pratai job-submit [OPTIONS] -- CMD [ARGS...]"""
-    client = Client()
-    _started(client, client.submit_job(**_spec(command, **spec)), follow, output)
+    client = ApiClient()
+    return _started(client, client.submit_job(**_spec(command, **spec)), follow)
 
 
-@cli.command("job-show")
+@command("job-show")
 @click.argument("job_id")
 @click.option("--follow", "-f", is_flag=True, help="stream its output until it ends")
-@output_option
-@handle_errors
-def job_show(job_id: str, follow: bool, output: str) -> None:
+def job_show(job_id: str, follow: bool) -> Answer:
     """A job's status, exit code, duration, stdout and stderr."""
-    client = Client()
+    client = ApiClient()
     if follow:
         _follow(client, job_id)
     job = client.get_job(job_id)
-    if output == "json":
-        return emit_json(job)
+    return Answer(job, lambda: _show_job(job))
+
+
+def _show_job(job: dict[str, Any]) -> None:
     error = job["error"] or {}
     fields(
         [
@@ -138,104 +133,95 @@ def job_show(job_id: str, follow: bool, output: str) -> None:
             click.echo(job[stream], nl=not job[stream].endswith("\n"))
 
 
-@cli.command("job-list")
+@command("job-list")
 @click.option("--status", help="queued, running, succeeded, failed, timed_out or cancelled")
 @click.option("--limit", type=int, default=20, show_default=True)
-@output_option
-@handle_errors
-def job_list(status: str | None, limit: int, output: str) -> None:
+def job_list(status: str | None, limit: int) -> Answer:
     """Jobs of this project, newest first."""
-    jobs = Client().list_jobs(limit, status)
-    if output == "json":
-        return emit_json(jobs)
-    table(
-        [
-            (
-                j["id"],
-                j["status"],
-                j["exit_code"],
-                ms(j["duration_ms"]),
-                when(j["created_at"]),
-                j["saved_name"] or " ".join(j["command"])[:40] or f"({j['kind']})",
-            )
-            for j in jobs
-        ],
+    return Answer.rows(
+        ApiClient().list_jobs(limit, status),
         ["ID", "STATUS", "EXIT", "DURATION", "CREATED", "COMMAND"],
+        lambda j: (
+            j["id"],
+            j["status"],
+            j["exit_code"],
+            ms(j["duration_ms"]),
+            when(j["created_at"]),
+            j["saved_name"] or " ".join(j["command"])[:40] or f"({j['kind']})",
+        ),
     )
 
 
-@cli.command("job-cancel")
+@command("job-cancel", output=False)
 @click.argument("job_id")
-@handle_errors
-def job_cancel(job_id: str) -> None:
+def job_cancel(job_id: str) -> Answer:
     """Cancel a queued or running job (a running one is killed)."""
-    job = Client().cancel_job(job_id)
-    click.echo(f"job {job['id']} {job['status']}")
+    job = ApiClient().cancel_job(job_id)
+    return Answer.line(job, f"job {job['id']} {job['status']}")
 
 
-@cli.command("job-save")
+@command("job-save")
 @click.argument("name")
 @spec_options
 @click.argument("command", nargs=-1, required=True)
-@output_option
-@handle_errors
-def job_save(name: str, command: tuple[str, ...], output: str, **spec: Any) -> None:
+def job_save(name: str, command: tuple[str, ...], **spec: Any) -> Answer:
     """Save COMMAND as job NAME: pratai job-save NAME [OPTIONS] -- CMD [ARGS...]"""
-    saved = Client().save_job(name, **_spec(command, **spec))
-    if output == "json":
-        return emit_json(saved)
-    click.echo(f"saved job {saved['name']}: {' '.join(saved['command'])}")
+    saved = ApiClient().save_job(name, **_spec(command, **spec))
+    return Answer.line(saved, f"saved job {saved['name']}: {' '.join(saved['command'])}")
 
 
-@cli.command("job-run")
+@command("job-run")
 @click.argument("name")
 @click.option("--follow", "-f", is_flag=True, help="stream its output; exit with its exit code")
-@output_option
-@handle_errors
-def job_run(name: str, follow: bool, output: str) -> None:
+def job_run(name: str, follow: bool) -> Answer:
     """Run saved job NAME now; prints the new job's id."""
-    client = Client()
-    _started(client, client.run_saved_job(name), follow, output)
+    client = ApiClient()
+    return _started(client, client.run_saved_job(name), follow)
 
 
-@cli.command("job-schedule")
+@command("job-schedule")
 @click.argument("name")
 @click.option("--cron", help='cron expression, e.g. "0 * * * *"')
 @click.option("--timezone", help="IANA time zone of the cron expression (default UTC)")
 @click.option("--off", is_flag=True, help="stop running it on a schedule")
-@output_option
-@handle_errors
-def job_schedule(name: str, cron: str | None, timezone: str | None, off: bool, output: str) -> None:
+def job_schedule(name: str, cron: str | None, timezone: str | None, off: bool) -> Answer:
     """Run saved job NAME on a cron schedule (at most once per tick)."""
     if off == bool(cron):
         raise click.UsageError("give --cron EXPR, or --off")
-    saved = Client().schedule_job(name, None if off else cron, timezone)
-    if output == "json":
-        return emit_json(saved)
+    saved = ApiClient().schedule_job(name, None if off else cron, timezone)
     if saved["cron"] is None:
-        click.echo(f"job {name} is no longer scheduled")
-    else:
-        click.echo(f"job {name} runs on {saved['cron']!r}; next run {when(saved['next_run'])}")
-
-
-@cli.command("job-saved")
-@output_option
-@handle_errors
-def job_saved(output: str) -> None:
-    """Saved jobs of this project."""
-    saved = Client().list_saved_jobs()
-    if output == "json":
-        return emit_json(saved)
-    table(
-        [(s["name"], " ".join(s["command"])[:40], s["cron"], when(s["next_run"])) for s in saved],
-        ["NAME", "COMMAND", "SCHEDULE", "NEXT RUN"],
+        return Answer.line(saved, f"job {name} is no longer scheduled")
+    return Answer.line(
+        saved, f"job {name} runs on {saved['cron']!r}; next run {when(saved['next_run'])}"
     )
 
 
-@cli.command("job-delete")
+@command("job-saved")
+def job_saved() -> Answer:
+    """Saved jobs of this project."""
+    return Answer.rows(
+        ApiClient().list_saved_jobs(),
+        ["NAME", "COMMAND", "SCHEDULE", "NEXT RUN"],
+        lambda s: (s["name"], " ".join(s["command"])[:40], s["cron"], when(s["next_run"])),
+    )
+
+
+@command("job-delete", output=False)
 @click.argument("name")
-@handle_errors
-def job_delete(name: str) -> None:
+def job_delete(name: str) -> Answer:
     """Delete saved job NAME (and its schedule); jobs it already ran stay."""
-    Client().delete_saved_job(name)
-    click.echo(f"deleted saved job {name}")
+    ApiClient().delete_saved_job(name)
+    return Answer.line(None, f"deleted saved job {name}")
+
+
+COMMANDS = (
+    job_submit,
+    job_show,
+    job_list,
+    job_cancel,
+    job_save,
+    job_run,
+    job_schedule,
+    job_saved,
+    job_delete,
+)

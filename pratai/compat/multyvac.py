@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, overload
 
 from pratai.sdk.client import Client
-from pratai.sdk.jobs import Job as _PrataiJob
+from pratai.sdk.client import Job as _PrataiJob
 
 __all__ = ["Job", "config", "get", "map", "submit"]
 
@@ -78,6 +78,8 @@ class Job:
 
     @property
     def status(self) -> str:
+        """Asks the server until the job has finished (as multyvac's did)."""
+        self._job.done()
         return STATUSES.get(self._job.status, self._job.status)
 
     def is_done(self) -> bool:

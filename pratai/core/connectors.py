@@ -13,12 +13,13 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pratai.connectors.base import Connector, ConnectorStatus, Incoming
 from pratai.core.events import Events, check_topic
 from pratai.core.models import ConnectorRecord, Event, Project, check_name, new_id
+from pratai.core.ports import ConnectorStore, ProjectStore
 from pratai.errors import Conflict, NotFound
-from pratai.store import Store
 
 log = logging.getLogger("pratai.connectors")
 
@@ -40,8 +41,12 @@ def _encode(data: object) -> tuple[bytes, str]:
     return json.dumps(data).encode(), "application/json"
 
 
+class _Store(ConnectorStore, ProjectStore, Protocol):
+    """Connectors, and the projects whose topics they publish to."""
+
+
 class Connectors:
-    def __init__(self, store: Store, events: Events, factory: Factory) -> None:
+    def __init__(self, store: _Store, events: Events, factory: Factory) -> None:
         self.store = store
         self.events = events
         self.factory = factory

@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import time
+from typing import Protocol
 
 from pratai.core.invocations import Invocations
 from pratai.core.models import (
@@ -32,9 +33,9 @@ from pratai.core.models import (
     TriggerKind,
     new_id,
 )
+from pratai.core.ports import EventStore, FunctionReader, ProjectStore, TriggerStore
 from pratai.errors import InvalidInput, NotFound, PayloadTooLarge
 from pratai.settings import Settings
-from pratai.store import Store
 
 MAX_HOPS = 16
 DEAD_LETTER_TOPIC = "dead-letter"
@@ -64,8 +65,12 @@ def result_topic(function_name: str, status: Status) -> str:
     return f"function.{function_name}.{outcome}"
 
 
+class _Store(EventStore, TriggerStore, FunctionReader, ProjectStore, Protocol):
+    """What Events reads and writes: events, subscriptions, the functions they run."""
+
+
 class Events:
-    def __init__(self, settings: Settings, store: Store, invocations: Invocations) -> None:
+    def __init__(self, settings: Settings, store: _Store, invocations: Invocations) -> None:
         self.settings = settings
         self.store = store
         self.invocations = invocations

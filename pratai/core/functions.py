@@ -5,24 +5,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from pratai.core.gateway import RouteSpec, new_route
 from pratai.core.images import Images, check_contract, image_digest
 from pratai.core.models import (
     BuildState,
     Function,
     FunctionVersion,
     Project,
+    Route,
+    Trigger,
     check_name,
     new_id,
     now,
 )
+from pratai.core.ports import FunctionStore
 from pratai.core.runtimes import NODE, PYTHON, check_runtime
+from pratai.core.secrets import Secrets
+from pratai.core.triggers import TriggerSpec, new_trigger
 from pratai.core.workspace import Workspace
 from pratai.errors import Conflict, InvalidInput, NotFound
 from pratai.settings import Settings
-from pratai.store import Store
 
 log = logging.getLogger("pratai.functions")
 
@@ -48,7 +53,7 @@ class FunctionView:
         return self.latest.state
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FunctionOptions:
     description: str | None = None
     memory_mb: int | None = None
@@ -61,6 +66,18 @@ class FunctionOptions:
     runtime: str | None = None  # "python" (the default) or "node20"
     image: str | None = None  # a container image ref of the project (runtime "image")
     contract: str | None = None  # image functions: http | stdio (the version's handler)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploySpec:
+    """A new function: its package (or `options.image`), and the trigger and the gateway route
+    that come with it."""
+
+    name: str
+    package: bytes | None = None
+    options: FunctionOptions = field(default_factory=FunctionOptions)
+    trigger: TriggerSpec | None = None
+    route: RouteSpec | None = None
 
 
 def _check_options(options: FunctionOptions) -> None:
@@ -80,19 +97,24 @@ class Functions:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: FunctionStore,
         workspace: Workspace,
         evictor: InstanceEvictor | None = None,
         images: Images | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.workspace = workspace
         self.evictor = evictor
         self.images = images
+        self.secrets = secrets
         self._builds: set[asyncio.Task[None]] = set()
         # told of every change this process makes, e.g. to drop cached copies
         self.listeners: list[Callable[[Function], None]] = []
+        # told of the triggers and routes a deploy stored, e.g. to drop cached subscribers
+        self.trigger_listeners: list[Callable[[Trigger], None]] = []
+        self.route_listeners: list[Callable[[Route], None]] = []
 
     def _changed(self, function: Function) -> None:
         for listener in self.listeners:
@@ -121,31 +143,70 @@ class Functions:
     async def versions(self, project: Project, name: str) -> list[FunctionVersion]:
         return await self.store.list_versions((await self.get(project, name)).id)
 
-    async def create(
-        self, project: Project, name: str, package: bytes | None, options: FunctionOptions
-    ) -> FunctionView:
-        check_name(name)
-        _check_options(options)
-        if options.image is not None or package is None:
-            return await self._create_image(project, name, options)
-        runtime = options.runtime or PYTHON
-        info = self.workspace.inspect(package, options.handler, runtime)
-        if await self.store.get_function(project.id, name) is not None:
-            raise Conflict(f"function {name!r} already exists", function=name)
-        function = self._new_function(project, name, options, runtime)
-        digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
-        version = FunctionVersion(function.id, 1, digest, info.handler, info.requirements_hash)
-        await self.store.create_function(function)
-        await self.store.add_version(version)
-        return await self._build(function, version, info.requirements)
+    async def deploy(self, project: Project, spec: DeploySpec) -> FunctionView:
+        """A new function with its first version, trigger and route. Everything is checked
+        first, then stored in one transaction: a bad or clashing part leaves nothing behind."""
+        function, package = self._new_function(project, spec)
+        triggers = [new_trigger(function, spec.trigger)] if spec.trigger else []
+        routes = [new_route(function, spec.route)] if spec.route else []
+        await self._check_bindings(project, spec.options)
+        if await self.store.get_function(project.id, spec.name) is not None:
+            raise Conflict(f"function {spec.name!r} already exists", function=spec.name)
+        if package is None:
+            image, contract = spec.options.image or "", spec.options.contract or "http"
+            version = await self._image_version(project, function, image, contract)
+            await self._store_new(function, version, triggers, routes)
+            return await self.view(function)
+        version, requirements = await self._package_version(function, package, spec.options.handler)
+        await self._store_new(function, version, triggers, routes)
+        return await self._build(function, version, requirements)
 
-    def _new_function(
-        self, project: Project, name: str, options: FunctionOptions, runtime: str
-    ) -> Function:
-        return Function(
+    async def _package_version(
+        self, function: Function, package: bytes, handler: str | None
+    ) -> tuple[FunctionVersion, str | None]:
+        """The function's latest version, of this package (stored), and its requirements."""
+        info = self.workspace.inspect(package, handler, function.runtime)
+        digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
+        version = FunctionVersion(
+            function_id=function.id,
+            version=function.latest_version,
+            package_digest=digest,
+            handler=info.handler,
+            requirements_hash=info.requirements_hash,
+        )
+        return version, info.requirements
+
+    async def _store_new(
+        self,
+        function: Function,
+        version: FunctionVersion,
+        triggers: list[Trigger],
+        routes: list[Route],
+    ) -> None:
+        await self.store.create_function(function, version, triggers, routes)
+        for trigger in triggers:
+            for on_trigger in self.trigger_listeners:
+                on_trigger(trigger)
+        for route in routes:
+            for on_route in self.route_listeners:
+                on_route(route)
+
+    async def _check_bindings(self, project: Project, options: FunctionOptions) -> None:
+        if options.secrets and self.secrets is not None:
+            await self.secrets.check_bindings(project, options.secrets)
+
+    def _new_function(self, project: Project, spec: DeploySpec) -> tuple[Function, bytes | None]:
+        """The function to deploy, and its package (None: it runs `options.image`)."""
+        options = spec.options
+        check_name(spec.name)
+        _check_options(options)
+        package = None if options.image is not None else spec.package
+        if package is None and not options.image:
+            raise InvalidInput("a function needs a package (--file) or an image (--image)")
+        function = Function(
             id=new_id(),
             project_id=project.id,
-            name=name,
+            name=spec.name,
             description=options.description or "",
             memory_mb=options.memory_mb or 128,
             timeout_s=options.timeout_s or 30.0,
@@ -153,14 +214,17 @@ class Functions:
             concurrency=options.concurrency or self.settings.default_concurrency,
             max_retries=2 if options.max_retries is None else options.max_retries,
             secrets=options.secrets or {},
-            runtime=runtime,
+            runtime="image" if package is None else options.runtime or PYTHON,
             latest_version=1,
+            active_version=1 if package is None else None,  # an image needs no build
         )
+        return function, package
 
     async def update(
         self, project: Project, name: str, package: bytes | None, options: FunctionOptions
     ) -> FunctionView:
         """A new package makes a new version; options alone change the function in place."""
+        await self._check_bindings(project, options)
         _check_options(options)
         function = await self.get(project, name)
         if options.runtime is not None and options.runtime != function.runtime:
@@ -197,18 +261,13 @@ class Functions:
             await self._evict(function.id)
             return await self.view(function)
         latest = await self.store.get_version(function.id, function.latest_version)
-        info = self.workspace.inspect(
-            package, options.handler or (latest.handler if latest else None), function.runtime
-        )
-        digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
+        handler = options.handler or (latest.handler if latest else None)
         function.latest_version += 1
-        version = FunctionVersion(
-            function.id, function.latest_version, digest, info.handler, info.requirements_hash
-        )
+        version, requirements = await self._package_version(function, package, handler)
         await self.store.add_version(version)
         await self.store.update_function(function)
         self._changed(function)
-        return await self._build(function, version, info.requirements)
+        return await self._build(function, version, requirements)
 
     async def _image_version(
         self, project: Project, function: Function, ref: str, contract: str
@@ -221,30 +280,14 @@ class Functions:
         image = await self.images.get(project, ref)
         function.image = image.ref
         return FunctionVersion(
-            function.id,
-            function.latest_version,
-            image_digest(image.image_id),
-            check_contract(contract),
-            None,
+            function_id=function.id,
+            version=function.latest_version,
+            package_digest=image_digest(image.image_id),
+            handler=check_contract(contract),
+            requirements_hash=None,
             state=BuildState.READY,
             build_log=f"container image {image.ref} ({image.image_id[:12]})\n",
         )
-
-    async def _create_image(
-        self, project: Project, name: str, options: FunctionOptions
-    ) -> FunctionView:
-        if not options.image:
-            raise InvalidInput("a function needs a package (--file) or an image (--image)")
-        if await self.store.get_function(project.id, name) is not None:
-            raise Conflict(f"function {name!r} already exists", function=name)
-        function = self._new_function(project, name, options, "image")
-        function.active_version = 1
-        version = await self._image_version(
-            project, function, options.image, options.contract or "http"
-        )
-        await self.store.create_function(function)
-        await self.store.add_version(version)
-        return await self.view(function)
 
     async def _new_image_version(
         self, project: Project, function: Function, options: FunctionOptions

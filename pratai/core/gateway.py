@@ -14,15 +14,15 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema
 
-from pratai.core.models import Function, FunctionVersion, Project, Role, Route, new_id
+from pratai.core.models import Function, Project, Role, Route, new_id
+from pratai.core.ports import FunctionReader, RateCounter, RouteStore
 from pratai.core.tenants import RANK, Principal
 from pratai.core.workspace import Workspace
 from pratai.errors import (
-    Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -30,7 +30,6 @@ from pratai.errors import (
     Unauthorized,
     UnprocessableInput,
 )
-from pratai.store import Store
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _SEGMENT = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9._~-]+)$")
@@ -38,7 +37,7 @@ _WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _CACHE_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RouteSpec:
     route: str  # "GET /users/{id}"
     auth: str = "public"
@@ -142,37 +141,44 @@ def _matches(template: str, path: str) -> dict[str, str] | None:
     return params
 
 
+def new_route(function: Function, spec: RouteSpec) -> Route:
+    """The function's route that `spec` describes, or InvalidInput; stored by the deploy."""
+    method, path = parse_route(spec.route)
+    if spec.auth != "public" and spec.auth not in [r.value for r in Role]:
+        raise InvalidInput("route auth must be public or a role: viewer, invoker, ...")
+    count, window = parse_rate(spec.rate_limit) if spec.rate_limit else (None, None)
+    return Route(
+        id=new_id(),
+        project_id=function.project_id,
+        function_id=function.id,
+        method=method,
+        path=path,
+        auth=spec.auth,
+        rate_limit=count,
+        rate_window_s=window,
+        max_body_bytes=spec.max_body_bytes,
+        timeout_s=spec.timeout_s,
+        cors_origins=list(spec.cors_origins),
+    )
+
+
+class _Store(RouteStore, RateCounter, FunctionReader, Protocol):
+    """What the gateway reads: routes, request counts, the functions routes run."""
+
+
 class Gateway:
-    def __init__(self, store: Store, workspace: Workspace) -> None:
+    def __init__(self, store: _Store, workspace: Workspace) -> None:
         self.store = store
         self.workspace = workspace
         self._routes: dict[str, tuple[float, list[Route]]] = {}
         self._schemas: dict[str, dict[str, Any] | None] = {}
 
-    async def add(self, project: Project, function: Function, spec: RouteSpec) -> Route:
-        method, path = parse_route(spec.route)
-        if spec.auth != "public" and spec.auth not in [r.value for r in Role]:
-            raise InvalidInput("route auth must be public or a role: viewer, invoker, ...")
-        count, window = parse_rate(spec.rate_limit) if spec.rate_limit else (None, None)
-        route = Route(
-            id=new_id(),
-            project_id=project.id,
-            function_id=function.id,
-            method=method,
-            path=path,
-            auth=spec.auth,
-            rate_limit=count,
-            rate_window_s=window,
-            max_body_bytes=spec.max_body_bytes,
-            timeout_s=spec.timeout_s,
-            cors_origins=list(spec.cors_origins),
-        )
-        try:
-            await self.store.create_route(route)
-        except Conflict:
-            raise Conflict(f"the project already routes {method} {path}") from None
-        self._routes.pop(project.id, None)
-        return route
+    def forget(self, route: Route) -> None:
+        """A route was added: its project's cached routes are stale."""
+        self._routes.pop(route.project_id, None)
+
+    async def routes_of(self, function: Function) -> list[Route]:
+        return await self.store.list_routes(function.project_id, function.id)
 
     async def routes(self, project_id: str) -> list[Route]:
         cached = self._routes.get(project_id)
@@ -220,14 +226,16 @@ class Gateway:
                 retry_after,
             )
 
-    async def input_schema(
-        self, function: Function, version: FunctionVersion
-    ) -> dict[str, Any] | None:
-        """The request body's schema: schema.json's "input", else the type hint of the
-        handler's first parameter (a builtin type, or a TypedDict of the module)."""
-        digest = version.package_digest
-        if function.runtime == "image":  # a container declares no schema
+    async def input_schema(self, function: Function) -> dict[str, Any] | None:
+        """The request body's schema of the active version: schema.json's "input", else the
+        type hint of the handler's first parameter (a builtin type, or a TypedDict of the
+        module)."""
+        if function.runtime == "image" or function.active_version is None:
+            return None  # a container declares no schema; nothing runs yet
+        version = await self.store.get_version(function.id, function.active_version)
+        if version is None:
             return None
+        digest = version.package_digest
         if digest not in self._schemas:
             code = await self.workspace.code_dir(digest)
             schema = None
@@ -271,11 +279,9 @@ class Gateway:
             }
             if route.auth != "public":
                 operation["security"] = [{"bearer": []}]
-            if function and function.active_version:
-                version = await self.store.get_version(function.id, function.active_version)
-                schema = await self.input_schema(function, version) if version else None
-                if schema is not None:
-                    operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
+            schema = await self.input_schema(function) if function else None
+            if schema is not None:
+                operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
             paths.setdefault(route.path, {})[route.method.lower()] = operation
         return {
             "openapi": "3.1.0",

@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pratai.core.models import Image, Project, new_id
-from pratai.drivers.base import CONTRACTS, ImageEngine
+from pratai.core.ports import CONTRACTS, ImageEngine, ImageStore
 from pratai.errors import InvalidInput, NotFound
-from pratai.store import Store
 
 DIGEST_PREFIX = "img-"
 
@@ -36,7 +35,7 @@ def check_contract(contract: str) -> str:
 
 
 class Images:
-    def __init__(self, store: Store, engine: ImageEngine | None) -> None:
+    def __init__(self, store: ImageStore, engine: ImageEngine | None) -> None:
         self.store = store
         self.engine = engine
 

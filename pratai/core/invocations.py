@@ -21,9 +21,9 @@ from pratai.core.models import (
     new_id,
     now,
 )
+from pratai.core.ports import FunctionReader, InvocationStore, ProjectStore
 from pratai.errors import Conflict, NotFound, PayloadTooLarge
 from pratai.settings import Settings
-from pratai.store import Store
 
 INVOCATIONS_QUEUE = "invocations"
 # Another api process may change a function; this process notices within this many seconds.
@@ -57,9 +57,13 @@ def decode_result(invocation: Invocation) -> Any:
     return None if invocation.result is None else json.loads(invocation.result)
 
 
+class _Store(InvocationStore, FunctionReader, ProjectStore, Protocol):
+    """What Invocations reads and writes: invocations, and the functions they run."""
+
+
 class Invocations:
     def __init__(
-        self, settings: Settings, store: Store, broker: Broker, executor: Executor | None
+        self, settings: Settings, store: _Store, broker: Broker, executor: Executor | None
     ) -> None:
         self.settings = settings
         self.store = store

@@ -21,9 +21,9 @@ from typing import Any, Protocol
 
 from pratai.broker import Broker
 from pratai.core.models import Job, JobKind, Project, Status, new_id, now
+from pratai.core.ports import JobStore
 from pratai.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, RuntimeMismatch
 from pratai.settings import Settings
-from pratai.store import Store
 
 log = logging.getLogger("pratai.jobs")
 
@@ -76,7 +76,7 @@ class Runtimes:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobSpec:
     """What a user asks to run; None means the default."""
 
@@ -120,7 +120,7 @@ class Jobs:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: JobStore,
         broker: Broker,
         runtimes: Runtimes,
         executor: JobExecutor | None = None,

@@ -1,4 +1,5 @@
-"""The runtimes a function zip can target, and which one a request asks for."""
+"""The runtimes a function zip can target, and which one a request asks for. How a sandbox
+runs each (interpreter, bootstrap, mounts, limits) is the drivers' table, drivers/runtimes.py."""
 
 from __future__ import annotations
 

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
 from pratai.core.jobs import Jobs, JobSpec
 from pratai.core.models import Job, Project, SavedJob, check_name, new_id, now
+from pratai.core.ports import ProjectStore, SavedJobStore, TickStore
 from pratai.core.triggers import cron_tick
 from pratai.errors import InvalidInput, NotFound
-from pratai.store import Store
+
+
+class _Store(SavedJobStore, TickStore, ProjectStore, Protocol):
+    """Saved jobs, the ticks of their schedules, and the projects they run in."""
 
 
 class SavedJobs:
-    def __init__(self, store: Store, jobs: Jobs) -> None:
+    def __init__(self, store: _Store, jobs: Jobs) -> None:
         self.store = store
         self.jobs = jobs
 

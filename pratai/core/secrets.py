@@ -16,8 +16,8 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from pratai.core.models import Function, Project, now
+from pratai.core.ports import SecretStore
 from pratai.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from pratai.store import Store
 
 SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
 _NAME = re.compile(SECRET_NAME_PATTERN)
@@ -64,7 +64,7 @@ def parse_bindings(specs: list[str], files: list[str] | None = None) -> dict[str
 
 
 class Secrets:
-    def __init__(self, store: Store, keys: MultiFernet) -> None:
+    def __init__(self, store: SecretStore, keys: MultiFernet) -> None:
         self.store = store
         self.keys = keys
         # told when a secret changes, so running instances stop holding old values

@@ -7,10 +7,11 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
-from pratai.core.models import ApiKey, Project, Role, User, check_name, new_id, now
+from pratai.core.models import ApiKey, AuditEntry, Project, Role, User, check_name, new_id, now
+from pratai.core.ports import RateCounter, TenancyStore
 from pratai.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
-from pratai.store import Store
 
 DEFAULT_PROJECT = "default"
 _CACHE_SECONDS = 5.0
@@ -49,8 +50,12 @@ def parse_duration(text: str) -> float:
     return int(number) * _UNITS[unit]
 
 
+class _Store(TenancyStore, RateCounter, Protocol):
+    """What `Tenants` keeps: projects, keys, users, the audit log, and keys' request counts."""
+
+
 class Tenants:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: _Store) -> None:
         self.store = store
         # A verified token is trusted for a few seconds so the hot path skips the store.
         self._verified: dict[str, tuple[float, Principal]] = {}
@@ -102,6 +107,16 @@ class Tenants:
                 f"{who.rate_window_s:g} s",
                 (window + 1) * who.rate_window_s - at,
             )
+
+    async def project_named(self, name: str) -> Project | None:
+        return await self.store.get_project_by_name(name)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await self.store.add_audit(entry)
+
+    async def audit_log(self, project: Project, limit: int = 100) -> list[AuditEntry]:
+        """Newest first."""
+        return await self.store.list_audit(project.id, limit)
 
     # --- administration, as a principal -------------------------------------------------
 

@@ -17,13 +17,13 @@ from croniter import croniter
 
 from pratai.core.events import Events, check_topic
 from pratai.core.models import Function, Project, Trigger, TriggerKind, new_id
+from pratai.core.ports import TriggerStore
 from pratai.errors import InvalidInput, NotFound
-from pratai.store import Store
 
 MODES = ("async", "wait_for_response")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TriggerSpec:
     kind: str
     mode: str = "async"
@@ -59,6 +59,23 @@ def validate(spec: TriggerSpec) -> None:
                 raise InvalidInput(f"unknown time zone {spec.timezone!r}") from None
 
 
+def new_trigger(function: Function, spec: TriggerSpec) -> Trigger:
+    """The function's trigger that `spec` describes, or InvalidInput."""
+    validate(spec)
+    return Trigger(
+        id=new_id(),
+        project_id=function.project_id,
+        function_id=function.id,
+        kind=TriggerKind(spec.kind),
+        mode=spec.mode,
+        topic=spec.topic,
+        frequency_s=spec.frequency_minutes * 60 if spec.frequency_minutes else None,
+        cron=spec.cron,
+        timezone=spec.timezone,
+        token=secrets.token_urlsafe(24) if spec.kind == TriggerKind.WEBHOOK else None,
+    )
+
+
 def last_due_tick(trigger: Trigger, at: float) -> float | None:
     """The latest tick at or before `at` (never before the trigger existed)."""
     if trigger.frequency_s:
@@ -77,26 +94,18 @@ def cron_tick(cron: str, timezone: str | None, since: float, at: float) -> float
 
 
 class Triggers:
-    def __init__(self, store: Store, events: Events) -> None:
+    def __init__(self, store: TriggerStore, events: Events) -> None:
         self.store = store
         self.events = events
 
-    async def create(self, project: Project, function: Function, spec: TriggerSpec) -> Trigger:
-        validate(spec)
-        trigger = Trigger(
-            id=new_id(),
-            project_id=project.id,
-            function_id=function.id,
-            kind=TriggerKind(spec.kind),
-            mode=spec.mode,
-            topic=spec.topic,
-            frequency_s=spec.frequency_minutes * 60 if spec.frequency_minutes else None,
-            cron=spec.cron,
-            timezone=spec.timezone,
-            token=secrets.token_urlsafe(24) if spec.kind == TriggerKind.WEBHOOK else None,
-        )
+    def forget(self, trigger: Trigger) -> None:
+        """A trigger was added or deleted: cached subscribers of its topic are stale."""
+        self.events.forget_subscribers(trigger.project_id, trigger.topic)
+
+    async def create(self, function: Function, spec: TriggerSpec) -> Trigger:
+        trigger = new_trigger(function, spec)
         await self.store.create_trigger(trigger)
-        self.events.forget_subscribers(project.id, trigger.topic)
+        self.forget(trigger)
         return trigger
 
     async def all(self, project: Project, function: Function | None = None) -> list[Trigger]:
@@ -112,7 +121,7 @@ class Triggers:
         if trigger is None or trigger.project_id != project.id:
             raise NotFound(f"trigger {trigger_id!r} not found", trigger=trigger_id)
         await self.store.delete_trigger(trigger_id)
-        self.events.forget_subscribers(project.id, trigger.topic)
+        self.forget(trigger)
 
     async def by_token(self, token: str) -> Trigger:
         trigger = await self.store.get_trigger_by_token(token)

@@ -66,22 +66,3 @@ class Driver(Protocol):
 
     def features(self) -> dict[str, Any]:
         """What isolation is active on this machine (for `pratai doctor`)."""
-
-
-CONTRACTS = ("http", "stdio")  # how a container image function takes calls
-
-
-@dataclass
-class LoadedImage:
-    ref: str
-    image_id: str  # the engine's content id (sha256 hex)
-    size_bytes: int
-
-
-class ImageEngine(Protocol):
-    """Holds container images (layers and content ids) for the image functions' driver."""
-
-    async def load(self, archive: Path) -> list[LoadedImage]:
-        """Raises InvalidInput when the file is not an image archive."""
-
-    async def remove(self, image_id: str) -> None: ...

@@ -15,6 +15,7 @@ back to rlimits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -152,6 +153,54 @@ class Cgroup:
             except OSError:
                 done = False
         return done
+
+    async def discard(self) -> None:
+        """Kill what is left and remove the group, waiting up to a second for it to empty."""
+        for _ in range(100):
+            if self.remove():
+                break
+            self.kill()
+            await asyncio.sleep(0.01)
+
+
+class OomWatch:
+    """Counts OOM kills under one instance's group.
+
+    v2: memory.events is hierarchical, so our group's oom_kill counts the container's kills.
+    v1 counts a kill only in the killed task's own group (podman's, removed when the container
+    exits) and, on recent kernels, no longer keeps memory.failcnt; but an OOM notification
+    registered on our group (cgroup.event_control + an eventfd) fires for OOMs under it, and the
+    eventfd keeps the count until read."""
+
+    def __init__(self, cgroup: Cgroup) -> None:
+        self.cgroup = cgroup
+        self.count = 0
+        self._efd = -1
+        if cgroup.version == "v1":
+            with contextlib.suppress(OSError):
+                efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                ofd = os.open(cgroup.memory_dir / "memory.oom_control", os.O_RDONLY)
+                try:
+                    control = cgroup.memory_dir / "cgroup.event_control"
+                    control.write_text(f"{efd} {ofd}")
+                    self._efd = efd
+                except OSError:
+                    os.close(efd)
+                finally:
+                    os.close(ofd)
+
+    def kills(self) -> int:
+        if self.cgroup.version == "v2":
+            return self.cgroup.oom_kills()
+        if self._efd >= 0:
+            with contextlib.suppress(BlockingIOError):
+                self.count += os.eventfd_read(self._efd)
+        return self.count
+
+    def close(self) -> None:
+        if self._efd >= 0:
+            os.close(self._efd)
+            self._efd = -1
 
 
 class CgroupManager:

@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pratai.drivers.base import InstanceSpec
-from pratai.drivers.process import ProcessDriver, _children, _launcher
+from pratai.drivers.cgroups import Cgroup
+from pratai.drivers.instance import children
+from pratai.drivers.process import ProcessDriver
+from pratai.drivers.sandbox import launcher
 from pratai.errors import SandboxError
 
 # The sandbox's own bin folder, first on PATH: `python` means the job's runtime Python.
@@ -73,29 +76,46 @@ async def run_command(
     if cgroup is None:  # no cgroup to join: bound the address space and processes instead
         limits = ["/bin/sh", "-c", 'ulimit -v "$1"; ulimit -u "$2"; shift 2; exec "$@"', "sh"]
         limits += [str(spec.memory_mb * 1024), str(driver.settings.max_pids)]
-    launcher = _launcher(cgroup.procs_files if cgroup else [], driver.drop_privileges)
-    if launcher is None:
+    prefix = launcher(cgroup.procs_files if cgroup else [], driver.drop_privileges)
+    if prefix is None:
         raise SandboxError("setpriv (util-linux) is needed to run jobs as an unprivileged user")
+    started = time.perf_counter()
+    try:
+        proc = await _spawn([*prefix, *limits, *cmd, "--", *argv], env, stdin)
+    except OSError as exc:
+        if cgroup:
+            cgroup.remove()
+        raise SandboxError(f"could not start the sandbox: {exc}") from exc
+    return await _wait(proc, cgroup, timeout_s, sink, started, spec.memory_mb)
+
+
+async def _spawn(argv: list[str], env: dict[str, str], stdin: bytes) -> asyncio.subprocess.Process:
     with tempfile.TemporaryFile() as stdin_file:
         stdin_file.write(stdin)
         stdin_file.seek(0)
-        started = time.perf_counter()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *launcher, *limits, *cmd, "--", *argv,
-                stdin=stdin_file, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True, cwd="/",
-            )  # fmt: skip
-        except OSError as exc:
-            if cgroup:
-                cgroup.remove()
-            raise SandboxError(f"could not start the sandbox: {exc}") from exc
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=stdin_file, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True, cwd="/",
+        )  # fmt: skip
+
+
+async def _wait(
+    proc: asyncio.subprocess.Process,
+    cgroup: Cgroup | None,
+    timeout_s: float,
+    sink: OutputSink,
+    started: float,
+    memory_mb: int,
+) -> CommandResult:
+    """Hands the output to `sink` until the command exits; kills it at `timeout_s` (or when
+    cancelled), then removes its cgroup."""
     assert proc.stdout is not None and proc.stderr is not None
     oom_base = cgroup.oom_kills() if cgroup else 0
     pumps = [
         asyncio.create_task(_pump(proc.stdout, "stdout", sink)),
         asyncio.create_task(_pump(proc.stderr, "stderr", sink)),
     ]
+    peak, oom = None, False
     try:
         async with asyncio.timeout(timeout_s):
             await asyncio.gather(*pumps)
@@ -115,30 +135,23 @@ async def run_command(
         for pump in pumps:
             pump.cancel()
         if cgroup:
-            peak = cgroup.peak_kb()
-            oom = cgroup.oom_kills() > oom_base
-            for _ in range(100):
-                if cgroup.remove():
-                    break
-                cgroup.kill()
-                await asyncio.sleep(0.01)
+            peak, oom = cgroup.peak_kb(), cgroup.oom_kills() > oom_base
+            await cgroup.discard()
     elapsed = (time.perf_counter() - started) * 1000
-    if not cgroup:
-        peak, oom = None, False
     if code == 0:
         return CommandResult("succeeded", 0, None, elapsed, peak)
     error = _exit_error(code)
     if oom:
         error = _error(
             "MemoryLimitExceeded",
-            f"the command exceeded the memory limit of {spec.memory_mb} MB and was killed",
+            f"the command exceeded the memory limit of {memory_mb} MB and was killed",
         )
     return CommandResult("failed", code, error, elapsed, peak)
 
 
-async def _kill(proc: asyncio.subprocess.Process, cgroup: Any) -> None:
+async def _kill(proc: asyncio.subprocess.Process, cgroup: Cgroup | None) -> None:
     """The sandbox's pid-namespace init first (its namespace dies with it), then the rest."""
-    for pid in _children(proc.pid):
+    for pid in children(proc.pid):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(OSError):

@@ -1,6 +1,7 @@
 """Running containers of image functions: a warm `HttpInstance`, or a `StdioInstance` that
-starts a container per call; and the limits evidence they read from their control group.
-The podman driver (`pratai.drivers.podman`) starts them; its docstring explains the contracts."""
+starts a container per call; both read their limits' evidence from a control group they share
+with podman's (see `cgroups.OomWatch`). The podman driver (`pratai.drivers.podman`) starts
+them; its docstring explains the contracts."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pratai.drivers.base import CallResult, InstanceSpec
-from pratai.drivers.cgroups import ROOT, Cgroup
+from pratai.drivers.cgroups import ROOT, Cgroup, OomWatch
 
 if TYPE_CHECKING:
     from pratai.drivers.podman import PodmanDriver
@@ -40,46 +41,6 @@ def as_result(body: bytes) -> str:
 
 def _error(kind: str, message: str) -> dict[str, Any]:
     return {"type": kind, "message": message, "traceback": ""}
-
-
-class OomWatch:
-    """Counts OOM kills under one instance's group.
-
-    v2: memory.events is hierarchical, so our group's oom_kill counts the container's kills.
-    v1 counts a kill only in the killed task's own group (podman's, removed when the container
-    exits) and, on recent kernels, no longer keeps memory.failcnt; but an OOM notification
-    registered on our group (cgroup.event_control + an eventfd) fires for OOMs under it, and the
-    eventfd keeps the count until read."""
-
-    def __init__(self, cgroup: Cgroup) -> None:
-        self.cgroup = cgroup
-        self.count = 0
-        self._efd = -1
-        if cgroup.version == "v1":
-            with contextlib.suppress(OSError):
-                efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-                ofd = os.open(cgroup.memory_dir / "memory.oom_control", os.O_RDONLY)
-                try:
-                    control = cgroup.memory_dir / "cgroup.event_control"
-                    control.write_text(f"{efd} {ofd}")
-                    self._efd = efd
-                except OSError:
-                    os.close(efd)
-                finally:
-                    os.close(ofd)
-
-    def kills(self) -> int:
-        if self.cgroup.version == "v2":
-            return self.cgroup.oom_kills()
-        if self._efd >= 0:
-            with contextlib.suppress(BlockingIOError):
-                self.count += os.eventfd_read(self._efd)
-        return self.count
-
-    def close(self) -> None:
-        if self._efd >= 0:
-            os.close(self._efd)
-            self._efd = -1
 
 
 def _remove_groups(cgroup: Cgroup) -> bool:
@@ -143,6 +104,14 @@ async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> tuple[b
     return bytes(kept), dropped
 
 
+async def _feed(proc: asyncio.subprocess.Process, payload: bytes) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError, ConnectionError):
+        proc.stdin.write(payload)
+        await proc.stdin.drain()
+    proc.stdin.close()
+
+
 class _Container:
     """What both contracts share: the spec, the limits group, the podman argv."""
 
@@ -189,6 +158,26 @@ class _Container:
         return _error(
             "MemoryLimitExceeded",
             f"the container exceeded the memory limit of {self.spec.memory_mb} MB and was killed",
+        )
+
+    def _answer(self, body: bytes, stderr: str, elapsed: float) -> CallResult:
+        """What a container that answered `body` returns: the body as JSON, if not too large."""
+        limit = self.driver.settings.max_result_bytes
+        if len(body) > limit:
+            error = _error("ResultTooLarge", f"the result is over the limit of {limit} bytes")
+            return CallResult(
+                "failed",
+                error=error,
+                stderr=stderr,
+                duration_ms=elapsed,
+                peak_memory_kb=self._peak(),
+            )
+        return CallResult(
+            "succeeded",
+            result=as_result(body),
+            stderr=stderr,
+            duration_ms=elapsed,
+            peak_memory_kb=self._peak(),
         )
 
     async def _remove_container(self, name: str) -> None:
@@ -279,31 +268,19 @@ class HttpInstance(_Container):
                 )
                 return CallResult("failed", error=error, duration_ms=elapsed, peak_memory_kb=None)
             elapsed = (time.perf_counter() - started) * 1000
-            peak = self._peak()
-            if status >= 400:
-                error = (
-                    self._oom_error()
-                    if self._hits() > hits
-                    else _error(
-                        "HTTPError",
-                        f"the container answered {status}: "
-                        + body[:500].decode(errors="replace").strip(),
-                    )
+            if status < 400:
+                return self._answer(body, "", elapsed)
+            error = (
+                self._oom_error()
+                if self._hits() > hits
+                else _error(
+                    "HTTPError",
+                    f"the container answered {status}: "
+                    + body[:500].decode(errors="replace").strip(),
                 )
-                return CallResult("failed", error=error, duration_ms=elapsed, peak_memory_kb=peak)
-            if len(body) > self.driver.settings.max_result_bytes:
-                return CallResult(
-                    "failed",
-                    error=_error(
-                        "ResultTooLarge",
-                        f"the result is over the limit of "
-                        f"{self.driver.settings.max_result_bytes} bytes",
-                    ),
-                    duration_ms=elapsed,
-                    peak_memory_kb=peak,
-                )
+            )
             return CallResult(
-                "succeeded", result=as_result(body), duration_ms=elapsed, peak_memory_kb=peak
+                "failed", error=error, duration_ms=elapsed, peak_memory_kb=self._peak()
             )
 
     async def _kill(self) -> None:
@@ -345,7 +322,6 @@ class StdioInstance(_Container):
         async with self._lock:
             if self._dead:
                 return CallResult("failed", error=_error("InstanceCrashed", "instance stopped"))
-            settings = self.driver.settings
             name = f"pratai-{uuid.uuid4().hex[:16]}"
             argv, env = self.run_argv(
                 name, self.user, "--rm", "--interactive", "--log-driver", "none"
@@ -364,61 +340,50 @@ class StdioInstance(_Container):
                 start_new_session=True,
                 cwd=self.driver.workdir,
             )
-
-            async def feed() -> None:
-                assert proc.stdin is not None
-                with contextlib.suppress(OSError, ConnectionError):
-                    proc.stdin.write(payload)
-                    await proc.stdin.drain()
-                proc.stdin.close()
-
+            settings = self.driver.settings
             out_task = asyncio.ensure_future(
                 _read_capped(proc.stdout, settings.max_result_bytes + 1)
             )
             err_task = asyncio.ensure_future(_read_capped(proc.stderr, settings.max_output_bytes))
             try:
                 async with asyncio.timeout(timeout_s):
-                    await feed()
+                    await _feed(proc, payload)
                     (out, _), (err, err_cut) = await asyncio.gather(out_task, err_task)
                     code = await proc.wait()
             except TimeoutError:
                 elapsed = (time.perf_counter() - started) * 1000
-                self._dead = True
-                await self._remove_container(name)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                for task in (out_task, err_task):
-                    task.cancel()
+                await self._abandon(name, proc, (out_task, err_task))
                 return CallResult.timed_out(timeout_s, elapsed)
             elapsed = (time.perf_counter() - started) * 1000
             stderr = err.decode(errors="replace") + ("\n[output truncated]" if err_cut else "")
-            peak = self._peak()
-            if code != 0:
-                if code == 137 and (self._hits() > hits or self.oom is None):
-                    error = self._oom_error()
-                elif code in (125, 126, 127) and not out:
-                    error = _error("ContainerError", f"podman could not run the container: {code}")
-                else:
-                    error = _error("NonZeroExit", f"the container exited with code {code}")
-                return CallResult(
-                    "failed", error=error, stderr=stderr, duration_ms=elapsed, peak_memory_kb=peak
-                )
-            if len(out) > settings.max_result_bytes:
-                error = _error(
-                    "ResultTooLarge",
-                    f"the result is over the limit of {settings.max_result_bytes} bytes",
-                )
-                return CallResult(
-                    "failed", error=error, stderr=stderr, duration_ms=elapsed, peak_memory_kb=peak
-                )
+            if code == 0:
+                return self._answer(out, stderr, elapsed)
             return CallResult(
-                "succeeded",
-                result=as_result(out),
+                "failed",
+                error=self._exit_error(code, bool(out), self._hits() > hits),
                 stderr=stderr,
                 duration_ms=elapsed,
-                peak_memory_kb=peak,
+                peak_memory_kb=self._peak(),
             )
+
+    def _exit_error(self, code: int, answered: bool, oom: bool) -> dict[str, Any]:
+        if code == 137 and (oom or self.oom is None):
+            return self._oom_error()
+        if code in (125, 126, 127) and not answered:
+            return _error("ContainerError", f"podman could not run the container: {code}")
+        return _error("NonZeroExit", f"the container exited with code {code}")
+
+    async def _abandon(
+        self, name: str, proc: asyncio.subprocess.Process, readers: tuple[asyncio.Future[Any], ...]
+    ) -> None:
+        """A call that timed out: its container goes, and the instance with it."""
+        self._dead = True
+        await self._remove_container(name)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        for task in readers:
+            task.cancel()
 
     async def stop(self) -> None:
         if self._stopped:

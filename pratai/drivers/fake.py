@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -26,13 +25,20 @@ from pathlib import Path
 from typing import IO, Any
 
 from pratai.drivers.base import CallResult, InstanceSpec
-from pratai.drivers.frames import HEAD, call_result, frame, load_error
+from pratai.drivers.frames import (
+    Channel,
+    bootstrap_config,
+    call_result,
+    connect,
+    frame,
+    load_error,
+)
 from pratai.drivers.runtime_files import PACKAGED
+from pratai.drivers.runtimes import FSIZE_LIMIT
 from pratai.errors import SandboxError
 from pratai.settings import Settings
 
 BOOTSTRAP = PACKAGED / "python" / "bootstrap.py"
-FILE_SIZE_LIMIT = 64 * 1024 * 1024
 # Loads bootstrap.py as a module so its capture files sit in the instance's own folder (the
 # sandbox's private /tmp is shared here) and the code folder is importable (no /code mount).
 _LAUNCH = """\
@@ -52,48 +58,21 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     return {"type": kind, "message": message, "traceback": ""}
 
 
-class _Frames:
-    """Frames in both directions over the child's two pipes."""
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        read_pipe: asyncio.BaseTransport,
-        writer: asyncio.WriteTransport,
-    ) -> None:
-        self.reader = reader
-        self.read_pipe = read_pipe
-        self.writer = writer
-
-    def send(self, header: dict[str, Any], body: bytes) -> None:
-        self.writer.write(frame(header, body))
-
-    async def receive(self) -> tuple[dict[str, Any], bytes] | None:
-        """The next frame, or None once the child has closed its end."""
-        try:
-            head_len, body_len = HEAD.unpack(await self.reader.readexactly(HEAD.size))
-            header = json.loads(await self.reader.readexactly(head_len))
-            return header, await self.reader.readexactly(body_len)
-        except asyncio.IncompleteReadError:
-            return None
-
-    def close(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the event loop may already be closed
-            self.writer.close()
-            self.read_pipe.close()
-
-
 class FakeInstance:
-    def __init__(
-        self, spec: InstanceSpec, proc: subprocess.Popen[bytes], frames: _Frames, folder: Path
-    ) -> None:
+    def __init__(self, spec: InstanceSpec, proc: subprocess.Popen[bytes], folder: Path) -> None:
         self.spec = spec
         self.init_ms = 0.0
         self._proc = proc
-        self._frames = frames
         self._folder = folder
+        self._channel = Channel()
+        self._writer: asyncio.WriteTransport | None = None
+        self._reader: asyncio.ReadTransport | None = None
         self._lock = asyncio.Lock()
         self._dead = False
+
+    async def connect(self, request_fd: int, response_fd: int) -> None:
+        """Takes the driver's ends of the two pipes."""
+        self._reader, self._writer = await connect(self._channel, request_fd, response_fd)
 
     @property
     def alive(self) -> bool:
@@ -105,10 +84,11 @@ class FakeInstance:
                 return CallResult("failed", error=_error("InstanceCrashed", self._exit_message()))
             started = time.perf_counter()
             header = {"op": "call", "content_type": content_type, "timeout": timeout_s}
-            self._frames.send(header, payload)
+            assert self._writer is not None
+            self._writer.write(frame(header, payload))
             try:
                 async with asyncio.timeout(timeout_s):
-                    answer = await self._frames.receive()
+                    answer = await self._channel.next()
             except TimeoutError:
                 await self._kill()
                 return CallResult.timed_out(timeout_s, _ms_since(started))
@@ -134,7 +114,10 @@ class FakeInstance:
 
     async def stop(self) -> None:
         await self._kill()
-        self._frames.close()
+        with contextlib.suppress(RuntimeError):  # the event loop may already be closed
+            for pipe in (self._writer, self._reader):
+                if pipe is not None:
+                    pipe.close()
         shutil.rmtree(self._folder, ignore_errors=True)
 
 
@@ -152,19 +135,15 @@ class FakeDriver:
     def features(self) -> dict[str, Any]:
         return {"driver": self.name, "namespaces": [], "memory_limit": "rlimit", "cgroup": None}
 
-    def _argv(self, spec: InstanceSpec, folder: Path, in_fd: int, out_fd: int) -> list[str]:
-        config = {
-            "in_fd": in_fd,
-            "out_fd": out_fd,
-            "handler": spec.handler,
-            "name": spec.name or spec.key,
-            "memory_mb": spec.memory_mb,
-            "max_output": self.settings.max_output_bytes,
-            "max_result": self.settings.max_result_bytes,
-            "rlimit_memory": True,
-            "rlimit_pids": None,  # RLIMIT_NPROC counts every process of the host user
-            "fsize": FILE_SIZE_LIMIT,
-        }
+    def _argv(self, spec: InstanceSpec, folder: Path, pipes: tuple[int, int]) -> list[str]:
+        config = bootstrap_config(
+            spec,
+            self.settings,
+            pipes,
+            rlimit_memory=True,
+            rlimit_pids=None,  # RLIMIT_NPROC counts every process of the host user
+            fsize=FSIZE_LIMIT,
+        )
         if spec.env_dir is not None:  # the venv's python needs `site` to find its packages
             python, flags = str(spec.env_dir.resolve() / "bin" / "python"), ["-I"]
         else:
@@ -178,7 +157,7 @@ class FakeDriver:
             str(BOOTSTRAP),
             code_dir,
             str(folder),
-            json.dumps(config),
+            config,
         ]
 
     def _env(self, spec: InstanceSpec, folder: Path) -> dict[str, str]:
@@ -200,7 +179,7 @@ class FakeDriver:
         started = time.perf_counter()
         try:
             proc = subprocess.Popen(
-                self._argv(spec, folder, req_r, resp_w),
+                self._argv(spec, folder, (req_r, resp_w)),
                 env=self._env(spec, folder),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -218,8 +197,8 @@ class FakeDriver:
         finally:
             os.close(req_r)
             os.close(resp_w)
-        frames = await _connect(resp_r, req_w)
-        instance = FakeInstance(spec, proc, frames, folder)
+        instance = FakeInstance(spec, proc, folder)
+        await instance.connect(req_w, resp_r)
         with stderr:
             await self._handshake(instance, stderr)
         instance.init_ms = _ms_since(started)
@@ -230,7 +209,7 @@ class FakeDriver:
         handler = instance.spec.handler
         try:
             async with asyncio.timeout(self.start_timeout):
-                first = await instance._frames.receive()
+                first = await instance._channel.next()
         except TimeoutError:
             await instance.stop()
             message = f"the handler {handler!r} did not load within {self.start_timeout:g} s"
@@ -245,12 +224,3 @@ class FakeDriver:
         if head.get("op") != "ready":
             await instance.stop()
             raise load_error(handler, head)
-
-
-async def _connect(read_fd: int, write_fd: int) -> _Frames:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    protocol = asyncio.StreamReaderProtocol(reader)
-    read_pipe, _ = await loop.connect_read_pipe(lambda: protocol, os.fdopen(read_fd, "rb", 0))
-    writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb", 0))
-    return _Frames(reader, read_pipe, writer)

@@ -45,7 +45,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pratai.drivers.base import CONTRACTS, InstanceSpec, LoadedImage
+from pratai.core.ports import CONTRACTS, LoadedImage
+from pratai.drivers.base import InstanceSpec
 from pratai.drivers.cgroups import Cgroup, CgroupManager
 from pratai.drivers.containers import (
     PORT,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from pratai.errors import SandboxError
@@ -49,21 +50,30 @@ def install_runtimes(sandbox_dir: Path, source: Path = PACKAGED) -> Path:
 
 def _install(sandbox_dir: Path, source: Path) -> Path:
     files = _files(source)
-    root = sandbox_dir / "runtimes"
-    target = root / _digest(source, files)
-    if target.is_dir():
-        return target
     if not sandbox_dir.is_dir():
         sandbox_dir.mkdir(parents=True)
         sandbox_dir.chmod(0o755)
-    root.mkdir(exist_ok=True)
-    root.chmod(0o755)
-    tmp = root / f".{target.name}.{uuid.uuid4().hex}"
+
+    def fill(folder: Path) -> None:
+        for name in files:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / name, folder / name)
+
+    return write_once(sandbox_dir / "runtimes" / _digest(source, files), fill)
+
+
+def write_once(target: Path, fill: Callable[[Path], None]) -> Path:
+    """`target`, a folder the sandbox uid may read (dirs 0755, files 0644), filled by `fill`
+    unless it exists. Each first user fills a folder of its own and renames it into place, so
+    concurrent first users are safe: one rename wins."""
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.chmod(0o755)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}"
     try:
         tmp.mkdir()
-        for name in files:
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / name, tmp / name)
+        fill(tmp)
         for path in [tmp, *tmp.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         try:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from pratai.drivers import CallResult, Driver, Instance, InstanceSpec
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass
@@ -91,16 +94,54 @@ class VersionPool:
             await instance.stop()
 
 
-async def shut_down(tasks: list[asyncio.Task[None]], pools: Iterable[VersionPool]) -> None:
-    """Stops the worker tasks first (no new calls), then every instance of the pools."""
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    for pool in list(pools):
-        await pool.close()
+class Pools(Generic[K]):
+    """A worker's pools by key: each made once, reaped when idle, closed together."""
 
+    def __init__(self, idle_timeout: float) -> None:
+        self.idle_timeout = idle_timeout
+        self._pools: dict[K, VersionPool] = {}
+        self._lock = asyncio.Lock()
+        self._reaper: asyncio.Task[None] | None = None
 
-def pool_stats(pools: Iterable[VersionPool]) -> list[dict[str, object]]:
-    return [{"key": pool.spec.key, "busy": pool.busy, "instances": pool.size} for pool in pools]
+    async def get(self, key: K, make: Callable[[], Awaitable[VersionPool]]) -> VersionPool:
+        pool = self._pools.get(key)
+        if pool is not None:
+            return pool
+        async with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = await make()
+        return pool
+
+    def start_reaping(self) -> None:
+        self._reaper = asyncio.create_task(self._reap())
+
+    async def _reap(self) -> None:
+        """Stops idle instances, and forgets pools left empty (one pool per key: don't keep
+        them all)."""
+        interval = max(0.05, min(5.0, self.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            for key, pool in list(self._pools.items()):
+                await pool.reap(self.idle_timeout)
+                idle_for = time.monotonic() - pool.last_used
+                if pool.size == 0 and idle_for > self.idle_timeout:
+                    self._pools.pop(key, None)
+
+    async def evict(self, which: Callable[[K], bool]) -> None:
+        for key in [key for key in self._pools if which(key)]:
+            await self._pools.pop(key).close()
+
+    async def close(self) -> None:
+        """Stops the reaper, then every instance (the worker stops its consumers first)."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reaper
+        await self.evict(lambda key: True)
+
+    def stats(self) -> list[dict[str, object]]:
+        return [
+            {"key": pool.spec.key, "busy": pool.busy, "instances": pool.size}
+            for pool in self._pools.values()
+        ]

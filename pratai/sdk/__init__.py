@@ -7,16 +7,17 @@ client.submit(fn, *args, **kwargs).result()
 
 from __future__ import annotations
 
-from pratai.client import ApiError
-from pratai.sdk.aio import AsyncClient
-from pratai.sdk.client import Client, Invocation
-from pratai.sdk.errors import BuildFailed, RemoteError, RuntimeMismatch
+from pratai.errors import ApiError, RuntimeMismatch
+from pratai.sdk.aio import AsyncClient, AsyncInvocation, AsyncJob
+from pratai.sdk.client import Client, Invocation, Job
+from pratai.sdk.errors import BuildFailed, RemoteError
 from pratai.sdk.executor import Executor, JobFuture
-from pratai.sdk.jobs import AsyncJob, Job, JobOptions
+from pratai.sdk.jobs import JobOptions
 
 __all__ = [
     "ApiError",
     "AsyncClient",
+    "AsyncInvocation",
     "AsyncJob",
     "BuildFailed",
     "Client",

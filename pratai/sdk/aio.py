@@ -1,164 +1,48 @@
-"""`pratai.AsyncClient`: the `Client` surface for asyncio, on httpx.AsyncClient."""
+"""`pratai.AsyncClient`: the asyncio twin of the SDK's surface (`base`, `functions`, `jobs`).
+It carries out their exchanges on httpx.AsyncClient and `asyncio.sleep`; every call that
+talks to the server is awaited."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from pratai.client import ApiError, find_credentials, parse_response
-from pratai.sdk.client import (
-    function_form,
-    invocation_outcome,
-    invoke_request,
-    package_bytes,
-    publish_headers,
-)
-from pratai.sdk.errors import BuildFailed, from_api_error
-from pratai.sdk.executor import auto_chunksize
-from pratai.sdk.jobs import FINISHED, AsyncJob, JobOptions, chunk_outcomes, options, unwrap
-from pratai.sdk.pickling import CONTENT_TYPE, dumps_call, dumps_chunk, local_python
+from pratai.sdk.base import BaseClient, MapPlan
+from pratai.sdk.executor import chunk_bodies
+from pratai.sdk.functions import BaseEvents, BaseFunctions, BaseInvocation
+from pratai.sdk.jobs import BaseJob, chunk_outcomes, unwrap
+from pratai.sdk.protocol import Conversation, Exchange, Pause, Reply, Request, unreachable
+from pratai.sdk.twins import Awaiting
 
-__all__ = ["AsyncClient", "AsyncEvents", "AsyncFunctions", "AsyncInvocation"]
+__all__ = ["AsyncClient", "AsyncEvents", "AsyncFunctions", "AsyncInvocation", "AsyncJob"]
+
+T = TypeVar("T")
 
 
-class AsyncInvocation:
-    def __init__(self, client: AsyncClient, view: dict[str, Any]) -> None:
-        self._client = client
-        self.id: str = view["id"]
-        self.view = view
-
-    @property
-    def status(self) -> str:
-        """The status last seen; `await refresh()` asks again."""
-        return str(self.view["status"])
-
-    async def refresh(self) -> dict[str, Any]:
-        self.view = await self._client._request("GET", f"/v1/invocations/{self.id}")
-        return self.view
-
-    async def result(self, timeout: float | None = None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.005
-        while (await self.refresh())["status"] not in FINISHED:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"invocation {self.id} did not finish within {timeout} s")
-            await asyncio.sleep(pause)  # no server-side wait exists for invocations: back off
-            pause = min(pause * 2, 0.25)
-        return unwrap(invocation_outcome(self.view))
+class AsyncJob(BaseJob, Awaiting):
+    """A job on the server: `await job.result()`."""
 
 
-class AsyncFunctions:
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
-
-    async def create(
-        self,
-        name: str,
-        path: str | Path | None = None,
-        *,
-        package: bytes | None = None,
-        memory: int | None = None,
-        timeout: float | None = None,
-        wait: bool = True,
-        **form: Any,
-    ) -> dict[str, Any]:
-        if package is None and path is None:
-            raise TypeError("give path= (a folder or a zip file) or package= (zip bytes)")
-        data = package if package is not None else package_bytes(path)  # type: ignore[arg-type]
-        fields = function_form(name, {"memory": memory, "timeout": timeout, **form})
-        fn = await self._client._request(
-            "POST", "/v1/functions", data=fields, files={"file": ("package.zip", data)}
-        )
-        return await self._ready(fn) if wait else dict(fn)
-
-    async def _ready(self, fn: dict[str, Any]) -> dict[str, Any]:
-        pause = 0.01
-        while fn["state"] == "building":
-            await asyncio.sleep(pause)  # builds have no server-side wait: back off
-            pause = min(pause * 2, 0.25)
-            fn = await self.get(fn["name"])
-        if fn["state"] == "build_failed":
-            raise BuildFailed(409, f"build of {fn['name']} failed:\n{fn.get('build_log')}", fn)
-        return fn
-
-    async def get(self, name: str) -> dict[str, Any]:
-        return dict(await self._client._request("GET", f"/v1/functions/{name}"))
-
-    async def list(self) -> list[dict[str, Any]]:
-        return list(await self._client._request("GET", "/v1/functions"))
-
-    async def delete(self, name: str) -> None:
-        await self._client._request("DELETE", f"/v1/functions/{name}")
-
-    async def invoke(self, name: str, payload: Any = None) -> Any:
-        body, content_type = invoke_request(payload)
-        view = await self._client._request(
-            "POST",
-            f"/v1/functions/{name}/invoke",
-            content=body,
-            headers={"Content-Type": content_type},
-        )
-        return unwrap(invocation_outcome(view))
-
-    async def invoke_async(self, name: str, payload: Any = None) -> AsyncInvocation:
-        body, content_type = invoke_request(payload)
-        view = await self._client._request(
-            "POST",
-            f"/v1/functions/{name}/invoke",
-            params={"async": "true"},
-            content=body,
-            headers={"Content-Type": content_type},
-        )
-        return AsyncInvocation(self._client, view)
+class AsyncInvocation(BaseInvocation, Awaiting):
+    pass
 
 
-class AsyncEvents:
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
-
-    async def publish(
-        self,
-        topic: str,
-        data: Any,
-        *,
-        id: str | None = None,
-        source: str | None = None,
-        type: str | None = None,
-    ) -> str:
-        import json
-
-        body = await self._client._request(
-            "POST",
-            f"/v1/events/{topic}",
-            content=json.dumps(data).encode(),
-            headers=publish_headers(id, source, type),
-        )
-        return str(body["id"])
+class AsyncFunctions(BaseFunctions[AsyncInvocation], Awaiting):
+    _invocation = AsyncInvocation
 
 
-class AsyncClient:
-    """`Client` for asyncio: every call that talks to the server is awaited."""
+class AsyncEvents(BaseEvents, Awaiting):
+    pass
 
-    def __init__(
-        self,
-        url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float = 120.0,
-        python: str | None = None,
-        max_connections: int = 100,
-    ) -> None:
-        if url is None or api_key is None:
-            found = find_credentials()
-            url, api_key = url or found.url, api_key or found.api_key
-        self.url = url.rstrip("/")
-        self.python = python or local_python()
+
+class AsyncClient(BaseClient[AsyncJob, Coroutine[Any, Any, list[Any]]], Awaiting):
+    _job = AsyncJob
+
+    def _connect(self, api_key: str, timeout: float, max_connections: int) -> None:
         self._http = httpx.AsyncClient(
             base_url=self.url,
             headers={"Authorization": f"Bearer {api_key}"},
@@ -170,15 +54,23 @@ class AsyncClient:
         self.functions = AsyncFunctions(self)
         self.events = AsyncEvents(self)
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _run(self, exchange: Exchange[T]) -> T:
+        talk = Conversation(exchange)
+        for step in talk:
+            if isinstance(step, Pause):
+                await asyncio.sleep(step.seconds)
+            else:
+                talk.reply(await self._send(step))
+        return talk.result
+
+    async def _send(self, request: Request) -> Reply:
         try:
-            response = await self._http.request(method, path, **kwargs)
+            response = await self._http.request(
+                request.method, request.target, content=request.content, headers=request.headers
+            )
         except httpx.ConnectError as exc:
-            raise ApiError(0, f"cannot reach Pratai at {self.url}: is it running? ({exc})") from exc
-        try:
-            return parse_response(response)
-        except ApiError as exc:
-            raise from_api_error(exc) from None
+            raise unreachable(self.url, exc) from exc
+        return Reply(response.status_code, response.reason_phrase, response.content)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -194,82 +86,19 @@ class AsyncClient:
     ) -> None:
         await self.aclose()
 
-    async def submit(
-        self,
-        fn: Callable[..., Any],
-        /,
-        *args: Any,
-        _requirements: list[str] | tuple[str, ...] | None = None,
-        _memory_mb: int | None = None,
-        _timeout_s: float | None = None,
-        _network: bool | None = None,
-        **kwargs: Any,
-    ) -> AsyncJob:
-        opts = options(_requirements, _memory_mb, _timeout_s, _network)
-        return await self.create_job(dumps_call(fn, args, kwargs), opts)
+    async def _map(self, plan: MapPlan) -> list[Any]:
+        gate = asyncio.Semaphore(plan.max_workers)
 
-    async def submit_with(
-        self,
-        fn: Callable[..., Any],
-        args: Iterable[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-        *,
-        requirements: list[str] | tuple[str, ...] | None = None,
-        memory_mb: int | None = None,
-        timeout_s: float | None = None,
-        network: bool | None = None,
-    ) -> AsyncJob:
-        opts = options(requirements, memory_mb, timeout_s, network)
-        return await self.create_job(dumps_call(fn, tuple(args), kwargs or {}), opts)
-
-    async def create_job(self, body: bytes, opts: JobOptions) -> AsyncJob:
-        view = await self._request(
-            "POST",
-            "/v1/jobs/callable",
-            params=opts.params(self.python),
-            content=body,
-            headers={"Content-Type": CONTENT_TYPE},
-        )
-        return AsyncJob(self, view)
-
-    async def get_job(self, job_id: str) -> AsyncJob:
-        return AsyncJob(self, await self._request("GET", f"/v1/jobs/{job_id}"))
-
-    async def list_jobs(self, status: str | None = None, limit: int = 50) -> list[AsyncJob]:
-        params: dict[str, Any] = {"limit": limit}
-        if status:
-            params["status"] = status
-        found = await self._request("GET", "/v1/jobs", params=params)
-        return [AsyncJob(self, v) for v in found["jobs"]]
-
-    async def map(
-        self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
-        chunksize: int | None = None,
-        max_in_flight: int = 32,
-        requirements: list[str] | tuple[str, ...] | None = None,
-        memory_mb: int | None = None,
-        timeout_s: float | None = None,
-        network: bool | None = None,
-    ) -> list[Any]:
-        """The results in order (the first failed item's exception is raised), computed by
-        jobs of `chunksize` items, at most `max_in_flight` at a time."""
-        opts = options(requirements, memory_mb, timeout_s, network)
-        items = list(zip(*iterables, strict=False))
-        size = chunksize or auto_chunksize(len(items), max_in_flight)
-        gate = asyncio.Semaphore(max_in_flight)
-
-        async def run(chunk: list[tuple[Any, ...]]) -> list[Any]:
+        async def run(body: bytes) -> list[Any]:
             async with gate:
-                job = await self.create_job(dumps_chunk(fn, chunk), opts)
+                job = await self.create_job(body, plan.options)
                 return list(await job.result())
 
-        tasks = [
-            asyncio.ensure_future(run(items[i : i + size])) for i in range(0, len(items), size)
-        ]
+        bodies = chunk_bodies(plan.fn, plan.iterables, plan.chunksize, plan.max_workers)
+        tasks = [asyncio.ensure_future(run(body)) for body in bodies]
         try:
-            chunks = await asyncio.gather(*tasks)
+            async with asyncio.timeout(plan.timeout):
+                chunks = await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()

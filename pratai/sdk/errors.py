@@ -1,10 +1,11 @@
-"""Exceptions of the SDK, and how a remote failure becomes a local exception."""
+"""Exceptions of the SDK, and how a remote failure becomes a local exception (the errors both
+sides share are in `pratai.errors`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pratai.client import ApiError
+from pratai.errors import ApiError, RuntimeMismatch
 
 
 class RemoteError(Exception):
@@ -35,18 +36,12 @@ class RemoteTraceback(Exception):
         return f'\n"""\nRemote traceback (Pratai):\n{self.text.rstrip()}\n"""'
 
 
-class RuntimeMismatch(ApiError):
-    """The server runs another Python minor version than this client: a pickled callable would
-    not load there, so the server refused the job before creating it."""
-
-
 class BuildFailed(ApiError):
     """A function's package was stored, but building it (its requirements) failed."""
 
 
 def from_api_error(exc: ApiError) -> ApiError:
-    """A more precise ApiError subclass for the error codes the SDK tells apart."""
-    code = exc.body.get("error") if isinstance(exc.body, dict) else None
-    if code == "runtime_mismatch":
-        return RuntimeMismatch(exc.status, str(exc), exc.body)
-    return exc
+    """A more precise ApiError subclass for the error codes the SDK tells apart: the server's
+    own `RuntimeMismatch` (no such runtime there, or another Python minor version than this
+    client's, so a pickled callable would not load) is raised again as it was raised there."""
+    return RuntimeMismatch.received(exc) if exc.code == RuntimeMismatch.code else exc

@@ -16,20 +16,30 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import Executor as BaseExecutor
 from typing import TYPE_CHECKING, Any
 
-from pratai.client import ApiError
-from pratai.sdk.jobs import Job, JobOptions, Outcome, chunk_outcomes, unwrap
+from pratai.errors import ApiError
+from pratai.sdk.jobs import JobOptions, Outcome, chunk_outcomes, settle, unwrap
 from pratai.sdk.pickling import dumps_call, dumps_chunk
 
 if TYPE_CHECKING:
-    from pratai.sdk.client import Client
+    from pratai.sdk.client import Client, Job
 
-__all__ = ["Executor", "JobFuture", "auto_chunksize"]
+__all__ = ["Executor", "JobFuture", "auto_chunksize", "chunk_bodies"]
 
 
 def auto_chunksize(items: int, max_workers: int) -> int:
     """Items per job of a map: about four jobs per in-flight slot, like multiprocessing.Pool,
     so that a slow item delays little while 10,000 trivial items need few round trips."""
     return max(1, -(-items // (max_workers * 4)))
+
+
+def chunk_bodies(
+    fn: Callable[..., Any], iterables: Iterable[Iterable[Any]], chunksize: int | None, workers: int
+) -> list[bytes]:
+    """A map's jobs: `fn` over the zipped `iterables`, `chunksize` calls to a job (default
+    `auto_chunksize`), each job pickled."""
+    items = list(zip(*iterables, strict=False))
+    size = chunksize or auto_chunksize(len(items), workers)
+    return [dumps_chunk(fn, items[i : i + size]) for i in range(0, len(items), size)]
 
 
 class JobFuture(Future[Any]):
@@ -95,7 +105,7 @@ class Executor(BaseExecutor):
             future.set_running_or_notify_cancel()
             return
         try:
-            ok, value = job._settle(None)
+            ok, value = self._client._run(settle(job, None))
         except BaseException as exc:  # the server could not be asked
             if future.set_running_or_notify_cancel():
                 future.set_exception(exc)
@@ -117,13 +127,9 @@ class Executor(BaseExecutor):
     ) -> Iterator[Any]:
         """Results in order. Items go to jobs `chunksize` at a time (default `auto_chunksize`:
         unlike ProcessPoolExecutor's 1, since each job is an HTTP round trip)."""
-        items = list(zip(*iterables, strict=False))
-        size = chunksize or auto_chunksize(len(items), self._max_workers)
+        bodies = chunk_bodies(fn, iterables, chunksize, self._max_workers)
         deadline = None if timeout is None else time.monotonic() + timeout
-        futures = [
-            self._send(dumps_chunk(fn, items[i : i + size]), chunk=True)
-            for i in range(0, len(items), size)
-        ]
+        futures = [self._send(body, chunk=True) for body in bodies]
 
         def results() -> Iterator[Any]:
             try:

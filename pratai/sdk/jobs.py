@@ -1,28 +1,32 @@
-"""Handles on server-side jobs: `Job` (blocking) and `AsyncJob` (asyncio).
+"""Jobs, I/O-free: `BaseJob`, the surface `Job` and `AsyncJob` share; the requests that create,
+find and cancel jobs; the long-poll for a result; how a result becomes a value or an exception.
 
 A job's result is fetched with the server's long-poll (`GET /v1/jobs/{id}/result?timeout=S`,
-at most 60 s per request), asked again until the caller's own timeout."""
+at most 60 s per request), asked again until the caller's own timeout.
+
+A handle's properties (`status`, `view`, `kind`, `stdout`, `stderr`) are what it last saw, on
+both twins: a property never asks the server. `refresh()` asks, and so do `done()` (until the
+job has finished), `wait()`, `result()` and `exception()`."""
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pratai.sdk.pickling import loads_b64, remote_exception
+from pratai.sdk.pickling import CONTENT_TYPE, loads_b64, remote_exception
+from pratai.sdk.protocol import Clock, Deadline, Exchange, Request, call, decode
+from pratai.sdk.twins import Awaiting, Blocking, operation
 
-if TYPE_CHECKING:
-    from pratai.sdk.aio import AsyncClient
-    from pratai.sdk.client import Client
-
-__all__ = ["FINISHED", "AsyncJob", "Job", "JobOptions", "Outcome"]
+__all__ = ["FINISHED", "BaseJob", "JobOptions", "Outcome", "Requirements", "settle"]
 
 FINISHED = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 SERVER_MAX_WAIT = 60.0  # the server holds a result request at most this long
 
 # (True, value) or (False, exception): what a finished job or one map item came to
 Outcome = tuple[bool, Any]
+Requirements = list[str] | tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class JobOptions:
 
 
 def options(
-    requirements: list[str] | tuple[str, ...] | None = None,
+    requirements: Requirements = None,
     memory_mb: int | None = None,
     timeout_s: float | None = None,
     network: bool | None = None,
@@ -88,18 +92,27 @@ def unwrap(outcome: Outcome) -> Any:
     raise value from value.__cause__
 
 
-def _wait_for(deadline: float | None) -> float:
-    if deadline is None:
-        return SERVER_MAX_WAIT
-    return round(max(0.0, min(SERVER_MAX_WAIT, deadline - time.monotonic())), 3)
+def create(body: bytes, opts: JobOptions, python: str) -> Exchange[dict[str, Any]]:
+    """Sends a pickled payload (see `pratai.sdk.pickling`) as a callable job; its view."""
+    headers = {"Content-Type": CONTENT_TYPE}
+    return call(Request("POST", "/v1/jobs/callable", opts.params(python), body, headers))
 
 
-def _timed_out(job_id: str, timeout: float | None) -> TimeoutError:
-    return TimeoutError(f"job {job_id} did not finish within {timeout} s")
+def fetch(job_id: str) -> Exchange[dict[str, Any]]:
+    return call(Request("GET", f"/v1/jobs/{job_id}"))
 
 
-class _JobBase:
-    def __init__(self, view: dict[str, Any]) -> None:
+def listing(status: str | None, limit: int) -> Exchange[list[dict[str, Any]]]:
+    params = [("limit", str(limit))] + ([("status", status)] if status else [])
+    found = yield from call(Request("GET", "/v1/jobs", params))
+    return list(found["jobs"])
+
+
+class BaseJob:
+    """A job on the server. `Job` runs its operations blocking, `AsyncJob` awaited."""
+
+    def __init__(self, client: Blocking | Awaiting, view: dict[str, Any]) -> None:
+        self._run = client._run
         self.id: str = view["id"]
         self.view = view
         self._outcome: Outcome | None = None
@@ -108,74 +121,10 @@ class _JobBase:
     def kind(self) -> str:
         return str(self.view.get("kind", "callable"))
 
-    def _finish(self, body: dict[str, Any]) -> None:
-        self._outcome = outcome_of(body)
-        self.view = {**self.view, **{k: v for k, v in body.items() if k != "result"}}
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.id} {self.view.get('status')}>"
-
-
-class Job(_JobBase):
-    """A job on the server. `status` asks the server (until the job has finished); `result()`
-    blocks until it has, and returns its value or raises its exception."""
-
-    def __init__(self, client: Client, view: dict[str, Any]) -> None:
-        super().__init__(view)
-        self._client = client
-
     @property
     def status(self) -> str:
-        if self.view.get("status") not in FINISHED:
-            self.refresh()
+        """The status last seen: `refresh()` asks the server again."""
         return str(self.view["status"])
-
-    def refresh(self) -> dict[str, Any]:
-        self.view = self._client._request("GET", f"/v1/jobs/{self.id}")
-        return self.view
-
-    def done(self) -> bool:
-        return self.status in FINISHED
-
-    def cancel(self) -> bool:
-        """Cancels the job server-side (a running one is killed). False if it had finished."""
-        from pratai.client import ApiError
-
-        try:
-            self.view = self._client._request("POST", f"/v1/jobs/{self.id}/cancel")
-        except ApiError as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
-
-    def wait(self, timeout: float | None = None) -> str:
-        """Blocks until the job has finished (TimeoutError after `timeout` s); its status."""
-        self._settle(timeout)
-        return str(self.view["status"])
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The return value; re-raises the remote exception (remote traceback as its cause)."""
-        return unwrap(self._settle(timeout))
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        ok, value = self._settle(timeout)
-        return None if ok else value
-
-    def _settle(self, timeout: float | None) -> Outcome:
-        if self._outcome is None:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                body = self._client._request(
-                    "GET", f"/v1/jobs/{self.id}/result", params={"timeout": _wait_for(deadline)}
-                )
-                if body.get("finished"):
-                    self._finish(body)
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise _timed_out(self.id, timeout)
-        assert self._outcome is not None
-        return self._outcome
 
     @property
     def stdout(self) -> str:
@@ -185,52 +134,63 @@ class Job(_JobBase):
     def stderr(self) -> str:
         return str(self.view.get("stderr") or "")
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.view.get('status')}>"
 
-class AsyncJob(_JobBase):
-    """`Job` for asyncio: `await job.result()`, `await job.refresh()`, `await job.cancel()`;
-    `status` is the status last seen (`await job.refresh()` asks again)."""
+    @operation
+    def refresh(self) -> Exchange[dict[str, Any]]:
+        """Asks the server for the job's view (its status, output, error) and keeps it."""
+        return refreshed(self)
 
-    def __init__(self, client: AsyncClient, view: dict[str, Any]) -> None:
-        super().__init__(view)
-        self._client = client
+    @operation
+    def done(self) -> Exchange[bool]:
+        """Whether the job has finished (asks the server until it has)."""
+        if self.status not in FINISHED:
+            yield from refreshed(self)
+        return self.status in FINISHED
 
-    @property
-    def status(self) -> str:
-        return str(self.view["status"])
-
-    async def refresh(self) -> dict[str, Any]:
-        self.view = await self._client._request("GET", f"/v1/jobs/{self.id}")
-        return self.view
-
-    async def cancel(self) -> bool:
-        from pratai.client import ApiError
-
-        try:
-            self.view = await self._client._request("POST", f"/v1/jobs/{self.id}/cancel")
-        except ApiError as exc:
-            if exc.status == 409:
-                return False
-            raise
+    @operation
+    def cancel(self) -> Exchange[bool]:
+        """Cancels the job server-side (a running one is killed). False if it had finished."""
+        reply = yield Request("POST", f"/v1/jobs/{self.id}/cancel")
+        assert reply is not None
+        if reply.status == 409:
+            return False
+        self.view = decode(reply)
         return True
 
-    async def wait(self, timeout: float | None = None) -> str:
-        await self._settle(timeout)
-        return str(self.view["status"])
+    @operation
+    def wait(self, timeout: float | None = None) -> Exchange[str]:
+        """Waits until the job has finished (TimeoutError after `timeout` s); its status."""
+        yield from settle(self, timeout)
+        return self.status
 
-    async def result(self, timeout: float | None = None) -> Any:
-        return unwrap(await self._settle(timeout))
+    @operation
+    def result(self, timeout: float | None = None) -> Exchange[Any]:
+        """The return value; re-raises the remote exception (remote traceback as its cause)."""
+        return unwrap((yield from settle(self, timeout)))
 
-    async def _settle(self, timeout: float | None) -> Outcome:
-        if self._outcome is None:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                body = await self._client._request(
-                    "GET", f"/v1/jobs/{self.id}/result", params={"timeout": _wait_for(deadline)}
-                )
-                if body.get("finished"):
-                    self._finish(body)
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise _timed_out(self.id, timeout)
-        assert self._outcome is not None
-        return self._outcome
+    @operation
+    def exception(self, timeout: float | None = None) -> Exchange[BaseException | None]:
+        """The remote exception, or None if the job succeeded."""
+        ok, value = yield from settle(self, timeout)
+        return None if ok else value
+
+
+def refreshed(job: BaseJob) -> Exchange[dict[str, Any]]:
+    job.view = yield from fetch(job.id)
+    return job.view
+
+
+def settle(job: BaseJob, timeout: float | None, clock: Clock = time.monotonic) -> Exchange[Outcome]:
+    """The job's outcome, long-polling for it until `timeout` (TimeoutError after that)."""
+    deadline = Deadline(timeout, clock)
+    while job._outcome is None:
+        params = [("timeout", str(deadline.left(SERVER_MAX_WAIT)))]
+        body = yield from call(Request("GET", f"/v1/jobs/{job.id}/result", params))
+        if body.get("finished"):
+            job._outcome = outcome_of(body)
+            job.view = {**job.view, **{k: v for k, v in body.items() if k != "result"}}
+        elif deadline.passed():
+            raise TimeoutError(f"job {job.id} did not finish within {timeout} s")
+    return job._outcome

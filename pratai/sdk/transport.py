@@ -1,21 +1,21 @@
-"""The sync client's JSON requests on `http.client`: one keep-alive connection per thread.
+"""The sync client's requests on `http.client`: one keep-alive connection per thread.
 
 A job's round trip is two small requests (create, then the result's long-poll), and most of a
 warm round trip is per-request overhead. httpx spends about half a millisecond of CPU per
 request building and parsing its models; `http.client` does the same exchange in a fraction of
-that (bench/sdk.py measures the round trip). Multipart uploads stay on httpx."""
+that (bench/sdk.py measures the round trip). Bodies, multipart ones included, come encoded
+(`protocol.Request`); replies go back undecoded (`protocol.Reply`)."""
 
 from __future__ import annotations
 
 import http.client
-import json
 import select
 import socket
 import threading
 import urllib.parse
-from typing import Any
 
-from pratai.client import ApiError
+from pratai.errors import ApiError
+from pratai.sdk.protocol import Reply, Request, unreachable
 
 __all__ = ["FastHttp"]
 
@@ -60,22 +60,13 @@ class FastHttp:
             return conn, False
         return conn, conn.sock is not None
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        params: Any = None,
-        content: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        target = self._prefix + path
-        if params:
-            target += "?" + urllib.parse.urlencode(params, doseq=True)
-        sent = {"Authorization": self._auth, "Accept": "application/json", **(headers or {})}
+    def send(self, request: Request) -> Reply:
+        target = self._prefix + request.target
+        sent = {"Authorization": self._auth, "Accept": "application/json", **request.headers}
         for attempt in range(2):
             conn, reused = self._connection()
             try:
-                conn.request(method, target, body=content, headers=sent)
+                conn.request(request.method, target, body=request.content, headers=sent)
                 response = conn.getresponse()
                 data = response.read()
                 break
@@ -86,30 +77,14 @@ class FastHttp:
                 raise ApiError(0, f"lost the connection to Pratai at {self._url} ({exc})") from exc
             except ConnectionRefusedError as exc:
                 conn.close()
-                raise ApiError(
-                    0, f"cannot reach Pratai at {self._url}: is it running? ({exc})"
-                ) from exc
+                raise unreachable(self._url, exc) from exc
             except BaseException:
                 conn.close()  # a timeout or an interrupt mid-exchange: the connection is spent
                 raise
-        return _decode(response.status, response.reason, data)
+        return Reply(response.status, response.reason, data)
 
     def close(self) -> None:
         with self._lock:
             opened, self._opened = self._opened, []
         for conn in opened:
             conn.close()
-
-
-def _decode(status: int, reason: str, data: bytes) -> Any:
-    """As `pratai.client.parse_response`: the JSON body, or an ApiError carrying it."""
-    if status == 204:
-        return None
-    try:
-        body: Any = json.loads(data) if data else None
-    except ValueError:
-        body = data.decode(errors="replace")
-    if status >= 400:
-        message = body.get("message") if isinstance(body, dict) else str(body)
-        raise ApiError(status, message or reason, body)
-    return body

@@ -1,8 +1,8 @@
-"""Persistent state: the `Store` interface and its SQL implementation (SQLite or PostgreSQL)."""
+"""Persistent state: the core's store ports (`pratai.core.ports`) on SQL (SQLite or PostgreSQL)."""
 
-from pratai.store.base import Store
+from pratai.core.ports import Store
 
-__all__ = ["Store", "open_store"]
+__all__ = ["open_store"]
 
 
 def open_store(url: str) -> Store:

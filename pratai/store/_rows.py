@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from pratai.core.models import (
@@ -17,10 +18,12 @@ from pratai.core.models import (
     Invocation,
     Project,
     Role,
+    Route,
     Status,
     Trigger,
     TriggerKind,
 )
+from pratai.errors import Conflict
 from pratai.store import tables as t
 
 T = TypeVar("T")
@@ -115,6 +118,28 @@ def _event_row(e: Event) -> dict[str, Any]:
     d = {c.name: getattr(e, c.name) for c in t.events.columns if c.name != "seq"}
     d["extensions"] = json.dumps(e.extensions)
     return d
+
+
+def _insert_unique(c: Connection, insert: sa.Insert, row: dict[str, Any], taken: str) -> None:
+    """Insert the row, or raise Conflict(taken) when it breaks a unique constraint (the
+    transaction is then rolled back whole)."""
+    try:
+        c.execute(insert, row)
+    except sa.exc.IntegrityError:
+        raise Conflict(taken) from None
+
+
+def _trigger_row(trigger: Trigger) -> dict[str, Any]:
+    row = {c.name: getattr(trigger, c.name) for c in t.triggers.columns}
+    row["kind"] = str(trigger.kind)
+    return row
+
+
+def _insert_route(c: Connection, route: Route) -> None:
+    row = {col.name: getattr(route, col.name) for col in t.routes.columns}
+    row["cors_origins"] = json.dumps(route.cors_origins)
+    taken = f"the project already routes {route.method} {route.path}"
+    _insert_unique(c, t.routes.insert(), row, taken)
 
 
 def _trigger(r: RowMapping) -> Trigger:

@@ -50,23 +50,26 @@ class _Table(Generic[R]):
     """Rows by primary key, in insertion order, with unique keys (a None part never clashes,
     as NULL in SQL)."""
 
-    def __init__(self, name: str, key: Key[R], *unique: Key[R]) -> None:
+    def __init__(
+        self, name: str, key: Key[R], *unique: Key[R], taken: Callable[[R], str] | None = None
+    ) -> None:
         self.name = name
         self.key = key
         self.unique = unique
+        self.taken = taken  # what a Conflict on a unique key says, as the SQL store does
         self.rows: dict[Hashable, R] = {}
 
     def check(self, row: R, replacing: Hashable | None = None) -> None:
         """Raises Conflict when `row` would break a key (`replacing`: the row it updates)."""
         if replacing is None and self.key(row) in self.rows:
-            raise Conflict(f"already exists or violates a constraint: {self.name} {self.key(row)}")
+            raise Conflict(_generic(self.name, self.key(row)))
         for unique in self.unique:
             value = unique(row)
             if _has_none(value):
                 continue
             for pk, other in self.rows.items():
                 if pk != replacing and unique(other) == value:
-                    raise Conflict(f"already exists or violates a constraint: {self.name} {value}")
+                    raise Conflict(self.taken(row) if self.taken else _generic(self.name, value))
 
     def insert(self, row: R) -> None:
         self.check(row)
@@ -112,8 +115,12 @@ def _has_none(value: Hashable) -> bool:
     return value is None or (isinstance(value, tuple) and None in value)
 
 
+def _generic(table: str, key: Hashable) -> str:
+    return f"already exists or violates a constraint: {table} {key}"
+
+
 def _missing(table: str, key: Hashable) -> Conflict:
-    return Conflict(f"already exists or violates a constraint: no {table} {key}")
+    return Conflict(_generic(f"no {table}", key))
 
 
 class _Tables:
@@ -121,7 +128,10 @@ class _Tables:
         self.projects = _Table[Project]("project", lambda p: p.id, lambda p: p.name)
         self.keys = _Table[ApiKey]("api key", lambda k: k.id)
         self.functions = _Table[Function](
-            "function", lambda f: f.id, lambda f: (f.project_id, f.name)
+            "function",
+            lambda f: f.id,
+            lambda f: (f.project_id, f.name),
+            taken=lambda f: f"function {f.name!r} already exists",
         )
         self.versions = _Table[FunctionVersion](
             "function version", lambda v: (v.function_id, v.version)
@@ -141,7 +151,10 @@ class _Tables:
         self.audit_seq = itertools.count(1)
         self.secrets: dict[tuple[str, str], tuple[bytes, float]] = {}  # -> (ciphertext, at)
         self.routes = _Table[Route](
-            "route", lambda r: r.id, lambda r: (r.project_id, r.method, r.path)
+            "route",
+            lambda r: r.id,
+            lambda r: (r.project_id, r.method, r.path),
+            taken=lambda r: f"the project already routes {r.method} {r.path}",
         )
         self.counters: dict[tuple[str, int], int] = {}  # (key, window) -> requests
         self.jobs = _Table[Job]("job", lambda j: j.id)
@@ -152,7 +165,7 @@ class _Tables:
 
 
 class MemoryStore:
-    """The `Store` of `pratai.store.base`, held in dicts."""
+    """The `Store` of `pratai.core.ports`, held in dicts."""
 
     def __init__(self) -> None:
         self._tables = _Tables()
@@ -196,10 +209,28 @@ class MemoryStore:
 
     # --- functions and versions -------------------------------------------------------
 
-    async def create_function(self, function: Function) -> None:
-        if function.project_id not in self._t.projects.rows:
+    async def create_function(
+        self,
+        function: Function,
+        version: FunctionVersion,
+        triggers: Sequence[Trigger] = (),
+        routes: Sequence[Route] = (),
+    ) -> None:
+        t = self._t
+        if function.project_id not in t.projects.rows:
             raise _missing("project", function.project_id)
-        self._t.functions.insert(function)
+        rows: list[tuple[_Table[Any], Any]] = [(t.functions, function), (t.versions, version)]
+        rows += [(t.triggers, trigger) for trigger in triggers]
+        rows += [(t.routes, route) for route in routes]
+        done: list[tuple[_Table[Any], Hashable]] = []
+        try:
+            for table, row in rows:
+                table.insert(row)
+                done.append((table, table.key(row)))
+        except Conflict:  # all of the deploy or nothing
+            for table, key in done:
+                del table.rows[key]
+            raise
 
     async def get_function(self, project_id: str, name: str) -> Function | None:
         return self._t.functions.first(lambda f: (f.project_id, f.name) == (project_id, name))

@@ -27,7 +27,9 @@ from pratai.core.models import (
     FunctionVersion,
     Invocation,
     Project,
+    Route,
     Status,
+    Trigger,
 )
 from pratai.errors import Conflict
 from pratai.store import tables as t
@@ -35,10 +37,13 @@ from pratai.store._rows import (
     _INV_COLS,
     _function,
     _function_row,
+    _insert_route,
+    _insert_unique,
     _invocation,
     _invocation_row,
     _key,
     _project,
+    _trigger_row,
     _version,
     _version_row,
 )
@@ -116,7 +121,7 @@ _GET_INVOCATION = sa.select(t.invocations).where(t.invocations.c.id == sa.bindpa
 
 
 class SqlStore(EventRows, AdminRows, JobRows, ImageRows):
-    """The `Store` for `sqlite:///path` and `postgresql://...` URLs."""
+    """The `Store` (pratai.core.ports) for `sqlite:///path` and `postgresql://...` URLs."""
 
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
@@ -249,9 +254,26 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows):
 
     # --- functions and versions -------------------------------------------------------
 
-    async def create_function(self, function: Function) -> None:
-        row = _function_row(function)
-        await self._run(lambda c: c.execute(t.functions.insert(), row))
+    async def create_function(
+        self,
+        function: Function,
+        version: FunctionVersion,
+        triggers: Sequence[Trigger] = (),
+        routes: Sequence[Route] = (),
+    ) -> None:
+        function_row, version_row = _function_row(function), _version_row(version)
+        trigger_rows = [_trigger_row(trigger) for trigger in triggers]
+
+        def work(c: Connection) -> None:
+            taken = f"function {function.name!r} already exists"
+            _insert_unique(c, t.functions.insert(), function_row, taken)
+            c.execute(t.function_versions.insert(), version_row)
+            if trigger_rows:
+                c.execute(t.triggers.insert(), trigger_rows)
+            for route in routes:
+                _insert_route(c, route)
+
+        await self._run(work)
 
     async def get_function(self, project_id: str, name: str) -> Function | None:
         q = sa.select(t.functions).where(

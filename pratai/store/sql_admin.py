@@ -16,7 +16,7 @@ from pratai.core.models import (
     User,
 )
 from pratai.store import tables as t
-from pratai.store._rows import SqlBase, _project
+from pratai.store._rows import SqlBase, _insert_route, _project
 
 
 class AdminRows(SqlBase):
@@ -113,9 +113,7 @@ class AdminRows(SqlBase):
 
     async def create_route(self, route: Route) -> None:
         """Raises Conflict when the project already routes that method and path."""
-        row = {c.name: getattr(route, c.name) for c in t.routes.columns}
-        row["cors_origins"] = json.dumps(route.cors_origins)
-        await self._run(lambda c: c.execute(t.routes.insert(), row))
+        await self._run(lambda c: _insert_route(c, route))
 
     async def list_routes(self, project_id: str, function_id: str | None = None) -> list[Route]:
         r = t.routes

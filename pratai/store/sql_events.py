@@ -26,6 +26,7 @@ from pratai.store._rows import (
     _invocation,
     _invocation_row,
     _trigger,
+    _trigger_row,
 )
 
 
@@ -102,8 +103,7 @@ class EventRows(SqlBase):
         return [_event(r) for r in rows]
 
     async def create_trigger(self, trigger: Trigger) -> None:
-        row = {c.name: getattr(trigger, c.name) for c in t.triggers.columns}
-        row["kind"] = str(trigger.kind)
+        row = _trigger_row(trigger)
         await self._run(lambda c: c.execute(t.triggers.insert(), row))
 
     async def list_triggers(

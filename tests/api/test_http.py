@@ -436,6 +436,27 @@ async def test_bad_deploys_are_4xx_with_a_message(api: Api) -> None:
     assert "version" in error_of(rollback, 400, "invalid_input")["message"]
 
 
+async def test_a_refused_route_or_trigger_leaves_no_function_behind(api: Api) -> None:
+    assert (await api.deploy(api.admin, "first", route="GET /p")).status_code == 201
+    clash = await api.deploy(
+        api.admin, "second", route="get /p/", event="message", subscribe_to="news"
+    )
+    assert error_of(clash, 409, "conflict")["message"] == "the project already routes GET /p"
+    bad_auth = await api.deploy(api.admin, "second", route="GET /q", route_auth="root")
+    assert "route auth" in error_of(bad_auth, 400, "invalid_input")["message"]
+    bad_trigger = await api.deploy(api.admin, "second", event="timer", cron="every day")
+    assert "cron" in error_of(bad_trigger, 400, "invalid_input")["message"]
+
+    listed = await api.request("GET", "/v1/functions", api.admin)
+    assert [f["name"] for f in listed.json()] == ["first"]
+    assert (await api.request("GET", "/v1/triggers", api.admin)).json() == []
+    document = await api.request("GET", "/fn/default/openapi.json")
+    assert list(document.json()["paths"]) == ["/p"]
+    # nothing of the refused deploys is left to clash with
+    again = await api.deploy(api.admin, "second", route="GET /q", event="message", subscribe_to="n")
+    assert again.status_code == 201, again.text
+
+
 # --- invoking ----------------------------------------------------------------------------
 
 

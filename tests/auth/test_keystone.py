@@ -33,13 +33,13 @@ import pytest
 import pytest_asyncio
 
 from pratai.auth import ChainAuthenticator
-from pratai.auth.keystone import KeystoneAuthenticator
-from pratai.auth.keystone_client import keystone_token, tokens_url
-from pratai.client import ApiError
+from pratai.auth.keystone import Clock, KeystoneAuthenticator
 from pratai.core.models import Project, Role, new_id
+from pratai.core.ports import Store
 from pratai.core.tenants import Principal, Tenants
-from pratai.errors import Unauthorized, Unavailable
-from pratai.store import Store
+from pratai.credentials import keystone_token
+from pratai.errors import ApiError, Unauthorized, Unavailable
+from pratai.keystone_api import tokens_url
 from pratai.store.sql import SqlStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -52,10 +52,29 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class FakeKeystone:
-    """Keystone's token API, in memory: users, role assignments, issued tokens."""
+class SteppedClock:
+    """Time that moves only when told: a test's `advance` instead of a sleep."""
 
     def __init__(self) -> None:
+        self._wall, self._monotonic = time.time(), time.monotonic()
+
+    def time(self) -> float:
+        return self._wall
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def advance(self, seconds: float) -> None:
+        self._wall += seconds
+        self._monotonic += seconds
+
+
+class FakeKeystone:
+    """Keystone's token API, in memory: users, role assignments, issued tokens. `clock` says
+    when tokens are issued and when they expire."""
+
+    def __init__(self) -> None:
+        self.clock: Clock = time
         self.users = {
             "alice": {"id": "f0c3a1e5e2b44e7c9d6f2b8a1c3d5e7f", "password": PASSWORD},
             "svc": {"id": "5b2f9c0e1d3a4b6c8e7f9a0b1c2d3e4f", "password": "svc-pass"},
@@ -87,7 +106,7 @@ class FakeKeystone:
         domain: dict[str, str] | None = None,
     ) -> str:
         """A token as Keystone would issue it (project-scoped unless project is None)."""
-        issued = time.time()
+        issued = self.clock.time()
         body: dict[str, Any] = {
             "methods": ["password"],
             "user": {
@@ -134,7 +153,7 @@ class FakeKeystone:
         if body is None:
             return None
         expires = datetime.fromisoformat(body["expires_at"]).timestamp()
-        return body if expires > time.time() else None
+        return body if expires > self.clock.time() else None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -210,6 +229,14 @@ def keystone() -> Iterator[FakeKeystone]:
     fake.start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def clock(keystone: FakeKeystone) -> Iterator[SteppedClock]:
+    """The test's time, the fake Keystone's too; pass it to the authenticator as `clock`."""
+    keystone.clock = stepped = SteppedClock()
+    yield stepped
+    keystone.clock = time
 
 
 @pytest.fixture(autouse=True)
@@ -423,14 +450,17 @@ async def test_conflict_from_a_concurrent_create_is_tolerated(
 # --- cache --------------------------------------------------------------------------------------
 
 
-async def test_validated_tokens_are_cached(keystone: FakeKeystone, store: SqlStore) -> None:
-    auth = KeystoneAuthenticator(keystone.url, store, cache_seconds=0.3)
+async def test_validated_tokens_are_cached(
+    keystone: FakeKeystone, store: SqlStore, clock: SteppedClock
+) -> None:
+    auth = KeystoneAuthenticator(keystone.url, store, cache_seconds=30, clock=clock)
     try:
         token = keystone.issue(roles=["member"])
         first = await auth.authenticate(token)
+        clock.advance(29)
         assert await auth.authenticate(token) == first
         assert keystone.validations[token] == 1
-        await asyncio.sleep(0.4)
+        clock.advance(2)
         assert await auth.authenticate(token) == first
         assert keystone.validations[token] == 2
         # failures are not cached
@@ -443,14 +473,17 @@ async def test_validated_tokens_are_cached(keystone: FakeKeystone, store: SqlSto
         await auth.aclose()
 
 
-async def test_cache_never_outlives_the_token(keystone: FakeKeystone, store: SqlStore) -> None:
-    auth = KeystoneAuthenticator(keystone.url, store, cache_seconds=30)
+async def test_cache_never_outlives_the_token(
+    keystone: FakeKeystone, store: SqlStore, clock: SteppedClock
+) -> None:
+    auth = KeystoneAuthenticator(keystone.url, store, cache_seconds=30, clock=clock)
     try:
-        token = keystone.issue(roles=["member"], expires_in=0.5)
+        token = keystone.issue(roles=["member"], expires_in=5)
         await auth.authenticate(token)
+        clock.advance(4)
         await auth.authenticate(token)
         assert keystone.validations[token] == 1
-        await asyncio.sleep(0.6)
+        clock.advance(2)
         with pytest.raises(Unauthorized):  # Keystone: 404 for an expired token
             await auth.authenticate(token)
         assert keystone.validations[token] == 2

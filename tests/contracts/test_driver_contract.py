@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -37,15 +36,6 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
 )
 def driver(request: pytest.FixtureRequest, settings: Settings) -> Driver:
     return ProcessDriver(settings) if request.param == "process" else FakeDriver(settings)
-
-
-@pytest.fixture
-def code_root() -> Iterator[Path]:
-    """A world-readable folder: the process driver's sandbox runs as an unprivileged uid."""
-    root = Path(tempfile.mkdtemp(prefix="pratai-test-"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(loop_scope="function")

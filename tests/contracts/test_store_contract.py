@@ -37,8 +37,8 @@ from pratai.core.models import (
     User,
     new_id,
 )
+from pratai.core.ports import Store
 from pratai.errors import Conflict
-from pratai.store.base import Store
 from pratai.store.memory import MemoryStore
 from pratai.store.sql import SqlStore
 from tests.helpers import fresh_pg_database
@@ -77,12 +77,6 @@ async def _project(store: Store, name: str | None = None) -> Project:
     return p
 
 
-async def _function(store: Store, project: Project, name: str = "hello") -> Function:
-    f = Function(id=new_id(), project_id=project.id, name=name)
-    await store.create_function(f)
-    return f
-
-
 def _version(f: Function, version: int = 1, digest: str = "0" * 64) -> FunctionVersion:
     return FunctionVersion(
         function_id=f.id,
@@ -91,6 +85,16 @@ def _version(f: Function, version: int = 1, digest: str = "0" * 64) -> FunctionV
         handler="m.main",
         requirements_hash=None,
     )
+
+
+async def _function(store: Store, project: Project, name: str = "hello") -> Function:
+    f = Function(id=new_id(), project_id=project.id, name=name)
+    await store.create_function(f, _version(f))
+    return f
+
+
+def _route(f: Function, method: str, path: str) -> Route:
+    return Route(id=new_id(), project_id=f.project_id, function_id=f.id, method=method, path=path)
 
 
 def _invocation(f: Function, **kw: object) -> Invocation:
@@ -148,10 +152,11 @@ async def test_projects_and_keys(store: Store) -> None:
 async def test_a_key_or_function_needs_its_project(store: Store) -> None:
     with pytest.raises(Conflict):
         await store.create_key(ApiKey(id="k", project_id="nope", role=Role.ADMIN, secret_hash="h"))
+    orphan = Function(id=new_id(), project_id="nope", name="f")
     with pytest.raises(Conflict):
-        await store.create_function(Function(id=new_id(), project_id="nope", name="f"))
+        await store.create_function(orphan, _version(orphan))
     with pytest.raises(Conflict):
-        await store.add_version(_version(Function(id="nope", project_id="nope", name="f")))
+        await store.add_version(_version(orphan))
 
 
 async def test_projects_and_users_by_name(store: Store) -> None:
@@ -234,11 +239,11 @@ async def test_functions(store: Store) -> None:
         active_version=2,
         secrets={"TOKEN": "api-token"},
     )
-    await store.create_function(f)
+    await store.create_function(f, _version(f))
     g = await _function(store, p, "alpha")
     await _function(store, q, "music_tag")  # same name in another project is fine
     with pytest.raises(Conflict):
-        await store.create_function(Function(id=new_id(), project_id=p.id, name="music_tag"))
+        await _function(store, p, "music_tag")
 
     got = await store.get_function(p.id, "music_tag")
     assert got == f
@@ -257,11 +262,42 @@ async def test_functions(store: Store) -> None:
     assert await store.get_function_by_id(g.id) == g
 
 
+async def test_create_function_stores_all_of_a_deploy_or_nothing(store: Store) -> None:
+    p = await _project(store)
+    f = Function(id=new_id(), project_id=p.id, name="api")
+    trigger = Trigger(
+        id=new_id(), project_id=p.id, function_id=f.id, kind=TriggerKind.MESSAGE, topic="t"
+    )
+    version = _version(f)
+    await store.create_function(f, version, [trigger], [_route(f, "GET", "/p")])
+    assert await store.list_versions(f.id) == [version]
+    assert await store.list_triggers(p.id, function_id=f.id) == [trigger]
+    assert [(r.method, r.path) for r in await store.list_routes(p.id, f.id)] == [("GET", "/p")]
+
+    clash = Function(id=new_id(), project_id=p.id, name="clash")
+    its_trigger = Trigger(
+        id=new_id(), project_id=p.id, function_id=clash.id, kind=TriggerKind.MESSAGE, topic="t"
+    )
+    routes = [_route(clash, "POST", "/p"), _route(clash, "GET", "/p")]
+    with pytest.raises(Conflict, match="the project already routes GET /p"):
+        await store.create_function(clash, _version(clash), [its_trigger], routes)
+    twin = Function(id=new_id(), project_id=p.id, name="api")
+    with pytest.raises(Conflict, match="function 'api' already exists"):
+        await store.create_function(twin, _version(twin), (), [_route(twin, "PUT", "/q")])
+
+    assert [x.name for x in await store.list_functions(p.id)] == ["api"]
+    for gone in (clash, twin):
+        assert await store.get_function_by_id(gone.id) is None
+        assert await store.list_versions(gone.id) == []
+    assert await store.list_triggers(p.id) == [trigger]
+    assert [(r.method, r.path) for r in await store.list_routes(p.id)] == [("GET", "/p")]
+
+
 async def test_records_are_copies(store: Store) -> None:
     """Changing a record after storing it, or one read back, changes nothing stored."""
     p = await _project(store)
     f = Function(id=new_id(), project_id=p.id, name="f", secrets={"A": "a"})
-    await store.create_function(f)
+    await store.create_function(f, _version(f))
     f.secrets["B"] = "b"
     f.description = "not stored"
     got = await store.get_function_by_id(f.id)
@@ -275,7 +311,7 @@ async def test_records_are_copies(store: Store) -> None:
 
 async def test_versions(store: Store) -> None:
     p = await _project(store)
-    f = await _function(store, p)
+    f = Function(id=new_id(), project_id=p.id, name="hello")
     v1 = FunctionVersion(
         function_id=f.id,
         version=1,
@@ -292,7 +328,7 @@ async def test_versions(store: Store) -> None:
         state=BuildState.READY,
         build_log="ok",
     )
-    await store.add_version(v2)
+    await store.create_function(f, v2)  # versions stored out of order: listed in order
     await store.add_version(v1)
     with pytest.raises(Conflict):
         await store.add_version(v1)
@@ -408,9 +444,8 @@ async def test_delete_function_cascades(store: Store) -> None:
     f = await _function(store, p, "doomed")
     keep = await _function(store, p, "kept")
     for fn in (f, keep):
-        await store.add_version(_version(fn))
         await store.create_trigger(Trigger(new_id(), p.id, fn.id, TriggerKind.MESSAGE, topic="t"))
-        await store.create_route(Route(new_id(), p.id, fn.id, "GET", f"/{fn.name}"))
+        await store.create_route(_route(fn, "GET", f"/{fn.name}"))
     gone, kept = _invocation(f), _invocation(keep)
     await store.create_invocation(gone)
     await store.create_invocation(kept)
@@ -576,7 +611,7 @@ async def test_routes(store: Store) -> None:
     about = Route(new_id(), p.id, g.id, "GET", "/about", timeout_s=1.5, max_body_bytes=10)
     for route in (items, post, about):
         await store.create_route(route)
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict, match="the project already routes GET /items"):
         await store.create_route(Route(new_id(), p.id, g.id, "GET", "/items"))
     await store.create_route(Route(new_id(), q.id, g.id, "GET", "/items"))  # another project
     assert await store.list_routes(p.id) == [about, items, post]
@@ -668,7 +703,7 @@ async def test_images(store: Store) -> None:
     assert await store.image_in_use("f" * 64, "nothing")
     assert not await store.image_in_use("e" * 64, "nothing")  # no record names it any more
     f = await _function(store, p)
-    await store.add_version(_version(f, digest="d" * 64))
+    await store.add_version(_version(f, version=2, digest="d" * 64))
     assert await store.image_in_use("nothing", "d" * 64)
     await store.delete_image(api.id)
     assert not await store.image_in_use("a" * 64, "nothing")

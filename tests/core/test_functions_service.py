@@ -13,13 +13,15 @@ import pytest
 import pytest_asyncio
 
 from pratai.artifacts.filesystem import FilesystemArtifacts
-from pratai.core.functions import FunctionOptions, Functions, FunctionView
+from pratai.core.functions import DeploySpec, FunctionOptions, Functions, FunctionView
+from pratai.core.gateway import RouteSpec
 from pratai.core.models import BuildState, Function, FunctionVersion, Project, new_id
+from pratai.core.ports import Store
 from pratai.core.tenants import Tenants
+from pratai.core.triggers import TriggerSpec
 from pratai.core.workspace import Workspace
 from pratai.errors import Conflict, InvalidInput, InvalidName, NotFound
 from pratai.settings import Settings
-from pratai.store import Store
 from tests.helpers import make_zip
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -43,7 +45,8 @@ class Env:
     async def create(
         self, name: str = "hello", package: bytes = HELLO, **options: Any
     ) -> FunctionView:
-        return await self.functions.create(self.project, name, package, FunctionOptions(**options))
+        spec = DeploySpec(name=name, package=package, options=FunctionOptions(**options))
+        return await self.functions.deploy(self.project, spec)
 
     async def stored(self, name: str = "hello") -> Function:
         function = await self.store.get_function(self.project.id, name)
@@ -101,6 +104,36 @@ async def test_create_defaults(env: Env) -> None:
     assert (stored.memory_mb, stored.timeout_s, stored.network) == (128, 30.0, False)
     assert stored.concurrency == env.settings.default_concurrency
     assert [f.name for f in await env.functions.all(env.project)] == ["hello"]
+
+
+async def test_deploy_stores_its_trigger_and_route_and_says_so(env: Env) -> None:
+    told: list[object] = []
+    env.functions.trigger_listeners.append(told.append)
+    env.functions.route_listeners.append(told.append)
+    trigger = TriggerSpec(kind="message", topic="news")
+    spec = DeploySpec(
+        name="hello", package=HELLO, trigger=trigger, route=RouteSpec(route="GET /hi")
+    )
+    view = await env.functions.deploy(env.project, spec)
+    stored_triggers = await env.store.list_triggers(env.project.id, function_id=view.function.id)
+    stored_routes = await env.store.list_routes(env.project.id, view.function.id)
+    assert [t.topic for t in stored_triggers] == ["news"]
+    assert [(r.method, r.path) for r in stored_routes] == [("GET", "/hi")]
+    assert told == [*stored_triggers, *stored_routes]
+
+    clash = DeploySpec(
+        name="other", package=HELLO, trigger=trigger, route=RouteSpec(route="GET /hi")
+    )
+    with pytest.raises(Conflict, match="the project already routes GET /hi"):
+        await env.functions.deploy(env.project, clash)
+    bad_rate = DeploySpec(
+        name="other", package=HELLO, route=RouteSpec(route="GET /x", rate_limit="9/week")
+    )
+    with pytest.raises(InvalidInput, match="rate limit"):
+        await env.functions.deploy(env.project, bad_rate)
+    assert [f.name for f in await env.functions.all(env.project)] == ["hello"]
+    assert await env.store.list_triggers(env.project.id) == stored_triggers
+    assert len(told) == 2
 
 
 async def test_duplicate_name_is_a_conflict(env: Env) -> None:
@@ -268,12 +301,10 @@ async def test_resume_builds_finishes_a_version_left_building(env: Env) -> None:
     version = FunctionVersion(
         function.id, 1, env.workspace.artifacts.put(package), info.handler, info.requirements_hash
     )
-    await env.store.create_function(function)
-    await env.store.add_version(version)
+    await env.store.create_function(function, version)
     plain = Function(id=new_id(), project_id=env.project.id, name="plain", latest_version=1)
-    await env.store.create_function(plain)
-    await env.store.add_version(
-        FunctionVersion(plain.id, 1, env.workspace.artifacts.put(HELLO), "main.main", None)
+    await env.store.create_function(
+        plain, FunctionVersion(plain.id, 1, env.workspace.artifacts.put(HELLO), "main.main", None)
     )
 
     # a fresh service, as in a new process

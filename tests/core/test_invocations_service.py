@@ -17,7 +17,7 @@ import pytest_asyncio
 from pratai.artifacts.filesystem import FilesystemArtifacts
 from pratai.broker.base import Delivery
 from pratai.broker.embedded import EmbeddedBroker
-from pratai.core.functions import FunctionOptions, Functions
+from pratai.core.functions import DeploySpec, FunctionOptions, Functions
 from pratai.core.invocations import INVOCATIONS_QUEUE, Invocations, decode_result
 from pratai.core.models import (
     BuildState,
@@ -29,13 +29,14 @@ from pratai.core.models import (
     new_id,
     now,
 )
+from pratai.core.ports import Store
 from pratai.core.tenants import Tenants
 from pratai.core.workspace import Workspace
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import Conflict, NotFound, PayloadTooLarge
 from pratai.node.agent import Node
 from pratai.settings import Settings
-from pratai.store import Store, open_store
+from pratai.store import open_store
 from tests.helpers import code, make_zip
 
 pytestmark = [
@@ -72,7 +73,7 @@ class Env:
 
     async def deploy(self, name: str, source: str) -> Function:
         package = make_zip({"main.py": source})
-        view = await self.functions.create(self.project, name, package, FunctionOptions())
+        view = await self.functions.deploy(self.project, DeploySpec(name=name, package=package))
         assert view.state == BuildState.READY
         return view.function
 
@@ -265,7 +266,7 @@ async def test_invoking_without_a_ready_version_is_a_conflict(env: Env) -> None:
             "requirements.txt": "pratai-no-such-package-zzz==1.0\n",
         }
     )
-    await env.functions.create(env.project, "broken", broken, FunctionOptions())
+    await env.functions.deploy(env.project, DeploySpec(name="broken", package=broken))
     await env.functions.wait_built()
     with pytest.raises(Conflict, match="build_failed"):
         await env.invocations.invoke(env.project, "broken", b"{}")
@@ -275,11 +276,11 @@ async def test_invoking_without_a_ready_version_is_a_conflict(env: Env) -> None:
     # a version still building
     package = make_zip({"main.py": "def main(p):\n    return p\n"})
     pending = Function(id=new_id(), project_id=env.project.id, name="pending", latest_version=1)
-    await env.store.create_function(pending)
-    await env.store.add_version(
+    await env.store.create_function(
+        pending,
         FunctionVersion(
             pending.id, 1, env.functions.workspace.artifacts.put(package), "main.main", None
-        )
+        ),
     )
     with pytest.raises(Conflict, match="building"):
         await env.invocations.invoke(env.project, "pending", b"{}")

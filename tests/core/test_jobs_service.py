@@ -13,8 +13,8 @@ import pytest_asyncio
 from pratai.broker.memory import MemoryBroker
 from pratai.core.jobs import JOBS_QUEUE, Jobs, JobSpec, Runtimes
 from pratai.core.models import Job, Project, Status, new_id
+from pratai.core.ports import Store
 from pratai.settings import Settings
-from pratai.store import Store
 from pratai.store.sql import SqlStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")

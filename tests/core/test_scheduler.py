@@ -8,7 +8,15 @@ from pathlib import Path
 from pratai.broker.embedded import EmbeddedBroker
 from pratai.core.invocations import Invocations
 from pratai.core.jobs import Jobs, JobSpec, Runtimes
-from pratai.core.models import Function, Project, Trigger, TriggerKind, new_id
+from pratai.core.models import (
+    BuildState,
+    Function,
+    FunctionVersion,
+    Project,
+    Trigger,
+    TriggerKind,
+    new_id,
+)
 from pratai.core.saved_jobs import SavedJobs
 from pratai.core.triggers import last_due_tick
 from pratai.scheduler import Scheduler
@@ -52,7 +60,10 @@ async def test_two_schedulers_fire_each_tick_once(tmp_path: Path) -> None:
         project = Project(id=new_id(), name="default")
         await stores[0].create_project(project)
         function = Function(id=new_id(), project_id=project.id, name="tick", active_version=1)
-        await stores[0].create_function(function)
+        version = FunctionVersion(
+            function.id, 1, "0" * 64, "main.main", None, state=BuildState.READY
+        )
+        await stores[0].create_function(function, version)
         trigger = Trigger(
             new_id(), project.id, function.id, TriggerKind.TIMER, frequency_s=10, created_at=0.0
         )

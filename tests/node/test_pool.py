@@ -19,7 +19,8 @@ from pratai.artifacts.filesystem import FilesystemArtifacts
 from pratai.core.models import new_id
 from pratai.core.workspace import Workspace
 from pratai.drivers import InstanceSpec
-from pratai.drivers.process import ProcessDriver, ProcessInstance
+from pratai.drivers.instance import ProcessInstance
+from pratai.drivers.process import ProcessDriver
 from pratai.errors import SandboxError
 from pratai.node.pool import Outcome, VersionPool
 from pratai.settings import Settings

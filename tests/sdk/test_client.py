@@ -42,14 +42,14 @@ def test_client_reads_the_cli_credentials(server: Server, monkeypatch, tmp_path:
     monkeypatch.setenv("PRATAI_HOME", str(server.home))
     with pratai.Client() as client:
         assert client.url == server.url
-        assert client.api.whoami()["project"] == "default"
+        assert client.request("GET", "/v1/whoami")["project"] == "default"
     # a `pratai login` wins over the server's own file, for the SDK as for the CLI
     viewer = server.cli_json("key-create", "--role", "viewer")
     login = tmp_path / ".config" / "pratai" / "credentials.json"
     login.parent.mkdir(parents=True)
     login.write_text(json.dumps({"url": server.url, "api_key": viewer["token"]}))
     with pratai.Client() as client:
-        assert client.api.whoami()["key_id"] == viewer["id"]
+        assert client.request("GET", "/v1/whoami")["key_id"] == viewer["id"]
 
 
 def test_create_from_a_folder_then_invoke(client: pratai.Client, tmp_path: Path) -> None:
@@ -112,7 +112,8 @@ def test_publish_runs_subscribers(client: pratai.Client, tmp_path: Path) -> None
     assert client.events.publish(topic, {"id": 2}, id="sdk-e-2") == "sdk-e-2"
 
     def finished() -> list[dict]:
-        done = [i for i in client.api.list_invocations(name) if i["status"] == "succeeded"]
+        listed = client.request("GET", "/v1/invocations", params={"function": name})
+        done = [i for i in listed if i["status"] == "succeeded"]
         return done if len(done) == 2 else []
 
     results = {(i["event_id"], i["result"]["id"]) for i in wait_for(finished, what="subscribers")}
@@ -123,7 +124,7 @@ def test_a_keep_alive_connection_the_server_closed_is_replaced(client: pratai.Cl
     from pratai.sdk.transport import _closed_by_peer
 
     client.list_jobs(limit=1)
-    conn = client._fast._local.conn
+    conn = client._http._local.conn
     wait_for(
         lambda: conn.sock is None or _closed_by_peer(conn.sock),
         timeout=60,

@@ -1,4 +1,4 @@
-"""The order in which the CLI and the SDK find a server and a key (see `pratai.client`)."""
+"""The order in which the CLI and the SDK find a server and a key (see `pratai.credentials`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pratai.client import ApiError, find_credentials, login_file
+from pratai.credentials import find_credentials, login_file
+from pratai.errors import ApiError
 
 
 def _write(path: Path, url: str, key: str) -> Path:

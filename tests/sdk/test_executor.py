@@ -112,7 +112,7 @@ def blocked_pool(client: pratai.Client, server: Server) -> Iterator[list[pratai.
     ]
     try:
         wait_for(
-            lambda: all(f.status == "running" for f in fillers),
+            lambda: all(f.refresh()["status"] == "running" for f in fillers),
             timeout=120,
             what="every filler job to run",
         )
@@ -142,7 +142,7 @@ def test_executor_cancels_a_queued_job_server_side(
         ex.shutdown(wait=False, cancel_futures=True)
         assert queued.cancelled()
     assert client.get_job(queued.job.id).status == "cancelled"
-    assert all(f.status == "running" for f in blocked_pool)  # they never moved
+    assert all(f.refresh()["status"] == "running" for f in blocked_pool)  # they never moved
 
 
 def test_a_finished_future_cannot_be_cancelled(client: pratai.Client) -> None:

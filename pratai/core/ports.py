@@ -1,8 +1,14 @@
-"""What the core needs from a store. Methods are async; implementations may block in a thread."""
+"""What the core needs from persistent state, one Protocol per aggregate; `Store` is all of them.
+
+Methods are async; implementations may block in a thread. Each service asks for the narrowest
+port it uses, so a store for tests, or for another database, implements only what it serves.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from pratai.core.models import (
@@ -26,41 +32,76 @@ from pratai.core.models import (
 )
 
 
-class Store(Protocol):
-    async def open(self) -> None:
-        """Connect and bring the schema up to date (Alembic migrations)."""
-
-    async def close(self) -> None: ...
-
-    # projects and keys
+class ProjectStore(Protocol):
     async def create_project(self, project: Project) -> None:
         """Raises Conflict when the name is taken."""
 
     async def get_project(self, project_id: str) -> Project | None: ...
     async def get_project_by_name(self, name: str) -> Project | None: ...
+    async def list_projects(self) -> list[Project]: ...
+
+
+class TenancyStore(ProjectStore, Protocol):
+    """Projects, their API keys, users and the audit log."""
+
     async def create_key(self, key: ApiKey) -> None: ...
     async def get_key(self, key_id: str) -> ApiKey | None: ...
     async def list_keys(self, project_id: str) -> list[ApiKey]: ...
+    async def revoke_key(self, key_id: str, at: float, *, keep_admin_in: str | None = None) -> bool:
+        """False, revoking nothing, when `keep_admin_in` (a project id) would be left without an
+        admin key that is unrevoked and never expires. Atomic: of two concurrent revokes of a
+        project's last two such keys, one fails."""
+        ...
 
-    # functions and their immutable versions
-    async def create_function(self, function: Function) -> None:
-        """Raises Conflict when the project already has a function of that name."""
+    async def create_user(self, user: User) -> None:
+        """Raises Conflict when the name is taken."""
 
+    async def get_user_by_name(self, name: str) -> User | None: ...
+    async def add_audit(self, entry: AuditEntry) -> None: ...
+    async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
+        """Newest first."""
+
+
+class RateCounter(Protocol):
+    async def hit(self, key: str, window: int) -> int:
+        """Count one request in (key, window) and return the count, atomically across
+        processes."""
+
+
+class FunctionReader(Protocol):
     async def get_function(self, project_id: str, name: str) -> Function | None: ...
     async def get_function_by_id(self, function_id: str) -> Function | None: ...
+    async def get_version(self, function_id: str, version: int) -> FunctionVersion | None: ...
+
+
+class FunctionStore(FunctionReader, Protocol):
+    """Functions and their immutable versions."""
+
+    async def create_function(
+        self,
+        function: Function,
+        version: FunctionVersion,
+        triggers: Sequence[Trigger] = (),
+        routes: Sequence[Route] = (),
+    ) -> None:
+        """Stores a new function with its first version, triggers and routes in one
+        transaction, or nothing; raises Conflict when the project already has a function of
+        that name (`function 'x' already exists`), or a route of that method and path (`the
+        project already routes GET /p`)."""
+
     async def list_functions(self, project_id: str) -> list[Function]: ...
     async def update_function(self, function: Function) -> None: ...
     async def delete_function(self, function_id: str) -> None:
-        """Deletes the function, its versions, triggers and invocations."""
+        """Deletes the function, its versions, triggers, routes and invocations."""
 
     async def add_version(self, version: FunctionVersion) -> None: ...
-    async def get_version(self, function_id: str, version: int) -> FunctionVersion | None: ...
     async def list_versions(self, function_id: str) -> list[FunctionVersion]: ...
     async def update_version(self, version: FunctionVersion) -> None: ...
     async def versions_with_state(self, state: BuildState) -> list[FunctionVersion]:
         """Across all projects; used to resume builds after a crash."""
 
-    # invocations
+
+class InvocationStore(Protocol):
     async def create_invocation(self, invocation: Invocation) -> None: ...
     async def get_invocation(self, project_id: str, invocation_id: str) -> Invocation | None: ...
     async def get_invocation_by_id(self, invocation_id: str) -> Invocation | None: ...
@@ -83,7 +124,10 @@ class Store(Protocol):
     async def invocations_with_status(self, statuses: Sequence[Status]) -> list[Invocation]:
         """Across all projects; used to recover work after a crash."""
 
-    # events, triggers, timer ticks
+    async def child_invocations(self, parent_id: str) -> list[Invocation]: ...
+
+
+class EventStore(Protocol):
     async def add_event(self, event: Event, invocations: Sequence[Invocation] = ()) -> Event | None:
         """Stores the event, sets its seq and, in the same transaction, the invocations it
         causes (their event_seq set); None, storing nothing, when (project, source, id) exists."""
@@ -96,6 +140,9 @@ class Store(Protocol):
     async def mark_dispatched(self, seq: int) -> None: ...
     async def mark_dispatched_many(self, seqs: Sequence[int]) -> None: ...
     async def undispatched_events(self, limit: int = 1000) -> list[Event]: ...
+
+
+class TriggerStore(Protocol):
     async def create_trigger(self, trigger: Trigger) -> None: ...
     async def list_triggers(
         self,
@@ -108,36 +155,28 @@ class Store(Protocol):
     async def get_trigger(self, trigger_id: str) -> Trigger | None: ...
     async def get_trigger_by_token(self, token: str) -> Trigger | None: ...
     async def delete_trigger(self, trigger_id: str) -> None: ...
+
+
+class TickStore(Protocol):
+    """Ticks of timers and scheduled jobs, each fired once across schedulers."""
+
     async def claim_tick(self, trigger_id: str, tick: float, fired_at: float) -> bool:
         """True for exactly one caller per (trigger, tick), across processes."""
 
     async def last_tick(self, trigger_id: str) -> float | None: ...
-    async def child_invocations(self, parent_id: str) -> list[Invocation]: ...
 
-    # connectors
+
+class ConnectorStore(Protocol):
     async def create_connector(self, connector: ConnectorRecord) -> None:
         """Raises Conflict when the project has a connector of that name."""
 
     async def list_connectors(self, project_id: str | None = None) -> list[ConnectorRecord]: ...
     async def delete_connector(self, connector_id: str) -> None: ...
 
-    # tenancy
-    async def list_projects(self) -> list[Project]: ...
-    async def create_user(self, user: User) -> None:
-        """Raises Conflict when the name is taken."""
 
-    async def get_user_by_name(self, name: str) -> User | None: ...
-    async def revoke_key(self, key_id: str, at: float, *, keep_admin_in: str | None = None) -> bool:
-        """False, revoking nothing, when `keep_admin_in` (a project id) would be left without an
-        admin key that is unrevoked and never expires. Atomic: of two concurrent revokes of a
-        project's last two such keys, one fails."""
-        ...
+class SecretStore(Protocol):
+    """Ciphertext only; the core encrypts."""
 
-    async def add_audit(self, entry: AuditEntry) -> None: ...
-    async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
-        """Newest first."""
-
-    # secrets (ciphertext only; the core encrypts)
     async def put_secret(self, project_id: str, name: str, ciphertext: bytes, at: float) -> None:
         """Raises Conflict when the project has a secret of that name."""
 
@@ -150,17 +189,18 @@ class Store(Protocol):
     ) -> None: ...
     async def delete_secret(self, project_id: str, name: str) -> None: ...
 
-    # gateway
+
+class RouteStore(Protocol):
+    """The gateway's routes (a deploy stores a function's first routes with it)."""
+
     async def create_route(self, route: Route) -> None:
         """Raises Conflict when the project already routes that method and path."""
 
     async def list_routes(self, project_id: str, function_id: str | None = None) -> list[Route]: ...
     async def delete_route(self, route_id: str) -> None: ...
-    async def hit(self, key: str, window: int) -> int:
-        """Count one request in (key, window) and return the count, atomically across
-        processes."""
 
-    # jobs
+
+class JobStore(Protocol):
     async def create_job(self, job: Job) -> None: ...
     async def get_job(self, job_id: str) -> Job | None: ...
     async def update_job(self, job: Job, *, only_if: Status | None = None) -> bool:
@@ -170,6 +210,9 @@ class Store(Protocol):
         self, project_id: str, limit: int = 50, status: Status | None = None
     ) -> list[Job]: ...
     async def unfinished_jobs(self) -> list[Job]: ...
+
+
+class SavedJobStore(Protocol):
     async def create_saved_job(self, saved: SavedJob) -> None:
         """Raises Conflict when the name is taken in the project."""
 
@@ -179,7 +222,10 @@ class Store(Protocol):
     async def list_saved_jobs(self, project_id: str | None = None) -> list[SavedJob]:
         """A project's saved jobs, or (None) every scheduled saved job."""
 
-    # container images (the engine holds the layers; these are the project's names for them)
+
+class ImageStore(Protocol):
+    """The project's names for container images (the engine holds the layers)."""
+
     async def put_image(self, image: Image) -> None:
         """Adds the image, or points the project's existing ref at new content."""
 
@@ -191,3 +237,47 @@ class Store(Protocol):
     async def image_in_use(self, engine_id: str, digest: str) -> bool:
         """Whether any project's record names that engine image, or any function version
         runs it (its package digest), so the engine may not drop it."""
+
+
+class Store(
+    TenancyStore,
+    RateCounter,
+    FunctionStore,
+    InvocationStore,
+    EventStore,
+    TriggerStore,
+    TickStore,
+    ConnectorStore,
+    SecretStore,
+    RouteStore,
+    JobStore,
+    SavedJobStore,
+    ImageStore,
+    Protocol,
+):
+    """Everything a platform process keeps."""
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (Alembic migrations)."""
+
+    async def close(self) -> None: ...
+
+
+# Container images: the engine (podman) is a backend core reads through this port.
+CONTRACTS = ("http", "stdio")  # how a container image function takes calls
+
+
+@dataclass
+class LoadedImage:
+    ref: str
+    image_id: str  # the engine's content id (sha256 hex)
+    size_bytes: int
+
+
+class ImageEngine(Protocol):
+    """Holds container images (layers and content ids) for the image functions' driver."""
+
+    async def load(self, archive: Path) -> list[LoadedImage]:
+        """Raises InvalidInput when the file is not an image archive."""
+
+    async def remove(self, image_id: str) -> None: ...

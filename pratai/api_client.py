@@ -1,131 +1,19 @@
-"""A small client of the HTTP API, used by the CLI (and the base of the SDK).
-
-Where the CLI and the SDK find the server and the API key, first match wins:
-
-1. `PRATAI_URL` and `PRATAI_API_KEY`, both set in the environment;
-2. `PRATAI_URL` and a Keystone token got with `OS_AUTH_URL`, `OS_USERNAME`, `OS_PASSWORD`,
-   `OS_PROJECT_NAME` (a platform run with `PRATAI_AUTH=keystone`);
-3. the login file, written by `pratai login`: the file named by `PRATAI_CREDENTIALS`, else
-   `~/.config/pratai/credentials.json`;
-4. the server's own file, written by `pratai serve` on its first start:
-   `$PRATAI_HOME/credentials.json` (`PRATAI_HOME` defaults to `./.pratai`).
-
-So an explicit login wins over the admin key a local server saved, and the environment wins over
-both. `PRATAI_URL` or `PRATAI_API_KEY` set alone replaces that half of the file's pair (e.g. the
-same server reached at another address). `pratai whoami` says which source is in use.
-"""
+"""`ApiClient`: the HTTP API call by call, for the CLI (and the SDK's uploads); where it finds the
+server and the key is `pratai.credentials`."""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from pratai.errors import PrataiError
+from pratai.credentials import find_credentials
+from pratai.errors import ApiError
 
-__all__ = [
-    "ApiError",
-    "Client",
-    "Credentials",
-    "find_credentials",
-    "login_file",
-    "parse_response",
-    "save_credentials",
-]
-
-
-class ApiError(PrataiError):
-    """The server said no (status and its JSON body), or could not be reached (status 0)."""
-
-    def __init__(self, status: int, message: str, body: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A server, a key for it, and where they were found (for `pratai whoami`)."""
-
-    url: str
-    api_key: str
-    source: str
-
-
-def login_file(environ: Mapping[str, str] | None = None) -> Path:
-    """The file `pratai login` writes and the lookup reads: PRATAI_CREDENTIALS, else
-    ~/.config/pratai/credentials.json."""
-    env = os.environ if environ is None else environ
-    named = env.get("PRATAI_CREDENTIALS")
-    if named:
-        return Path(named).expanduser().absolute()
-    home = env.get("HOME") or str(Path.home())
-    return Path(home) / ".config" / "pratai" / "credentials.json"
-
-
-def server_file(environ: Mapping[str, str] | None = None) -> Path:
-    """The file `pratai serve` writes its first admin key to: $PRATAI_HOME/credentials.json."""
-    env = os.environ if environ is None else environ
-    return Path(env.get("PRATAI_HOME") or ".pratai").expanduser().absolute() / "credentials.json"
-
-
-def save_credentials(path: Path, url: str, api_key: str) -> None:
-    """Writes a credentials file (readable by its owner only), whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"url": url, "api_key": api_key}, out)
-    os.replace(tmp, path)
-
-
-def _read(path: Path) -> tuple[str, str]:
-    try:
-        data = json.loads(path.read_text())
-        return str(data["url"]), str(data["api_key"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ApiError(
-            0, f"cannot read credentials from {path}: {exc!r}; run `pratai login` again"
-        ) from None
-
-
-def find_credentials(environ: Mapping[str, str] | None = None) -> Credentials:
-    """The first source in the order of this module's docstring."""
-    env = os.environ if environ is None else environ
-    url, key = env.get("PRATAI_URL"), env.get("PRATAI_API_KEY")
-    if url and key:
-        return Credentials(url, key, "PRATAI_URL and PRATAI_API_KEY")
-    if url and env.get("OS_AUTH_URL"):  # a platform configured for Keystone
-        from pratai.auth.keystone_client import keystone_token
-
-        token = keystone_token(env)
-        if token:
-            user = env.get("OS_USERNAME", "")
-            return Credentials(url, token, f"a Keystone token of {user} from {env['OS_AUTH_URL']}")
-    files = [
-        (login_file(env), "the login file of `pratai login`"),
-        (server_file(env), "the data folder of `pratai serve`"),
-    ]
-    for path, kind in files:
-        if path.is_file():
-            file_url, file_key = _read(path)
-            source = f"{path}, {kind}"
-            if url:
-                source += "; URL from PRATAI_URL"
-            if key:
-                source += "; key from PRATAI_API_KEY"
-            return Credentials(url or file_url, key or file_key, source)
-    missing = "PRATAI_API_KEY" if url else "PRATAI_URL" if key else "PRATAI_URL and PRATAI_API_KEY"
-    raise ApiError(
-        0,
-        f"no credentials: set {missing}, run `pratai login --url URL --key KEY`, or start the"
-        " platform here with `make run` (it writes .pratai/credentials.json)",
-    )
+__all__ = ["ApiClient", "parse_response"]
 
 
 def parse_response(response: httpx.Response) -> Any:
@@ -142,7 +30,9 @@ def parse_response(response: httpx.Response) -> Any:
     return body
 
 
-class Client:
+class ApiClient:
+    """One method a call of the HTTP API; answers are the decoded JSON bodies."""
+
     def __init__(
         self,
         url: str | None = None,
@@ -181,8 +71,7 @@ class Client:
             with self._http.stream("GET", path, params=params, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
-                    body = response.json()
-                    raise ApiError(response.status_code, body.get("message", ""), body)
+                    parse_response(response)
                 for line in response.iter_lines():
                     if line.strip():
                         yield json.loads(line)

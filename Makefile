@@ -11,7 +11,7 @@ export PRATAI_HOME ?= $(CURDIR)/.pratai
 # which only upgrades itself, may not).
 PIP := $(BIN)/pip install -q -c $(LOCK) --build-constraint $(LOCK)
 
-.PHONY: run test lint bench install install-test sandbox-deps upgrade clean
+.PHONY: run test test-fast lint bench install install-test sandbox-deps upgrade clean
 
 $(BIN)/pratai: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ run: install
 
 test: install-test
 	$(BIN)/pytest -q
+
+# The core, API and SDK logic on in-process parts (MemoryStore, the memory broker, FakeDriver):
+# no bubblewrap, no services, under 30 s. `make test` runs the same tests on the real parts, and
+# the rest. Nothing in it is property-based, so those plugins (a second to import) stay out.
+test-fast: install-test
+	$(BIN)/pytest -q --fast -p no:schemathesis -p no:hypothesispytest
 
 lint: install-test
 	$(BIN)/ruff check pratai tests bench

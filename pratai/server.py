@@ -39,6 +39,7 @@ from pratai.core.tenants import Tenants
 from pratai.core.triggers import Triggers
 from pratai.core.workspace import Workspace
 from pratai.credentials import save_credentials
+from pratai.drivers import Driver
 from pratai.drivers.podman import PodmanDriver, PodmanEngine
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SettingsError
@@ -62,27 +63,31 @@ class Platform:
     scheduler: Scheduler
 
     @classmethod
-    def assemble(cls, settings: Settings) -> Platform:
+    def assemble(
+        cls, settings: Settings, *, store: Store | None = None, driver: Driver | None = None
+    ) -> Platform:
+        """`store` and `driver` (of functions) replace those the settings name: tests pass
+        in-process ones."""
         try:
             settings.home.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SettingsError(
                 f"PRATAI_HOME='{settings.home}': cannot create the data folder ({exc.strerror})"
             ) from None
-        store = open_store(settings.store_url)
+        store = open_store(settings.store_url) if store is None else store
         broker = open_broker(settings.broker_url, str(settings.home / "broker.sqlite3"))
         artifacts = FilesystemArtifacts(settings.artifacts_dir)
         workspace = Workspace(settings, artifacts)
         secrets = Secrets(store, load_keys(settings.secrets_key, settings.home / "secrets.key"))
-        driver = ProcessDriver(settings)
+        sandbox = ProcessDriver(settings)
         node = Node(
             settings,
-            driver,
+            sandbox if driver is None else driver,
             workspace,
             secret_env=secrets.environment,
             image_driver=PodmanDriver(settings),
         )
-        job_runner = JobRunner(settings, driver, workspace)
+        job_runner = JobRunner(settings, sandbox, workspace)
         secrets.listeners.append(node.evict_all)
         services = _services(
             settings, store, broker, workspace, secrets=secrets, node=node, job_runner=job_runner

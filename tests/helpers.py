@@ -1,7 +1,10 @@
-"""Test helpers: zips built in memory and a real `pratai serve` process."""
+"""Test helpers: zips built in memory, waiting on a condition, and `pratai serve`: a real
+process, or (the fast tier) a thread of the test process on in-process parts."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import io
 import json
 import os
@@ -10,18 +13,26 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psycopg
+import uvicorn
 
+from pratai.drivers.fake import FakeDriver
+from pratai.server import Platform
 from pratai.settings import Settings
+from pratai.store.memory import MemoryStore
+
+T = TypeVar("T")
 
 
 def make_zip(files: dict[str, str | bytes]) -> bytes:
@@ -43,14 +54,65 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
+class _Deadline:
+    def __init__(self, timeout: float, what: str) -> None:
+        self.timeout = timeout
+        self.what = what
+        self.at = time.monotonic() + timeout
+
+    def check(self) -> None:
+        if time.monotonic() >= self.at:
+            raise AssertionError(f"timed out after {self.timeout}s waiting for {self.what}")
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Calls `predicate` until it returns something truthy, and returns that; fails the test
+    after `timeout` seconds, naming `what`. Tests wait on conditions this way, never by
+    sleeping for a guessed time."""
+    deadline = _Deadline(timeout, what)
+    while not (value := predicate()):
+        deadline.check()
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return value
+
+
+async def wait_for_async(
+    probe: Callable[[], Awaitable[T] | T],
+    timeout: float = 30.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
+    """`wait_for` inside an event loop, whose other tasks run while it waits; `probe` may be
+    a coroutine function."""
+    deadline = _Deadline(timeout, what)
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        deadline.check()
+        await asyncio.sleep(interval)
+
+
+class Clock:
+    """A clock the test moves by hand, for code that takes one (`clock=`) to decide by time."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self.reads = 0  # how often the code looked at it
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @dataclass
@@ -70,6 +132,10 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self._launch()
+        wait_for(self._answers, timeout=60, what="pratai serve to answer /healthz")
+
+    def _launch(self) -> None:
         out = open(self.log, "ab")  # noqa: SIM115 - the server keeps it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pratai", "serve"],
@@ -79,16 +145,21 @@ class Server:
             cwd=self.cwd,
         )
 
-        def healthy() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited:\n{self.log.read_text()}")
-            try:
-                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+    def _failure(self) -> str | None:
+        """Why the server is gone, or None while it runs."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            return None
+        return f"server exited:\n{self.log.read_text()}"
 
-        wait_for(healthy, timeout=60, what="pratai serve to answer /healthz")
+    def _answers(self) -> bool:
+        failure = self._failure()
+        if failure is not None:
+            raise AssertionError(failure)
+        try:
+            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def kill(self) -> None:
         assert self.process is not None
@@ -136,10 +207,58 @@ class Server:
         return json.loads(self.cli(*args, "-o", "json").stdout)
 
 
+def fast_platform(settings: Settings) -> Platform:
+    """`Platform.assemble` on in-process parts: MemoryStore, the memory broker (the settings'
+    default) and FakeDriver, which runs functions and callable jobs. Command jobs need the
+    process driver's sandbox: here they never finish."""
+    driver = FakeDriver(settings)
+    platform = Platform.assemble(settings, store=MemoryStore(), driver=driver)
+    # JobRunner takes a ProcessDriver, whose sandbox its command jobs use; its callable jobs
+    # need only what every Driver does.
+    platform.job_runner.driver = driver  # type: ignore[assignment]
+    return platform
+
+
+@dataclass
+class InProcessServer(Server):
+    """`pratai serve` in a thread of the test process, on `fast_platform`: no bubblewrap, no
+    database, no process to kill (`kill` fails the test)."""
+
+    serving: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+
+    def _launch(self) -> None:
+        settings = Settings.from_env(self.env)
+        config = uvicorn.Config(
+            fast_platform(settings).app(),
+            host=settings.host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=1,  # as `pratai serve`'s 5 s, sooner: a test waits for it
+        )
+        self.serving = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.serving.run, name="pratai-serve", daemon=True)
+        self.thread.start()
+
+    def _failure(self) -> str | None:
+        if self.thread is not None and self.thread.is_alive():
+            return None
+        return "the in-process server stopped (its error is in the captured output)"
+
+    def kill(self) -> None:
+        raise AssertionError("an in-process server cannot be killed: this test needs the real one")
+
+    def stop(self) -> None:
+        if self.serving is not None and self.thread is not None:
+            self.serving.should_exit = True
+            self.thread.join(timeout=30)
+
+
 _SANDBOX_DIRS: list[Path] = []
 
 
-def start_server(tmp: Path, cwd: Path | None = None, **env: str) -> Server:
+def start_server(tmp: Path, cwd: Path | None = None, *, fast: bool = False, **env: str) -> Server:
     home = tmp / "home"
     port = free_port()
     full_env = {
@@ -148,7 +267,8 @@ def start_server(tmp: Path, cwd: Path | None = None, **env: str) -> Server:
         "PRATAI_PORT": str(port),
         **env,
     }
-    server = Server(home=home, port=port, env=full_env, cwd=cwd)
+    kind = InProcessServer if fast else Server
+    server = kind(home=home, port=port, env=full_env, cwd=cwd)
     sandbox_dir = Settings.from_env(full_env).sandbox_dir
     if not sandbox_dir.is_relative_to(home):
         _SANDBOX_DIRS.append(sandbox_dir)

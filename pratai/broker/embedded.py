@@ -65,10 +65,18 @@ FROM messages WHERE queue = :queue
 
 
 class EmbeddedBroker:
-    def __init__(self, path: str, *, poll_s: float = 0.5, release_on_open: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        poll_s: float = 0.5,
+        release_on_open: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = path
         self.poll_s = poll_s
         self.release_on_open = release_on_open
+        self.clock = clock  # when delays and leases end: tests move it instead of waiting
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._acks: list[str] = []
@@ -164,7 +172,7 @@ class EmbeddedBroker:
         mid = message_id or uuid.uuid4().hex
 
         def work() -> None:
-            now = time.time()
+            now = self.clock()
             self._conn().execute(
                 "INSERT OR IGNORE INTO messages (id, queue, body, available_at, lease_until,"
                 " attempts, created_at) VALUES (?, ?, ?, ?, NULL, 0, ?)",
@@ -177,7 +185,7 @@ class EmbeddedBroker:
 
     def _claim(self, queue: str, lease_s: float) -> tuple[Delivery | None, float | None]:
         db = self._conn()
-        now = time.time()
+        now = self.clock()
         # fetchall: the statement must run to completion so the autocommit write ends here
         rows = db.execute(_CLAIM, {"now": now, "lease": lease_s, "queue": queue}).fetchall()
         if rows:
@@ -204,7 +212,7 @@ class EmbeddedBroker:
                 continue
             wait = self.poll_s
             if due is not None:
-                wait = min(wait, max(0.0, due - time.time()) + 0.001)
+                wait = min(wait, max(0.0, due - self.clock()) + 0.001)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands
             # as the event fires (gh-86296), and the consumer would never stop.
             with contextlib.suppress(TimeoutError):
@@ -244,7 +252,7 @@ class EmbeddedBroker:
         def work() -> None:
             self._conn().execute(
                 "UPDATE messages SET lease_until = NULL, available_at = ? WHERE id = ?",
-                (time.time() + max(0.0, delay_s), delivery.id),
+                (self.clock() + max(0.0, delay_s), delivery.id),
             )
 
         await self._run(work)
@@ -254,7 +262,7 @@ class EmbeddedBroker:
         def work() -> None:
             self._conn().execute(
                 "UPDATE messages SET lease_until = ? WHERE id = ?",
-                (time.time() + lease_s, delivery.id),
+                (self.clock() + lease_s, delivery.id),
             )
 
         await self._run(work)

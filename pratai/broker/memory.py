@@ -15,7 +15,7 @@ import heapq
 import itertools
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 from pratai.broker.base import Delivery
@@ -39,7 +39,9 @@ class _Queue:
 
 
 class MemoryBroker:
-    def __init__(self) -> None:
+    def __init__(self, *, poll_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+        self.poll_s = poll_s
+        self.clock = clock  # when delays and leases end: tests move it instead of waiting
         self._queues: dict[str, _Queue] = collections.defaultdict(_Queue)
         self._order = itertools.count()
         self._closed = asyncio.Event()
@@ -69,11 +71,11 @@ class MemoryBroker:
         q = self._queues[queue]
         if mid not in q.known:
             q.known.add(mid)
-            self._push(q, _Message(time.time(), next(self._order), mid, bytes(body)))
+            self._push(q, _Message(self.clock(), next(self._order), mid, bytes(body)))
         return mid
 
     def _claim(self, q: _Queue, lease_s: float) -> tuple[Delivery | None, float | None]:
-        now = time.time()
+        now = self.clock()
         for mid, (until, message) in list(q.leased.items()):
             if until < now:  # lease expired: the consumer died or hung
                 del q.leased[mid]
@@ -97,7 +99,7 @@ class MemoryBroker:
                 continue
             ev = asyncio.Event()
             q.waiters.append(ev)
-            wait = 1.0 if due is None else max(0.0, due - time.time()) + 0.001
+            wait = self.poll_s if due is None else max(0.0, due - self.clock()) + 0.001
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await ev.wait()
@@ -115,7 +117,7 @@ class MemoryBroker:
         leased = q.leased.pop(delivery.id, None)
         if leased is not None:
             message = leased[1]
-            message.available_at = time.time() + max(0.0, delay_s)
+            message.available_at = self.clock() + max(0.0, delay_s)
             message.order = next(self._order)
             self._push(q, message)
 
@@ -123,4 +125,4 @@ class MemoryBroker:
         q = self._queues[delivery.queue]
         leased = q.leased.get(delivery.id)
         if leased is not None:
-            q.leased[delivery.id] = (time.time() + lease_s, leased[1])
+            q.leased[delivery.id] = (self.clock() + lease_s, leased[1])

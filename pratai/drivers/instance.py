@@ -1,19 +1,15 @@
-"""One running sandbox of the process driver, and the frame protocol it speaks.
+"""One running sandbox of the process driver.
 
-The driver and the runtime talk over two pipes with length-prefixed frames; see
-pratai/runtimes/python/bootstrap.py for the format. The first frame says whether the handler
-loaded ("ready"); each call is then one frame each way.
+The driver and the runtime talk over two pipes with length-prefixed frames (see frames.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import time
 from pathlib import Path
@@ -21,49 +17,8 @@ from typing import IO, Any
 
 from pratai.drivers.base import CallResult, InstanceSpec
 from pratai.drivers.cgroups import Cgroup
+from pratai.drivers.frames import Channel, call_result, connect, frame, load_error
 from pratai.errors import SandboxError
-
-HEAD = struct.Struct("!II")
-
-
-class _Channel(asyncio.Protocol):
-    """Collects frames from the runtime; one waiter at a time."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.frames: list[tuple[dict[str, Any], bytes]] = []
-        self.waiter: asyncio.Future[None] | None = None
-        self.closed = False
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while len(self.buf) >= HEAD.size:
-            hlen, blen = HEAD.unpack_from(self.buf)
-            end = HEAD.size + hlen + blen
-            if len(self.buf) < end:
-                break
-            header = json.loads(bytes(self.buf[HEAD.size : HEAD.size + hlen]))
-            self.frames.append((header, bytes(self.buf[HEAD.size + hlen : end])))
-            del self.buf[:end]
-        if self.frames:
-            self._wake()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def next(self) -> tuple[dict[str, Any], bytes] | None:
-        """The next frame, or None once the runtime has closed its end."""
-        while not self.frames:
-            if self.closed:
-                return None
-            self.waiter = asyncio.get_running_loop().create_future()
-            await self.waiter
-        return self.frames.pop(0)
 
 
 class ProcessInstance:
@@ -88,7 +43,7 @@ class ProcessInstance:
         self.secrets_dir = secrets_dir  # removed at stop
         self._heap_oom = heap_oom  # what the interpreter prints when its heap cap is hit
         self._started = started  # perf_counter() at launch
-        self._channel = _Channel()
+        self._channel = Channel()
         self._writer: asyncio.WriteTransport | None = None
         self._reader: asyncio.ReadTransport | None = None
         self._lock = asyncio.Lock()
@@ -98,11 +53,7 @@ class ProcessInstance:
 
     async def connect(self, request_fd: int, response_fd: int) -> None:
         """Takes the driver's ends of the two pipes."""
-        loop = asyncio.get_running_loop()
-        response = os.fdopen(response_fd, "rb", 0)
-        self._reader, _ = await loop.connect_read_pipe(lambda: self._channel, response)
-        request = os.fdopen(request_fd, "wb", 0)
-        self._writer, _ = await loop.connect_write_pipe(asyncio.Protocol, request)
+        self._reader, self._writer = await connect(self._channel, request_fd, response_fd)
 
     async def handshake(self, timeout_s: float) -> None:
         """Waits for the runtime to load the handler. If it does not, the instance stops and
@@ -110,13 +61,13 @@ class ProcessInstance:
         handler = self.spec.handler
         try:
             async with asyncio.timeout(timeout_s):
-                frame = await self._channel.next()
+                first = await self._channel.next()
         except TimeoutError:
             await self.stop()
             raise SandboxError(
                 f"the handler {handler!r} did not load within {timeout_s:g} s", type="TimedOut"
             ) from None
-        if frame is None:
+        if first is None:
             result = await self._crashed((time.perf_counter() - self._started) * 1000)
             detail = self.read_stderr()
             await self.stop()
@@ -124,18 +75,10 @@ class ProcessInstance:
             message = f"the sandbox stopped while loading {handler!r}: "
             message += result.error["message"] + (f": {detail}" if detail else "")
             raise SandboxError(message, type=result.error["type"], traceback=detail)
-        head, _ = frame
+        head, _ = first
         if head.get("op") != "ready":
             await self.stop()
-            err = head.get("error") or {}
-            raise SandboxError(
-                f"could not load handler {handler!r}: "
-                f"{err.get('type', 'Error')}: {err.get('message', '')}",
-                type=err.get("type", "Error"),
-                traceback=err.get("traceback", ""),
-                stdout=head.get("stdout", ""),
-                stderr=head.get("stderr", ""),
-            )
+            raise load_error(handler, head)
         self.init_ms = (time.perf_counter() - self._started) * 1000
 
     @property
@@ -150,35 +93,23 @@ class ProcessInstance:
         async with self._lock:
             if not self.alive:
                 return CallResult("failed", error=_error("InstanceCrashed", self._crash_message()))
-            header = json.dumps(
-                {"op": "call", "content_type": content_type, "timeout": timeout_s}
-            ).encode()
+            header = {"op": "call", "content_type": content_type, "timeout": timeout_s}
             if self._cgroup:
                 self._cgroup.reset_peak()
             started = time.perf_counter()
             assert self._writer is not None
-            self._writer.write(HEAD.pack(len(header), len(payload)) + header + payload)
+            self._writer.write(frame(header, payload))
             try:
                 async with asyncio.timeout(timeout_s):  # not wait_for: see broker.embedded
-                    frame = await self._channel.next()
+                    answer = await self._channel.next()
             except TimeoutError:
                 elapsed = (time.perf_counter() - started) * 1000
                 await self._kill()
                 return CallResult.timed_out(timeout_s, elapsed)
-            if frame is None:
+            if answer is None:
                 return await self._crashed((time.perf_counter() - started) * 1000)
-            head, body = frame
-            r_len, o_len, e_len = head["lens"]
             peak = self._cgroup.peak_kb() if self._cgroup else None
-            return CallResult(
-                status=head["status"],
-                result=body[:r_len].decode() if head["status"] == "succeeded" else None,
-                error=head["error"],
-                stdout=body[r_len : r_len + o_len].decode(errors="replace"),
-                stderr=body[r_len + o_len : r_len + o_len + e_len].decode(errors="replace"),
-                duration_ms=head["duration_ms"],
-                peak_memory_kb=peak if peak is not None else head.get("maxrss_kb"),
-            )
+            return call_result(*answer, peak_memory_kb=peak)
 
     async def _crashed(self, elapsed_ms: float) -> CallResult:
         """The runtime went away mid-call: OOM kill, os._exit, a signal."""

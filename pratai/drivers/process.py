@@ -8,7 +8,6 @@ runtime_files.py). The running sandbox and its protocol: instance.py.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from typing import IO, Any
 
 from pratai.drivers.base import InstanceSpec
 from pratai.drivers.cgroups import Cgroup, CgroupManager
+from pratai.drivers.frames import bootstrap_config
 from pratai.drivers.instance import ProcessInstance
 from pratai.drivers.runtime_files import install_runtimes
 from pratai.drivers.runtimes import FSIZE_LIMIT, RUNTIMES, Runtime, runtime_of
@@ -92,21 +92,17 @@ class ProcessDriver:
         """The argv and environment of a runtime instance: the sandbox, then the runtime's
         bootstrap speaking the frame protocol on `in_fd`/`out_fd`."""
         cmd, env = self.sandbox(spec, secrets_dir)
-        config = {
-            "in_fd": in_fd,
-            "out_fd": out_fd,
-            "handler": spec.handler,
-            "name": spec.name or spec.key,
-            "memory_mb": spec.memory_mb,
-            "max_output": self.settings.max_output_bytes,
-            "max_result": self.settings.max_result_bytes,
-            "rlimit_memory": not cgroup,
-            "rlimit_pids": None if cgroup else self.settings.max_pids,
-            "fsize": FSIZE_LIMIT,
-        }
+        config = bootstrap_config(
+            spec,
+            self.settings,
+            (in_fd, out_fd),
+            rlimit_memory=not cgroup,
+            rlimit_pids=None if cgroup else self.settings.max_pids,
+            fsize=FSIZE_LIMIT,
+        )
         env_dir = spec.env_dir.resolve() if spec.env_dir is not None else None
         program = runtime_of(spec.runtime).program(self.settings, spec.memory_mb, env_dir, cgroup)
-        return [*cmd, "--", *program, json.dumps(config)], env
+        return [*cmd, "--", *program, config], env
 
     async def start(self, spec: InstanceSpec) -> ProcessInstance:
         runtime = self._check(spec)  # before anything needs cleaning up

@@ -8,8 +8,7 @@ import asyncio
 import re
 import secrets
 import shutil
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from pratai.core.tenants import _hash
 from pratai.server import Platform
 from pratai.settings import Settings
 from pratai.store.sql import SqlStore
-from tests.helpers import code, make_zip
+from tests.helpers import code, make_zip, wait_for_async
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed"),
@@ -142,16 +141,6 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]
     return body
 
 
-async def eventually(probe: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting for a condition"
-        await asyncio.sleep(0.02)
-
-
 async def finished(api: Api, invocation_id: str, token: str) -> dict[str, Any]:
     """The invocation's record once it is no longer queued or running."""
 
@@ -161,7 +150,7 @@ async def finished(api: Api, invocation_id: str, token: str) -> dict[str, Any]:
         record: dict[str, Any] = shown.json()
         return record if record["status"] not in ("queued", "running") else None
 
-    record: dict[str, Any] = await eventually(probe)
+    record: dict[str, Any] = await wait_for_async(probe, timeout=15, what="the invocation to end")
     return record
 
 
@@ -180,8 +169,8 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def api(settings: Settings) -> AsyncIterator[Api]:
-    platform = Platform.assemble(settings)
+async def api(settings: Settings, assemble: Callable[[Settings], Platform]) -> AsyncIterator[Api]:
+    platform = assemble(settings)
     admin = await platform.start()  # ASGITransport runs no lifespan
     try:
         assert admin is not None
@@ -657,11 +646,13 @@ async def test_close_returns_promptly_while_a_job_runs(settings: Settings) -> No
             )
             assert job.status_code == 202
             job_id = job.json()["id"]
-            for _ in range(1000):  # until it has printed (bounded: 20 s)
-                shown = (await client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
-                if shown["stdout"]:
-                    break
-                await asyncio.sleep(0.02)
+
+            async def printed() -> dict[str, Any] | None:
+                answer = await client.get(f"/v1/jobs/{job_id}", headers=headers)
+                shown: dict[str, Any] = answer.json()
+                return shown if shown["stdout"] else None
+
+            shown = await wait_for_async(printed, timeout=20, what="the job to print")
             assert shown["status"] == "running" and shown["stdout"] == "up\n"
         closing = asyncio.ensure_future(platform.close())
         done, _ = await asyncio.wait({closing}, timeout=10)

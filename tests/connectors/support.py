@@ -15,12 +15,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from pratai.connectors.base import Connector, Incoming
+from tests.helpers import wait_for
 
 
 class Collector:
@@ -49,16 +49,6 @@ class Collector:
         return [i.data for i in self.items]
 
 
-async def wait_until(
-    predicate: Callable[[], bool], what: str, timeout: float = 15.0, interval: float = 0.02
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(interval)
-
-
 @contextlib.asynccontextmanager
 async def running(connector: Connector, emit: Callable[[Incoming], Any]) -> AsyncIterator[None]:
     """Runs the connector in a task; on exit cancels it and checks it ended by cancellation only."""
@@ -83,16 +73,14 @@ def free_port() -> int:
 def wait_port(
     port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"server exited with {proc.returncode}: {proc.args!r}")
         with socket.socket() as s:
             s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(listening, timeout, interval=0.02, what=f"something to listen on 127.0.0.1:{port}")
 
 
 def require_binary(name: str, *fallbacks: str) -> str:

@@ -18,7 +18,8 @@ import pytest_asyncio
 from aio_pika.exceptions import ChannelPreconditionFailed
 
 from pratai.connectors.amqp import AmqpConnector
-from tests.connectors.support import Collector, running, wait_port, wait_until
+from tests.connectors.support import Collector, running, wait_port
+from tests.helpers import wait_for_async
 
 AMQP_URL = os.environ.get("PRATAI_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -48,7 +49,7 @@ async def test_declares_durable_queue_and_forwards_in_order(queue_name: str) -> 
     connector = AmqpConnector(AMQP_URL, queue_name)
     got = Collector()
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         # The queue now exists and is durable: declaring it non-durable is refused.
         connection = await aio_pika.connect(AMQP_URL, timeout=10)
         async with connection:
@@ -61,7 +62,7 @@ async def test_declares_durable_queue_and_forwards_in_order(queue_name: str) -> 
         await publish(queue_name, json.dumps({"job": 1}).encode(), b"text", b"\xff")
         await publish(queue_name, b"[1, 2]", message_id="msg-7")
         await publish(queue_name, *[str(n).encode() for n in range(100)])
-        await wait_until(lambda: len(got.items) == 104, "104 messages")
+        await wait_for_async(lambda: len(got.items) == 104, what="104 messages")
         assert got.data[:4] == [{"job": 1}, "text", b"\xff", [1, 2]]
         assert got.data[4:] == list(range(100))
         assert got.items[3].id == "msg-7"
@@ -75,9 +76,9 @@ async def test_emit_failure_and_stopped_connector(queue_name: str) -> None:
     got = Collector(fail=1)
     connector = AmqpConnector(AMQP_URL, queue_name)
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         await publish(queue_name, b"1", b"2")
-        await wait_until(lambda: len(got.items) == 2, "messages after a failed emit")
+        await wait_for_async(lambda: len(got.items) == 2, what="messages after a failed emit")
         assert got.calls == 3
         assert "emit failed" in (connector.status.last_error or "")
     # Received but not forwarded (stopped inside emit): never acked, so delivered again.
@@ -85,11 +86,11 @@ async def test_emit_failure_and_stopped_connector(queue_name: str) -> None:
     connector = AmqpConnector(AMQP_URL, queue_name)
     async with running(connector, stuck):
         await publish(queue_name, b"3")
-        await wait_until(stuck.blocked.is_set, "emit in progress")
+        await wait_for_async(stuck.blocked.is_set, what="emit in progress")
     await publish(queue_name, b"4")  # while no connector runs: the durable queue keeps it
     connector = AmqpConnector(AMQP_URL, queue_name)
     async with running(connector, got):
-        await wait_until(lambda: len(got.items) == 4, "kept messages")
+        await wait_for_async(lambda: len(got.items) == 4, what="kept messages")
     assert got.data == [1, 2, 3, 4]
 
 
@@ -103,18 +104,18 @@ async def test_server_restart(queue_name: str) -> None:
     got = Collector()
     try:
         async with running(connector, got):
-            await wait_until(lambda: connector.status.connected, "connected")
+            await wait_for_async(lambda: connector.status.connected, what="connected")
             await publish(queue_name, b"1")
-            await wait_until(lambda: len(got.items) == 1, "first message")
+            await wait_for_async(lambda: len(got.items) == 1, what="first message")
             rabbitmqctl("stop_app")
-            await wait_until(lambda: not connector.status.connected, "disconnected")
-            await wait_until(lambda: connector.status.last_error is not None, "an error")
+            await wait_for_async(lambda: not connector.status.connected, what="disconnected")
+            await wait_for_async(lambda: connector.status.last_error is not None, what="an error")
             error = connector.status.last_error or ""
             rabbitmqctl("start_app")
             rabbitmqctl("await_startup")
             wait_port(5672)
             await publish(queue_name, b"2", b"3")
-            await wait_until(lambda: len(got.items) == 3, "messages after the restart")
+            await wait_for_async(lambda: len(got.items) == 3, what="messages after the restart")
             assert connector.status.connected is True
             assert connector.status.forwarded == 3
         assert got.data == [1, 2, 3]

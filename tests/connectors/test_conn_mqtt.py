@@ -18,8 +18,8 @@ from tests.connectors.support import (
     free_port,
     require_binary,
     running,
-    wait_until,
 )
+from tests.helpers import wait_for_async
 
 MQTT_URL = os.environ.get("PRATAI_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 
@@ -53,7 +53,7 @@ async def test_topic_filter_in_order() -> None:
     connector = MqttConnector(MQTT_URL, f"{prefix}/sensors/#")
     got = Collector()
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         await publish(
             1883,
             (f"{prefix}/sensors/a", json.dumps({"t": 21.5}).encode()),
@@ -61,7 +61,7 @@ async def test_topic_filter_in_order() -> None:
             (f"{prefix}/sensors/b/c", b"text"),
             *[(f"{prefix}/sensors/n", str(n).encode()) for n in range(50)],
         )
-        await wait_until(lambda: len(got.items) == 52, "52 messages")
+        await wait_for_async(lambda: len(got.items) == 52, what="52 messages")
         assert got.data[:2] == [{"t": 21.5}, "text"]
         assert got.data[2:] == list(range(50))
         assert [i.subject for i in got.items[:2]] == [
@@ -80,9 +80,9 @@ async def test_emit_failure_and_persistent_session(private_mosquitto: PrivateSer
     got = Collector(fail=1)
     connector = MqttConnector(url, "jobs/+", client_id="pratai-test-session")
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         await publish(port, ("jobs/1", b"1"))
-        await wait_until(lambda: len(got.items) == 1, "message after a failed emit")
+        await wait_for_async(lambda: len(got.items) == 1, what="message after a failed emit")
         assert got.calls == 2
         assert "emit failed" in (connector.status.last_error or "")
     # The connector is away: the broker keeps QoS 1 messages for its session.
@@ -91,10 +91,10 @@ async def test_emit_failure_and_persistent_session(private_mosquitto: PrivateSer
     stuck = Collector(block_first=True)
     connector = MqttConnector(url, "jobs/+", client_id="pratai-test-session")
     async with running(connector, stuck):
-        await wait_until(stuck.blocked.is_set, "emit in progress")
+        await wait_for_async(stuck.blocked.is_set, what="emit in progress")
     connector = MqttConnector(url, "jobs/+", client_id="pratai-test-session")
     async with running(connector, got):
-        await wait_until(lambda: len(got.items) == 3, "messages kept by the session")
+        await wait_for_async(lambda: len(got.items) == 3, what="messages kept by the session")
     assert got.data == [1, 2, 3]
 
 
@@ -103,18 +103,18 @@ async def test_server_restart(private_mosquitto: PrivateServer) -> None:
     connector = MqttConnector(f"mqtt://127.0.0.1:{port}", "sensors/#")
     got = Collector()
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         await publish(port, ("sensors/1", b"1"))
-        await wait_until(lambda: len(got.items) == 1, "first message")
+        await wait_for_async(lambda: len(got.items) == 1, what="first message")
         private_mosquitto.stop()
-        await wait_until(lambda: not connector.status.connected, "disconnected")
-        await wait_until(lambda: connector.status.last_error is not None, "an error")
+        await wait_for_async(lambda: not connector.status.connected, what="disconnected")
+        await wait_for_async(lambda: connector.status.last_error is not None, what="an error")
         private_mosquitto.start()
         # Once it has reconnected (messages published before that depend on the broker having
         # saved the session at its stop, which a kill does not: see the offline test instead).
-        await wait_until(lambda: connector.status.connected, "reconnected")
+        await wait_for_async(lambda: connector.status.connected, what="reconnected")
         await publish(port, ("sensors/2", b"2"), ("sensors/3/x", b"3"))
-        await wait_until(lambda: len(got.items) == 3, "messages after the restart")
+        await wait_for_async(lambda: len(got.items) == 3, what="messages after the restart")
         assert connector.status.connected is True
         assert connector.status.forwarded == 3
     assert got.data == [1, 2, 3]

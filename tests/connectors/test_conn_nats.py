@@ -18,8 +18,8 @@ from tests.connectors.support import (
     free_port,
     require_binary,
     running,
-    wait_until,
 )
+from tests.helpers import wait_for_async
 
 NATS_URL = os.environ.get("PRATAI_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
@@ -49,7 +49,7 @@ async def test_wildcard_subject_in_order() -> None:
     connector = NatsConnector(NATS_URL, f"{prefix}.orders.*")
     got = Collector()
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         assert connector.status.connected_at is not None
         await publish(
             NATS_URL,
@@ -60,7 +60,7 @@ async def test_wildcard_subject_in_order() -> None:
             (f"{prefix}.orders.c", b"\xff\xfe"),
         )
         await publish(NATS_URL, (f"{prefix}.orders.d", b"{}"), headers={"Nats-Msg-Id": "m-1"})
-        await wait_until(lambda: len(got.items) == 4, "4 messages")
+        await wait_for_async(lambda: len(got.items) == 4, what="4 messages")
         assert got.data == [{"n": 1}, "plain text", b"\xff\xfe", {}]
         assert [i.subject for i in got.items] == [
             f"{prefix}.orders.a",
@@ -75,7 +75,7 @@ async def test_wildcard_subject_in_order() -> None:
         assert connector.status.last_error is None
         many = [(f"{prefix}.orders.x", str(n).encode()) for n in range(200)]
         await publish(NATS_URL, *many)
-        await wait_until(lambda: len(got.items) == 204, "200 more")
+        await wait_for_async(lambda: len(got.items) == 204, what="200 more")
         assert got.data[4:] == list(range(200))
 
 
@@ -84,9 +84,9 @@ async def test_emit_failure_does_not_lose_the_message() -> None:
     connector = NatsConnector(NATS_URL, subject)
     got = Collector(fail=2)
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         await publish(NATS_URL, (subject, b"1"), (subject, b"2"))
-        await wait_until(lambda: len(got.items) == 2, "both messages")
+        await wait_for_async(lambda: len(got.items) == 2, what="both messages")
         assert got.data == [1, 2]
         assert got.calls == 4
         assert connector.status.forwarded == 2
@@ -98,16 +98,16 @@ async def test_server_restart(private_nats: PrivateServer) -> None:
     connector = NatsConnector(url, "orders.>")
     got = Collector()
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         await publish(url, ("orders.1", b"1"))
-        await wait_until(lambda: len(got.items) == 1, "first message")
+        await wait_for_async(lambda: len(got.items) == 1, what="first message")
         private_nats.stop()
-        await wait_until(lambda: not connector.status.connected, "disconnected")
-        await wait_until(lambda: connector.status.last_error is not None, "an error")
+        await wait_for_async(lambda: not connector.status.connected, what="disconnected")
+        await wait_for_async(lambda: connector.status.last_error is not None, what="an error")
         private_nats.start()
         # Core NATS keeps nothing for absent subscribers: publish once it is subscribed again.
-        await wait_until(lambda: connector.status.connected, "reconnected")
+        await wait_for_async(lambda: connector.status.connected, what="reconnected")
         await publish(url, ("orders.2", b"2"), ("orders.3.x", b"3"))
-        await wait_until(lambda: len(got.items) == 3, "messages after the restart")
+        await wait_for_async(lambda: len(got.items) == 3, what="messages after the restart")
         assert connector.status.forwarded == 3
     assert got.data == [1, 2, 3]

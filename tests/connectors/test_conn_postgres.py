@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from pratai.connectors.postgres import PostgresConnector
-from tests.connectors.support import Collector, PrivatePostgres, running, wait_until
-from tests.helpers import fresh_pg_database
+from tests.connectors.support import Collector, PrivatePostgres, running
+from tests.helpers import fresh_pg_database, wait_for_async
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ async def test_insert_update_delete_arrive_in_order(pg_db: str) -> None:
     connector = PostgresConnector(pg_db, table)
     got = Collector()
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         assert connector.status.connected_at is not None
         sql(
             pg_db,
@@ -59,7 +59,7 @@ async def test_insert_update_delete_arrive_in_order(pg_db: str) -> None:
             f"UPDATE {table} SET qty = 5 WHERE id = 1",
             f"DELETE FROM {table} WHERE id = 2",
         )
-        await wait_until(lambda: len(got.items) >= 4, "4 changes")
+        await wait_for_async(lambda: len(got.items) >= 4, what="4 changes")
         assert [i.type for i in got.items] == [
             "postgres.insert",
             "postgres.insert",
@@ -83,10 +83,10 @@ async def test_insert_update_delete_arrive_in_order(pg_db: str) -> None:
         assert connector.status.forwarded == 4
         assert connector.status.connected is True
         assert connector.status.last_error is None
-        await wait_until(lambda: outbox_count(pg_db, table) == 0, "emitted rows deleted")
+        await wait_for_async(lambda: outbox_count(pg_db, table) == 0, what="emitted rows deleted")
         # A big row: far over NOTIFY's 8000-byte payload limit.
         sql(pg_db, f"INSERT INTO {table} VALUES (3, '{'x' * 20000}', 1)")
-        await wait_until(lambda: len(got.items) == 5, "the big row")
+        await wait_for_async(lambda: len(got.items) == 5, what="the big row")
         assert len(got.items[4].data["row"]["item"]) == 20000
 
 
@@ -95,9 +95,9 @@ async def test_emit_failure_retries_and_stopped_connector_loses_nothing(pg_db: s
     connector = PostgresConnector(pg_db, table)
     got = Collector(fail=1)
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         sql(pg_db, f"INSERT INTO {table} VALUES (1, 'a', 1)")
-        await wait_until(lambda: len(got.items) == 1, "the change after a failed emit")
+        await wait_for_async(lambda: len(got.items) == 1, what="the change after a failed emit")
         assert got.calls == 2
         assert connector.status.forwarded == 1
         assert connector.status.last_error is not None
@@ -106,7 +106,7 @@ async def test_emit_failure_retries_and_stopped_connector_loses_nothing(pg_db: s
     sql(pg_db, *(f"INSERT INTO {table} VALUES ({n}, 'later', {n})" for n in range(2, 6)))
     again = PostgresConnector(pg_db, table)
     async with running(again, got):
-        await wait_until(lambda: len(got.items) == 5, "changes made while stopped")
+        await wait_for_async(lambda: len(got.items) == 5, what="changes made while stopped")
     assert [i.data["row"]["id"] for i in got.items] == [1, 2, 3, 4, 5]
 
 
@@ -115,13 +115,13 @@ async def test_missing_table_is_an_error_then_recovers(pg_db: str) -> None:
     connector = PostgresConnector(pg_db, table)
     got = Collector()
     async with running(connector, got):
-        await wait_until(lambda: connector.status.last_error is not None, "an error")
+        await wait_for_async(lambda: connector.status.last_error is not None, what="an error")
         assert "does not exist" in (connector.status.last_error or "")
         assert connector.status.connected is False
         sql(pg_db, f"CREATE TABLE {table} (id int)")
-        await wait_until(lambda: connector.status.connected, "connected", timeout=10)
+        await wait_for_async(lambda: connector.status.connected, what="connected", timeout=10)
         sql(pg_db, f"INSERT INTO {table} VALUES (7)")
-        await wait_until(lambda: len(got.items) == 1, "the insert")
+        await wait_for_async(lambda: len(got.items) == 1, what="the insert")
         assert got.items[0].data["row"] == {"id": 7}
 
 
@@ -133,17 +133,17 @@ async def test_server_restart() -> None:
         connector = PostgresConnector(pg.url, "orders")
         got = Collector()
         async with running(connector, got):
-            await wait_until(lambda: connector.status.connected, "connected")
+            await wait_for_async(lambda: connector.status.connected, what="connected")
             sql(pg.url, "INSERT INTO orders VALUES (1, 'before')")
-            await wait_until(lambda: len(got.items) == 1, "first insert")
+            await wait_for_async(lambda: len(got.items) == 1, what="first insert")
             assert connector.status.last_error is None
             pg.stop()
-            await wait_until(lambda: not connector.status.connected, "disconnected")
-            await wait_until(lambda: connector.status.last_error is not None, "an error")
+            await wait_for_async(lambda: not connector.status.connected, what="disconnected")
+            await wait_for_async(lambda: connector.status.last_error is not None, what="an error")
             pg.start()
             # Written as soon as the server is back, maybe before the connector reconnected.
             sql(pg.url, "INSERT INTO orders VALUES (2, 'after')", "UPDATE orders SET item = 'x'")
-            await wait_until(lambda: len(got.items) == 4, "changes after the restart")
+            await wait_for_async(lambda: len(got.items) == 4, what="changes after the restart")
             assert connector.status.connected is True
             assert connector.status.forwarded == 4
         assert [(i.data["op"], i.data["row"]["id"]) for i in got.items] == [

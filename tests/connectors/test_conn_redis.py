@@ -20,8 +20,8 @@ from tests.connectors.support import (
     free_port,
     require_binary,
     running,
-    wait_until,
 )
+from tests.helpers import wait_for_async
 
 REDIS_URL = os.environ.get("PRATAI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -58,7 +58,7 @@ async def test_entries_arrive_in_order_and_are_acked(stream: str) -> None:
     connector = RedisStreamConnector(REDIS_URL, stream)
     got = Collector()
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         ids = await xadd(
             REDIS_URL,
             stream,
@@ -66,7 +66,7 @@ async def test_entries_arrive_in_order_and_are_acked(stream: str) -> None:
             {"data": "not json"},
             {"user": "u1", "page": "/b"},
         )
-        await wait_until(lambda: len(got.items) == 3, "3 entries")
+        await wait_for_async(lambda: len(got.items) == 3, what="3 entries")
         assert got.data == [
             {"data": {"page": "/a", "n": 1}},
             {"data": "not json"},
@@ -86,9 +86,9 @@ async def test_emit_failure_and_pending_entries_are_not_lost(stream: str) -> Non
     got = Collector(fail=1)
     connector = RedisStreamConnector(REDIS_URL, stream)
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         await xadd(REDIS_URL, stream, {"n": "1"})
-        await wait_until(lambda: len(got.items) == 1, "entry after a failed emit")
+        await wait_for_async(lambda: len(got.items) == 1, what="entry after a failed emit")
         assert got.calls == 2
         assert "emit failed" in (connector.status.last_error or "")
     # Read but never acked (the connector stops in the middle of emit): re-read on restart.
@@ -96,11 +96,11 @@ async def test_emit_failure_and_pending_entries_are_not_lost(stream: str) -> Non
     connector = RedisStreamConnector(REDIS_URL, stream)
     async with running(connector, stuck):
         await xadd(REDIS_URL, stream, {"n": "2"})
-        await wait_until(stuck.blocked.is_set, "emit in progress")
+        await wait_for_async(stuck.blocked.is_set, what="emit in progress")
     await xadd(REDIS_URL, stream, {"n": "3"})  # while no connector runs
     connector = RedisStreamConnector(REDIS_URL, stream)
     async with running(connector, got):
-        await wait_until(lambda: len(got.items) == 3, "pending and new entries")
+        await wait_for_async(lambda: len(got.items) == 3, what="pending and new entries")
     assert [d["n"] for d in got.data] == ["1", "2", "3"]
 
 
@@ -109,15 +109,15 @@ async def test_server_restart(private_redis: PrivateServer) -> None:
     connector = RedisStreamConnector(url, "clicks")
     got = Collector()
     async with running(connector, got):
-        await wait_until(lambda: connector.status.connected, "connected")
+        await wait_for_async(lambda: connector.status.connected, what="connected")
         await xadd(url, "clicks", {"n": "1"})
-        await wait_until(lambda: len(got.items) == 1, "first entry")
+        await wait_for_async(lambda: len(got.items) == 1, what="first entry")
         private_redis.stop()
-        await wait_until(lambda: not connector.status.connected, "disconnected")
-        await wait_until(lambda: connector.status.last_error is not None, "an error")
+        await wait_for_async(lambda: not connector.status.connected, what="disconnected")
+        await wait_for_async(lambda: connector.status.last_error is not None, what="an error")
         private_redis.start()  # no persistence: the stream and group are gone
         await xadd(url, "clicks", {"n": "2"}, {"n": "3"})
-        await wait_until(lambda: len(got.items) == 3, "entries after the restart")
+        await wait_for_async(lambda: len(got.items) == 3, what="entries after the restart")
         assert connector.status.connected is True
         assert connector.status.forwarded == 3
     assert [d["n"] for d in got.data] == ["1", "2", "3"]

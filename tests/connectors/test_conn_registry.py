@@ -12,7 +12,8 @@ from pratai.connectors.postgres import PostgresConnector
 from pratai.connectors.redis import RedisStreamConnector
 from pratai.connectors.registry import make_connector, redact_url
 from pratai.errors import InvalidInput
-from tests.connectors.support import Collector, free_port, running, wait_until
+from tests.connectors.support import Collector, free_port, running
+from tests.helpers import wait_for_async
 
 
 @pytest.mark.parametrize(
@@ -144,11 +145,13 @@ async def test_unreachable_server_sets_a_redacted_error_and_keeps_trying(
     connector = make_connector(kind, url.format(port=port), options)
     got = Collector()
     async with running(connector, got):
-        await wait_until(lambda: connector.status.last_error is not None, "an error", timeout=5)
+        await wait_for_async(
+            lambda: connector.status.last_error is not None, what="an error", timeout=5
+        )
         first = connector.status.last_error_at
         assert first is not None
-        await wait_until(
-            lambda: connector.status.last_error_at != first, "a second attempt", timeout=5
+        await wait_for_async(
+            lambda: connector.status.last_error_at != first, what="a second attempt", timeout=5
         )
         assert connector.status.connected is False
         assert "sekrit" not in (connector.status.last_error or "")

@@ -4,7 +4,7 @@ option bounds, builds (including failed and interrupted ones), rollback and dele
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from pratai.core.triggers import TriggerSpec
 from pratai.core.workspace import Workspace
 from pratai.errors import Conflict, InvalidInput, InvalidName, NotFound
 from pratai.settings import Settings
-from pratai.store import open_store
 from tests.helpers import make_zip
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -67,9 +66,9 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def env(settings: Settings) -> AsyncIterator[Env]:
+async def env(settings: Settings, make_store: Callable[[Settings], Store]) -> AsyncIterator[Env]:
     workspace = Workspace(settings, FilesystemArtifacts(settings.artifacts_dir))
-    store = open_store(f"sqlite:///{settings.home / 'pratai.sqlite3'}")
+    store = make_store(settings)
     await store.open()
     functions = Functions(settings, store, workspace)
     try:

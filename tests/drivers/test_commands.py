@@ -15,6 +15,7 @@ from pratai.drivers.base import InstanceSpec
 from pratai.drivers.commands import CommandResult, run_command
 from pratai.drivers.process import ProcessDriver
 from pratai.settings import Settings
+from tests.helpers import wait_for_async
 
 
 @pytest.fixture
@@ -101,11 +102,7 @@ async def test_cancelling_kills_the_command(driver, folder) -> None:
     task = asyncio.create_task(
         run_command(driver, spec(folder), ["sleep", "3599"], b"", 60.0, lambda n, c: None)
     )
-    for _ in range(2000):  # until the command runs (bounded: 20 s)
-        if _sleepers():
-            break
-        await asyncio.sleep(0.01)
-    assert _sleepers(), "the command never started"
+    await wait_for_async(_sleepers, timeout=20, interval=0.01, what="the command to start")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

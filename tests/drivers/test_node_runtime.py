@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -38,15 +37,6 @@ def driver(settings: Settings) -> ProcessDriver:
     assert driver.bwrap, "bubblewrap is needed: apt-get install bubblewrap"
     assert Path(settings.sandbox_node).is_file(), "Node.js 20 is needed at PRATAI_SANDBOX_NODE"
     return driver
-
-
-@pytest.fixture
-def code_root() -> Iterator[Path]:
-    """A world-readable folder: the sandbox runs as an unprivileged host uid."""
-    root = Path(tempfile.mkdtemp(prefix="pratai-test-"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def write_tree(folder: Path, files: dict[str, str]) -> None:

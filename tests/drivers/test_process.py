@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -37,15 +36,6 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
 @pytest.fixture
 def driver(settings: Settings) -> ProcessDriver:
     return ProcessDriver(settings)
-
-
-@pytest.fixture
-def code_root() -> Iterator[Path]:
-    """A world-readable folder: the sandbox runs as an unprivileged host uid."""
-    root = Path(tempfile.mkdtemp(prefix="pratai-test-"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(loop_scope="function")

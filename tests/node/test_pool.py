@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import json
 import shutil
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from pratai.drivers.process import ProcessDriver
 from pratai.errors import SandboxError
 from pratai.node.pool import Outcome, VersionPool
 from pratai.settings import Settings
-from tests.helpers import code, make_zip
+from tests.helpers import code, make_zip, wait_for_async
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed"),
@@ -119,13 +118,6 @@ def answer(outcome: Outcome) -> dict[str, Any]:
     assert outcome.result.result is not None
     value: dict[str, Any] = json.loads(outcome.result.result)
     return value
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for a condition"
-        await asyncio.sleep(0.005)
 
 
 class PeakSize:
@@ -247,7 +239,7 @@ async def test_close_stops_idle_instances_and_busy_ones_when_they_finish(
     assert pool.size == 2 and len(driver.started) == 2
 
     slow = asyncio.create_task(call(pool, {"action": "sleep", "seconds": 0.3}))
-    await wait_until(lambda: pool.busy == 1)
+    await wait_for_async(lambda: pool.busy == 1, timeout=10, interval=0.005, what="one call to run")
     await pool.close()
     assert pool.size == 1  # the idle one is stopped at once
     assert sum(inst.alive for inst in driver.started) == 1

@@ -66,8 +66,8 @@ class Platform:
     def assemble(
         cls, settings: Settings, *, store: Store | None = None, driver: Driver | None = None
     ) -> Platform:
-        """`store` and `driver` (of functions) replace those the settings name: tests pass
-        in-process ones."""
+        """`store`, and `driver` (of functions and SDK callables; command jobs keep the
+        sandbox), replace those the settings name: tests pass in-process ones."""
         try:
             settings.home.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -80,14 +80,15 @@ class Platform:
         workspace = Workspace(settings, artifacts)
         secrets = Secrets(store, load_keys(settings.secrets_key, settings.home / "secrets.key"))
         sandbox = ProcessDriver(settings)
+        driver = sandbox if driver is None else driver
         node = Node(
             settings,
-            sandbox if driver is None else driver,
+            driver,
             workspace,
             secret_env=secrets.environment,
             image_driver=PodmanDriver(settings),
         )
-        job_runner = JobRunner(settings, sandbox, workspace)
+        job_runner = JobRunner(settings, workspace, commands=sandbox, callables=driver)
         secrets.listeners.append(node.evict_all)
         services = _services(
             settings, store, broker, workspace, secrets=secrets, node=node, job_runner=job_runner

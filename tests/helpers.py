@@ -209,14 +209,9 @@ class Server:
 
 def fast_platform(settings: Settings) -> Platform:
     """`Platform.assemble` on in-process parts: MemoryStore, the memory broker (the settings'
-    default) and FakeDriver, which runs functions and callable jobs. Command jobs need the
-    process driver's sandbox: here they never finish."""
-    driver = FakeDriver(settings)
-    platform = Platform.assemble(settings, store=MemoryStore(), driver=driver)
-    # JobRunner takes a ProcessDriver, whose sandbox its command jobs use; its callable jobs
-    # need only what every Driver does.
-    platform.job_runner.driver = driver  # type: ignore[assignment]
-    return platform
+    default) and FakeDriver, which runs functions and callable jobs. Command jobs still run in
+    the process driver's sandbox."""
+    return Platform.assemble(settings, store=MemoryStore(), driver=FakeDriver(settings))
 
 
 @dataclass

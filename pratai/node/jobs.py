@@ -18,7 +18,7 @@ from pratai.broker import Broker
 from pratai.core.jobs import JOBS_QUEUE, PICKLE_TYPE, Jobs, Runtimes
 from pratai.core.models import Job, JobKind, Status
 from pratai.core.workspace import Workspace
-from pratai.drivers import InstanceSpec
+from pratai.drivers import Driver, InstanceSpec
 from pratai.drivers.commands import run_command
 from pratai.drivers.process import ProcessDriver
 from pratai.drivers.runtime_files import PACKAGED, write_once
@@ -57,9 +57,19 @@ class _Output:
 class JobRunner:
     """The node's `JobExecutor`."""
 
-    def __init__(self, settings: Settings, driver: ProcessDriver, workspace: Workspace) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        workspace: Workspace,
+        *,
+        commands: ProcessDriver,
+        callables: Driver | None = None,
+    ) -> None:
+        """`commands` runs command jobs (they need its sandbox's launcher); `callables`, the
+        warm pools of SDK callables, may be any Driver (it defaults to `commands`)."""
         self.settings = settings
-        self.driver = driver
+        self.commands = commands
+        self.callables: Driver = commands if callables is None else callables
         self.workspace = workspace
         self.root = settings.sandbox_dir / "jobcode"
         self._pools: Pools[tuple[str | None, int, bool]] = Pools(settings.idle_timeout)
@@ -105,7 +115,7 @@ class JobRunner:
             job.stdout, job.stderr = streams["stdout"].text(), streams["stderr"].text()
             progress(job)
 
-        done = await run_command(self.driver, spec, job.command, job.stdin, job.timeout_s, sink)
+        done = await run_command(self.commands, spec, job.command, job.stdin, job.timeout_s, sink)
         job.stdout, job.stderr = streams["stdout"].text(), streams["stderr"].text()
         finish(job, done)
         job.exit_code = done.exit_code
@@ -125,7 +135,7 @@ class JobRunner:
         key = f"jobs-{(job.requirements_hash or 'plain')[:12]}-{job.memory_mb}"
         code_dir = await asyncio.to_thread(self.callable_code)
         spec = _sandbox(job, key, code_dir, env_dir, handler="pratai_job.main")
-        return VersionPool(self.driver, spec, self.settings.default_concurrency)
+        return VersionPool(self.callables, spec, self.settings.default_concurrency)
 
     async def _callable(self, job: Job, progress: Callable[[Job], None]) -> Job:
         key = (job.requirements_hash, job.memory_mb, job.network)

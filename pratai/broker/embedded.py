@@ -201,26 +201,36 @@ class EmbeddedBroker:
         while not closed.is_set():
             ev = asyncio.Event()
             waiters.append(ev)  # before claiming, so a publish meanwhile is not missed
-            delivery, due = await self._run(lambda: self._claim(queue, lease_s))
+            try:
+                delivery, due = await self._run(lambda: self._claim(queue, lease_s))
+                if delivery is None:
+                    await self._wait(ev, due)
+            except BaseException:  # cancelled: its wake-up, if it got one, is another's
+                self._leave(queue, ev, pass_on=True)
+                raise
+            # woken for another message while claiming this one: that wake-up is another's
+            self._leave(queue, ev, pass_on=delivery is not None)
             if delivery is not None:
-                if ev.is_set():
-                    self._wake(queue)  # woken for another message while claiming this one
-                else:
-                    with contextlib.suppress(ValueError):
-                        waiters.remove(ev)
                 yield delivery
-                continue
-            wait = self.poll_s
-            if due is not None:
-                wait = min(wait, max(0.0, due - self.clock()) + 0.001)
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands
-            # as the event fires (gh-86296), and the consumer would never stop.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await ev.wait()
-            if not ev.is_set():
-                with contextlib.suppress(ValueError):
-                    waiters.remove(ev)
+
+    async def _wait(self, ev: asyncio.Event, due: float | None) -> None:
+        wait = self.poll_s
+        if due is not None:
+            wait = min(wait, max(0.0, due - self.clock()) + 0.001)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the
+        # event fires (gh-86296), and the consumer would never stop.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await ev.wait()
+
+    def _leave(self, queue: str, ev: asyncio.Event, *, pass_on: bool = False) -> None:
+        """A consumer stops waiting. Still listed, it would swallow the next wake-up; cancelled
+        after its wake-up (`pass_on`), it hands that wake-up to another consumer."""
+        if not ev.is_set():
+            with contextlib.suppress(ValueError):
+                self._waiters[queue].remove(ev)
+        elif pass_on:
+            self._wake(queue)
 
     async def ack(self, delivery: Delivery) -> None:
         """Deleted when this returns. Acks that arrive together share one statement."""

@@ -100,12 +100,23 @@ class MemoryBroker:
             ev = asyncio.Event()
             q.waiters.append(ev)
             wait = self.poll_s if due is None else max(0.0, due - self.clock()) + 0.001
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await ev.wait()
-            if not ev.is_set():
-                with contextlib.suppress(ValueError):
-                    q.waiters.remove(ev)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await ev.wait()
+            except BaseException:  # cancelled: its wake-up, if it got one, is another's
+                self._leave(q, ev, pass_on=True)
+                raise
+            self._leave(q, ev)
+
+    def _leave(self, queue: _Queue, ev: asyncio.Event, *, pass_on: bool = False) -> None:
+        """A consumer stops waiting. Still listed, it would swallow the next wake-up; cancelled
+        after its wake-up (`pass_on`), it hands that wake-up to another consumer."""
+        if not ev.is_set():
+            with contextlib.suppress(ValueError):
+                queue.waiters.remove(ev)
+        elif pass_on:
+            self._wake(queue)
 
     async def ack(self, delivery: Delivery) -> None:
         q = self._queues[delivery.queue]

@@ -8,6 +8,7 @@ polling."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -80,6 +81,25 @@ async def test_a_waiting_consumer_wakes_on_publish(broker: Broker, clock: Clock)
     await broker.publish("wake", b"x")
     async with asyncio.timeout(5):  # a consumer left to its hourly poll would not make it
         d = await waiter
+    await gen.aclose()  # type: ignore[attr-defined]
+    assert d.body == b"x"
+
+
+async def test_a_consumer_that_gave_up_takes_no_wake_up(broker: Broker, clock: Clock) -> None:
+    """A consumer cancelled while it waits (a worker stopping) leaves nothing behind that would
+    take the wake-up of the next publish from a consumer still waiting."""
+    quitter = asyncio.ensure_future(anext(broker.consume("wake")))
+    await wait_for_async(lambda: clock.reads > 0, what="the first consumer to wait")
+    quitter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await quitter
+    reads = clock.reads
+    gen = broker.consume("wake")
+    stayer = asyncio.ensure_future(anext(gen))
+    await wait_for_async(lambda: clock.reads > reads, what="the second consumer to wait")
+    await broker.publish("wake", b"x")
+    async with asyncio.timeout(5):  # a consumer left to its hourly poll would not make it
+        d = await stayer
     await gen.aclose()  # type: ignore[attr-defined]
     assert d.body == b"x"
 

@@ -240,6 +240,13 @@ class JobKind(StrEnum):
     CALLABLE = "callable"  # a cloudpickled Python callable from the SDK
 
 
+# What a job's run may change (stores update only these); its spec never changes.
+JOB_OUTCOME = (
+    "status", "exit_code", "result", "error", "stdout", "stderr", "duration_ms",
+    "peak_memory_kb", "started_at", "finished_at",
+)  # fmt: skip
+
+
 @dataclass
 class Job:
     """One run of a command or of a submitted callable, in the same sandbox as functions."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 from pratai.core.models import (
+    JOB_OUTCOME,
     ApiKey,
     AuditEntry,
     ConnectorRecord,
@@ -19,12 +20,6 @@ from pratai.core.models import (
 )
 from pratai.errors import Conflict
 from pratai.store._memory_tables import MemoryBase
-
-# What a finished or progressing job may change, as in the SQL store; the spec never changes.
-_JOB_OUTCOME = (
-    "status", "exit_code", "result", "error", "stdout", "stderr", "duration_ms",
-    "peak_memory_kb", "started_at", "finished_at",
-)  # fmt: skip
 
 
 class AdminTables(MemoryBase):
@@ -133,7 +128,7 @@ class AdminTables(MemoryBase):
         stored = self._t.jobs.rows.get(job.id)
         if stored is None or only_if not in (None, stored.status):
             return False
-        for name in _JOB_OUTCOME:
+        for name in JOB_OUTCOME:
             setattr(stored, name, copy.deepcopy(getattr(job, name)))
         return True
 

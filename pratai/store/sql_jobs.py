@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
-from pratai.core.models import Job, JobKind, SavedJob, Status
+from pratai.core.models import JOB_OUTCOME, Job, JobKind, SavedJob, Status
 from pratai.errors import Conflict
 from pratai.store import tables as t
 from pratai.store._rows import SqlBase
@@ -50,13 +50,6 @@ def _saved_row(saved: SavedJob) -> dict[str, Any]:
     return d
 
 
-# What a finished or progressing job may change; the spec columns never change.
-_OUTCOME = (
-    "status", "exit_code", "result", "error", "stdout", "stderr", "duration_ms",
-    "peak_memory_kb", "started_at", "finished_at",
-)  # fmt: skip
-
-
 class JobRows(SqlBase):
     async def create_job(self, job: Job) -> None:
         row = _job_row(job)
@@ -74,7 +67,7 @@ class JobRows(SqlBase):
         q = t.jobs.update().where(t.jobs.c.id == job.id)
         if only_if is not None:
             q = q.where(t.jobs.c.status == str(only_if))
-        values = {name: row[name] for name in _OUTCOME}
+        values = {name: row[name] for name in JOB_OUTCOME}
         count = await self._run(lambda c: c.execute(q.values(values)).rowcount)
         return bool(count)
 

@@ -21,6 +21,7 @@ from pratai.core.models import (
     new_id,
     now,
 )
+from pratai.core.packages import PackageInfo
 from pratai.core.ports import FunctionStore
 from pratai.core.runtimes import NODE, PYTHON, check_runtime
 from pratai.core.secrets import Secrets
@@ -145,36 +146,41 @@ class Functions:
 
     async def deploy(self, project: Project, spec: DeploySpec) -> FunctionView:
         """A new function with its first version, trigger and route. Everything is checked
-        first, then stored in one transaction: a bad or clashing part leaves nothing behind."""
-        function, package = self._new_function(project, spec)
-        triggers = [new_trigger(function, spec.trigger)] if spec.trigger else []
-        routes = [new_route(function, spec.route)] if spec.route else []
+        first, in the order the API has always answered (route, secrets, trigger, name and
+        options, package, a name already taken), then stored in one transaction: a bad or
+        clashing part leaves nothing behind."""
+        function_id = new_id()
+        routes = [new_route(project.id, function_id, spec.route)] if spec.route else []
         await self._check_bindings(project, spec.options)
+        triggers = [new_trigger(project.id, function_id, spec.trigger)] if spec.trigger else []
+        function = self._new_function(project, spec, function_id)
+        package = None if function.runtime == "image" else spec.package
+        info = None
+        if package is not None:
+            info = self.workspace.inspect(package, spec.options.handler, function.runtime)
         if await self.store.get_function(project.id, spec.name) is not None:
             raise Conflict(f"function {spec.name!r} already exists", function=spec.name)
-        if package is None:
+        if package is None or info is None:  # it runs an image
             image, contract = spec.options.image or "", spec.options.contract or "http"
             version = await self._image_version(project, function, image, contract)
             await self._store_new(function, version, triggers, routes)
             return await self.view(function)
-        version, requirements = await self._package_version(function, package, spec.options.handler)
+        version = await self._package_version(function, package, info)
         await self._store_new(function, version, triggers, routes)
-        return await self._build(function, version, requirements)
+        return await self._build(function, version, info.requirements)
 
     async def _package_version(
-        self, function: Function, package: bytes, handler: str | None
-    ) -> tuple[FunctionVersion, str | None]:
-        """The function's latest version, of this package (stored), and its requirements."""
-        info = self.workspace.inspect(package, handler, function.runtime)
+        self, function: Function, package: bytes, info: PackageInfo
+    ) -> FunctionVersion:
+        """The function's latest version, of this package (stored), as `info` describes it."""
         digest = await asyncio.to_thread(self.workspace.artifacts.put, package)
-        version = FunctionVersion(
+        return FunctionVersion(
             function_id=function.id,
             version=function.latest_version,
             package_digest=digest,
             handler=info.handler,
             requirements_hash=info.requirements_hash,
         )
-        return version, info.requirements
 
     async def _store_new(
         self,
@@ -195,16 +201,16 @@ class Functions:
         if options.secrets and self.secrets is not None:
             await self.secrets.check_bindings(project, options.secrets)
 
-    def _new_function(self, project: Project, spec: DeploySpec) -> tuple[Function, bytes | None]:
-        """The function to deploy, and its package (None: it runs `options.image`)."""
+    def _new_function(self, project: Project, spec: DeploySpec, function_id: str) -> Function:
+        """The function to deploy: of runtime "image" when it runs `options.image`."""
         options = spec.options
         check_name(spec.name)
         _check_options(options)
         package = None if options.image is not None else spec.package
         if package is None and not options.image:
             raise InvalidInput("a function needs a package (--file) or an image (--image)")
-        function = Function(
-            id=new_id(),
+        return Function(
+            id=function_id,
             project_id=project.id,
             name=spec.name,
             description=options.description or "",
@@ -218,7 +224,6 @@ class Functions:
             latest_version=1,
             active_version=1 if package is None else None,  # an image needs no build
         )
-        return function, package
 
     async def update(
         self, project: Project, name: str, package: bytes | None, options: FunctionOptions
@@ -263,11 +268,12 @@ class Functions:
         latest = await self.store.get_version(function.id, function.latest_version)
         handler = options.handler or (latest.handler if latest else None)
         function.latest_version += 1
-        version, requirements = await self._package_version(function, package, handler)
+        info = self.workspace.inspect(package, handler, function.runtime)
+        version = await self._package_version(function, package, info)
         await self.store.add_version(version)
         await self.store.update_function(function)
         self._changed(function)
-        return await self._build(function, version, requirements)
+        return await self._build(function, version, info.requirements)
 
     async def _image_version(
         self, project: Project, function: Function, ref: str, contract: str

@@ -141,7 +141,7 @@ def _matches(template: str, path: str) -> dict[str, str] | None:
     return params
 
 
-def new_route(function: Function, spec: RouteSpec) -> Route:
+def new_route(project_id: str, function_id: str, spec: RouteSpec) -> Route:
     """The function's route that `spec` describes, or InvalidInput; stored by the deploy."""
     method, path = parse_route(spec.route)
     if spec.auth != "public" and spec.auth not in [r.value for r in Role]:
@@ -149,8 +149,8 @@ def new_route(function: Function, spec: RouteSpec) -> Route:
     count, window = parse_rate(spec.rate_limit) if spec.rate_limit else (None, None)
     return Route(
         id=new_id(),
-        project_id=function.project_id,
-        function_id=function.id,
+        project_id=project_id,
+        function_id=function_id,
         method=method,
         path=path,
         auth=spec.auth,

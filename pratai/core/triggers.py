@@ -59,13 +59,13 @@ def validate(spec: TriggerSpec) -> None:
                 raise InvalidInput(f"unknown time zone {spec.timezone!r}") from None
 
 
-def new_trigger(function: Function, spec: TriggerSpec) -> Trigger:
+def new_trigger(project_id: str, function_id: str, spec: TriggerSpec) -> Trigger:
     """The function's trigger that `spec` describes, or InvalidInput."""
     validate(spec)
     return Trigger(
         id=new_id(),
-        project_id=function.project_id,
-        function_id=function.id,
+        project_id=project_id,
+        function_id=function_id,
         kind=TriggerKind(spec.kind),
         mode=spec.mode,
         topic=spec.topic,
@@ -103,7 +103,7 @@ class Triggers:
         self.events.forget_subscribers(trigger.project_id, trigger.topic)
 
     async def create(self, function: Function, spec: TriggerSpec) -> Trigger:
-        trigger = new_trigger(function, spec)
+        trigger = new_trigger(function.project_id, function.id, spec)
         await self.store.create_trigger(trigger)
         self.forget(trigger)
         return trigger

@@ -35,7 +35,7 @@ class Table(Generic[R]):
     as NULL in SQL)."""
 
     def __init__(
-        self, name: str, key: Key[R], *unique: Key[R], taken: Callable[[R], str] | None = None
+        self, name: str, key: Key[R], *unique: Key[R], taken: Callable[[R], Conflict] | None = None
     ) -> None:
         self.name = name
         self.key = key
@@ -53,7 +53,7 @@ class Table(Generic[R]):
                 continue
             for pk, other in self.rows.items():
                 if pk != replacing and unique(other) == value:
-                    raise Conflict(self.taken(row) if self.taken else generic(self.name, value))
+                    raise self.taken(row) if self.taken else Conflict(generic(self.name, value))
 
     def insert(self, row: R) -> None:
         self.check(row)
@@ -115,7 +115,7 @@ class Tables:
             "function",
             lambda f: f.id,
             lambda f: (f.project_id, f.name),
-            taken=lambda f: f"function {f.name!r} already exists",
+            taken=lambda f: Conflict(f"function {f.name!r} already exists", function=f.name),
         )
         self.versions = Table[FunctionVersion](
             "function version", lambda v: (v.function_id, v.version)
@@ -138,12 +138,15 @@ class Tables:
             "route",
             lambda r: r.id,
             lambda r: (r.project_id, r.method, r.path),
-            taken=lambda r: f"the project already routes {r.method} {r.path}",
+            taken=lambda r: Conflict(f"the project already routes {r.method} {r.path}"),
         )
         self.counters: dict[tuple[str, int], int] = {}  # (key, window) -> requests
         self.jobs = Table[Job]("job", lambda j: j.id)
         self.saved_jobs = Table[SavedJob](
-            "saved job", lambda s: s.id, lambda s: (s.project_id, s.name)
+            "saved job",
+            lambda s: s.id,
+            lambda s: (s.project_id, s.name),
+            taken=lambda s: Conflict(f"saved job {s.name!r} already exists", job=s.name),
         )
         self.images = Table[Image]("image", lambda i: i.id, lambda i: (i.project_id, i.ref))
 

@@ -120,13 +120,17 @@ def _event_row(e: Event) -> dict[str, Any]:
     return d
 
 
-def _insert_unique(c: Connection, insert: sa.Insert, row: dict[str, Any], taken: str) -> None:
+def _insert_unique(
+    c: Connection, insert: sa.Insert, row: dict[str, Any], taken: str, **details: Any
+) -> None:
     """Insert the row, or raise Conflict(taken) when it breaks a unique constraint (the
-    transaction is then rolled back whole)."""
+    transaction is then rolled back whole). Other integrity errors keep the generic message."""
     try:
         c.execute(insert, row)
-    except sa.exc.IntegrityError:
-        raise Conflict(taken) from None
+    except sa.exc.IntegrityError as exc:
+        if "unique" not in str(exc.orig).lower():  # SQLite and PostgreSQL both say so
+            raise
+        raise Conflict(taken, **details) from None
 
 
 def _trigger_row(trigger: Trigger) -> dict[str, Any]:

@@ -10,7 +10,7 @@ instance is dropped.
 from __future__ import annotations
 
 import copy
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pratai.core.models import (
@@ -26,7 +26,6 @@ from pratai.core.models import (
     Trigger,
     TriggerKind,
 )
-from pratai.errors import Conflict
 from pratai.store._memory_tables import Table, missing
 from pratai.store.memory_admin import AdminTables
 
@@ -73,15 +72,10 @@ class MemoryStore(AdminTables):
         rows: list[tuple[Table[Any], Any]] = [(t.functions, function), (t.versions, version)]
         rows += [(t.triggers, trigger) for trigger in triggers]
         rows += [(t.routes, route) for route in routes]
-        done: list[tuple[Table[Any], Hashable]] = []
-        try:
-            for table, row in rows:
-                table.insert(row)
-                done.append((table, table.key(row)))
-        except Conflict:  # all of the deploy or nothing
-            for table, key in done:
-                del table.rows[key]
-            raise
+        for table, row in rows:  # all of the deploy or nothing (a deploy has one of each)
+            table.check(row)
+        for table, row in rows:
+            table.insert(row)
 
     async def get_function(self, project_id: str, name: str) -> Function | None:
         return self._t.functions.first(lambda f: (f.project_id, f.name) == (project_id, name))

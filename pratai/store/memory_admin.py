@@ -142,10 +142,6 @@ class AdminTables(MemoryBase):
         return self._t.jobs.select(lambda j: not j.status.finished)
 
     async def create_saved_job(self, saved: SavedJob) -> None:
-        if self._t.saved_jobs.first(
-            lambda s: (s.project_id, s.name) == (saved.project_id, saved.name)
-        ):
-            raise Conflict(f"saved job {saved.name!r} already exists", job=saved.name)
         self._t.saved_jobs.insert(saved)
 
     async def get_saved_job(self, project_id: str, name: str) -> SavedJob | None:

@@ -266,7 +266,7 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows):
 
         def work(c: Connection) -> None:
             taken = f"function {function.name!r} already exists"
-            _insert_unique(c, t.functions.insert(), function_row, taken)
+            _insert_unique(c, t.functions.insert(), function_row, taken, function=function.name)
             c.execute(t.function_versions.insert(), version_row)
             if trigger_rows:
                 c.execute(t.triggers.insert(), trigger_rows)

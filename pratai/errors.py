@@ -116,8 +116,10 @@ class RuntimeMismatch(InvalidInput, ApiError):  # type: ignore[misc]
     @classmethod
     def received(cls, answer: ApiError) -> RuntimeMismatch:
         """The server's refusal as a client received it: its status and body as they came."""
-        mismatch = cls.__new__(cls)
-        ApiError.__init__(mismatch, answer.status, answer.message, answer.body)
+        mismatch = cls(
+            answer.message, **(answer.details if isinstance(answer.details, dict) else {})
+        )
+        mismatch.status, mismatch.body = answer.status, answer.body
         return mismatch
 
 

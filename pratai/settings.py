@@ -174,7 +174,7 @@ def _http_url(raw: str) -> str:
     return raw
 
 
-# The host folders a sandbox sees (see drivers/process.py); /lib* hold no programs.
+# The host folders a sandbox sees (see drivers/sandbox.py); /lib* hold no programs.
 _SANDBOX_VISIBLE = ("/usr", "/bin", "/sbin")
 
 

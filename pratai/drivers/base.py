@@ -39,8 +39,12 @@ class CallResult:
     @classmethod
     def timed_out(cls, timeout_s: float, elapsed_ms: float) -> CallResult:
         message = f"the function did not finish within {timeout_s:g} s"
-        error = {"type": "TimedOut", "message": message, "traceback": ""}
-        return cls("timed_out", error=error, duration_ms=elapsed_ms)
+        return cls("timed_out", error=failure("TimedOut", message), duration_ms=elapsed_ms)
+
+
+def failure(kind: str, message: str) -> dict[str, Any]:
+    """A call's error raised by the platform, not the user's code: it has no traceback."""
+    return {"type": kind, "message": message, "traceback": ""}
 
 
 class Instance(Protocol):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pratai.drivers.base import InstanceSpec
+from pratai.drivers.base import InstanceSpec, failure
 from pratai.drivers.cgroups import Cgroup
 from pratai.drivers.instance import children
 from pratai.drivers.process import ProcessDriver
@@ -39,15 +39,11 @@ class CommandResult:
     peak_memory_kb: int | None = None
 
 
-def _error(kind: str, message: str) -> dict[str, Any]:
-    return {"type": kind, "message": message, "traceback": ""}
-
-
 def _exit_error(code: int) -> dict[str, Any]:
     if code > 128 and code - 128 in signal.valid_signals():  # bwrap reports 128 + signum
         name = signal.Signals(code - 128).name
-        return _error("Killed", f"the command was killed by signal {code - 128} {name}")
-    return _error("NonZeroExit", f"the command exited with code {code}")
+        return failure("Killed", f"the command was killed by signal {code - 128} {name}")
+    return failure("NonZeroExit", f"the command exited with code {code}")
 
 
 async def _pump(stream: asyncio.StreamReader, name: str, sink: OutputSink) -> None:
@@ -125,7 +121,7 @@ async def _wait(
         return CommandResult(
             "timed_out",
             None,
-            _error("TimedOut", f"the command did not finish within {timeout_s:g} s"),
+            failure("TimedOut", f"the command did not finish within {timeout_s:g} s"),
             (time.perf_counter() - started) * 1000,
             cgroup.peak_kb() if cgroup else None,
         )
@@ -142,7 +138,7 @@ async def _wait(
         return CommandResult("succeeded", 0, None, elapsed, peak)
     error = _exit_error(code)
     if oom:
-        error = _error(
+        error = failure(
             "MemoryLimitExceeded",
             f"the command exceeded the memory limit of {memory_mb} MB and was killed",
         )

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pratai.drivers.base import CallResult, InstanceSpec
+from pratai.drivers.base import CallResult, InstanceSpec, failure
 from pratai.drivers.cgroups import ROOT, Cgroup, OomWatch
 
 if TYPE_CHECKING:
@@ -37,10 +37,6 @@ def as_result(body: bytes) -> str:
     except ValueError:
         return json.dumps(text)
     return text.strip()
-
-
-def _error(kind: str, message: str) -> dict[str, Any]:
-    return {"type": kind, "message": message, "traceback": ""}
 
 
 def _remove_groups(cgroup: Cgroup) -> bool:
@@ -155,7 +151,7 @@ class _Container:
         return self.cgroup.peak_kb() if self.cgroup is not None else None
 
     def _oom_error(self) -> dict[str, Any]:
-        return _error(
+        return failure(
             "MemoryLimitExceeded",
             f"the container exceeded the memory limit of {self.spec.memory_mb} MB and was killed",
         )
@@ -164,7 +160,7 @@ class _Container:
         """What a container that answered `body` returns: the body as JSON, if not too large."""
         limit = self.driver.settings.max_result_bytes
         if len(body) > limit:
-            error = _error("ResultTooLarge", f"the result is over the limit of {limit} bytes")
+            error = failure("ResultTooLarge", f"the result is over the limit of {limit} bytes")
             return CallResult(
                 "failed",
                 error=error,
@@ -244,7 +240,7 @@ class HttpInstance(_Container):
     async def call(self, payload: bytes, content_type: str, timeout_s: float) -> CallResult:
         async with self._lock:
             if not self.alive:
-                return CallResult("failed", error=_error("InstanceCrashed", "container stopped"))
+                return CallResult("failed", error=failure("InstanceCrashed", "container stopped"))
             if self.cgroup is not None:
                 self.cgroup.reset_peak()
             hits = self._hits()
@@ -264,7 +260,7 @@ class HttpInstance(_Container):
                 error = (
                     self._oom_error()
                     if oom
-                    else _error("ConnectionFailed", f"the container did not answer: {exc}")
+                    else failure("ConnectionFailed", f"the container did not answer: {exc}")
                 )
                 return CallResult("failed", error=error, duration_ms=elapsed, peak_memory_kb=None)
             elapsed = (time.perf_counter() - started) * 1000
@@ -273,7 +269,7 @@ class HttpInstance(_Container):
             error = (
                 self._oom_error()
                 if self._hits() > hits
-                else _error(
+                else failure(
                     "HTTPError",
                     f"the container answered {status}: "
                     + body[:500].decode(errors="replace").strip(),
@@ -321,7 +317,7 @@ class StdioInstance(_Container):
     async def call(self, payload: bytes, content_type: str, timeout_s: float) -> CallResult:
         async with self._lock:
             if self._dead:
-                return CallResult("failed", error=_error("InstanceCrashed", "instance stopped"))
+                return CallResult("failed", error=failure("InstanceCrashed", "instance stopped"))
             name = f"pratai-{uuid.uuid4().hex[:16]}"
             argv, env = self.run_argv(
                 name, self.user, "--rm", "--interactive", "--log-driver", "none"
@@ -370,8 +366,8 @@ class StdioInstance(_Container):
         if code == 137 and (oom or self.oom is None):
             return self._oom_error()
         if code in (125, 126, 127) and not answered:
-            return _error("ContainerError", f"podman could not run the container: {code}")
-        return _error("NonZeroExit", f"the container exited with code {code}")
+            return failure("ContainerError", f"podman could not run the container: {code}")
+        return failure("NonZeroExit", f"the container exited with code {code}")
 
     async def _abandon(
         self, name: str, proc: asyncio.subprocess.Process, readers: tuple[asyncio.Future[Any], ...]

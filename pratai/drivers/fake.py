@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from pratai.drivers.base import CallResult, InstanceSpec
+from pratai.drivers.base import CallResult, InstanceSpec, failure
 from pratai.drivers.frames import (
     Channel,
     bootstrap_config,
@@ -54,10 +54,6 @@ sys.exit(runtime.main())
 """
 
 
-def _error(kind: str, message: str) -> dict[str, Any]:
-    return {"type": kind, "message": message, "traceback": ""}
-
-
 class FakeInstance:
     def __init__(self, spec: InstanceSpec, proc: subprocess.Popen[bytes], folder: Path) -> None:
         self.spec = spec
@@ -81,7 +77,7 @@ class FakeInstance:
     async def call(self, payload: bytes, content_type: str, timeout_s: float) -> CallResult:
         async with self._lock:
             if not self.alive:
-                return CallResult("failed", error=_error("InstanceCrashed", self._exit_message()))
+                return CallResult("failed", error=failure("InstanceCrashed", self._exit_message()))
             started = time.perf_counter()
             header = {"op": "call", "content_type": content_type, "timeout": timeout_s}
             assert self._writer is not None
@@ -94,7 +90,7 @@ class FakeInstance:
                 return CallResult.timed_out(timeout_s, _ms_since(started))
             if answer is None:
                 await self._kill()
-                error = _error("InstanceCrashed", self._exit_message())
+                error = failure("InstanceCrashed", self._exit_message())
                 return CallResult("failed", error=error, duration_ms=_ms_since(started))
             return call_result(*answer, peak_memory_kb=None)
 

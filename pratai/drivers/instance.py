@@ -13,9 +13,9 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from pratai.drivers.base import CallResult, InstanceSpec
+from pratai.drivers.base import CallResult, InstanceSpec, failure
 from pratai.drivers.cgroups import Cgroup
 from pratai.drivers.frames import Channel, call_result, connect, frame, load_error
 from pratai.errors import SandboxError
@@ -92,7 +92,7 @@ class ProcessInstance:
     async def call(self, payload: bytes, content_type: str, timeout_s: float) -> CallResult:
         async with self._lock:
             if not self.alive:
-                return CallResult("failed", error=_error("InstanceCrashed", self._crash_message()))
+                return CallResult("failed", error=failure("InstanceCrashed", self._crash_message()))
             header = {"op": "call", "content_type": content_type, "timeout": timeout_s}
             if self._cgroup:
                 self._cgroup.reset_peak()
@@ -119,13 +119,13 @@ class ProcessInstance:
         await self._kill()
         oom = oom or bool(self._heap_oom and self._heap_oom in self._stderr_tail())
         if oom:
-            error = _error(
+            error = failure(
                 "MemoryLimitExceeded",
                 f"the function exceeded the memory limit of {self.spec.memory_mb} MB "
                 "and was killed",
             )
         else:
-            error = _error("InstanceCrashed", self._crash_message())
+            error = failure("InstanceCrashed", self._crash_message())
         return CallResult("failed", error=error, duration_ms=elapsed_ms, peak_memory_kb=peak)
 
     def _crash_message(self) -> str:
@@ -205,7 +205,3 @@ def children(pid: int) -> list[int]:
                         found.append(int(entry.name))
         return found
     return [int(x) for x in text.split()]
-
-
-def _error(kind: str, message: str) -> dict[str, Any]:
-    return {"type": kind, "message": message, "traceback": ""}

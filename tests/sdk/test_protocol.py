@@ -21,14 +21,7 @@ from pratai.sdk.protocol import (
     decode,
     form_request,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import Clock
 
 
 class Handles:
@@ -50,7 +43,7 @@ def drive(
     for step in talk:
         seen.append(step)
         if isinstance(step, Pause):
-            clock.now += step.seconds
+            clock.advance(step.seconds)
         else:
             talk.reply(server(step))
     return talk.result
@@ -61,7 +54,7 @@ def test_a_result_long_polls_with_the_time_left_then_times_out() -> None:
     job = Job(Handles(), {"id": "j1", "status": "queued"})
 
     def server(request: Request) -> Reply:
-        clock.now += float(dict(request.params)["timeout"])  # the server holds the request
+        clock.advance(float(dict(request.params)["timeout"]))  # the server holds the request
         return ok({"id": "j1", "finished": False, "status": "running"})
 
     with pytest.raises(TimeoutError, match="j1 did not finish within 90"):

@@ -89,17 +89,26 @@ class AsyncClient(BaseClient[AsyncJob, Coroutine[Any, Any, list[Any]]], Awaiting
     async def _map(self, plan: MapPlan) -> list[Any]:
         gate = asyncio.Semaphore(plan.max_workers)
 
+        running: dict[AsyncJob, None] = {}  # created, result not in yet
+
         async def run(body: bytes) -> list[Any]:
             async with gate:
                 job = await self.create_job(body, plan.options)
-                return list(await job.result())
+                running[job] = None
+                entries = list(await job.result())
+                del running[job]
+                return entries
 
         bodies = chunk_bodies(plan.fn, plan.iterables, plan.chunksize, plan.max_workers)
         tasks = [asyncio.ensure_future(run(body)) for body in bodies]
         try:
             async with asyncio.timeout(plan.timeout):
                 chunks = await asyncio.gather(*tasks)
-        finally:
+        except BaseException:
+            # as the blocking map's executor does: jobs whose results nobody will read are
+            # cancelled on the server (killed if running), not left to run
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*(job.cancel() for job in running), return_exceptions=True)
+            raise
         return [unwrap(o) for entries in chunks for o in chunk_outcomes(entries)]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import pratai
+from tests.helpers import wait_for_async
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -51,6 +52,24 @@ async def test_map(aclient: pratai.AsyncClient) -> None:
     assert await aclient.map(double, range(500)) == [2 * i for i in range(500)]
     with pytest.raises(ZeroDivisionError):
         await aclient.map(lambda x: 1 / x, [1, 0, 2], chunksize=1)
+
+
+def slow_echo(x: int) -> int:
+    time.sleep(30)
+    return x
+
+
+async def test_a_map_that_gives_up_cancels_its_jobs(aclient: pratai.AsyncClient) -> None:
+    """Jobs whose results nobody will read are cancelled on the server, as the blocking map's."""
+    before = {j.id for j in await aclient.list_jobs(limit=1000)}
+    with pytest.raises(TimeoutError):
+        await aclient.map(slow_echo, range(3), chunksize=1, timeout=2)
+
+    async def statuses() -> list[str] | None:
+        found = [j.status for j in await aclient.list_jobs(limit=1000) if j.id not in before]
+        return found if found == ["cancelled"] * 3 else None
+
+    await wait_for_async(statuses, timeout=30, what="the map's three jobs to be cancelled")
 
 
 async def test_submit_with_options_and_cancel(aclient: pratai.AsyncClient) -> None:

@@ -193,11 +193,7 @@ class SecretStore(Protocol):
 class RouteStore(Protocol):
     """The gateway's routes (a deploy stores a function's first routes with it)."""
 
-    async def create_route(self, route: Route) -> None:
-        """Raises Conflict when the project already routes that method and path."""
-
     async def list_routes(self, project_id: str, function_id: str | None = None) -> list[Route]: ...
-    async def delete_route(self, route_id: str) -> None: ...
 
 
 class JobStore(Protocol):

@@ -98,15 +98,9 @@ class AdminTables(MemoryBase):
 
     # --- gateway ----------------------------------------------------------------------
 
-    async def create_route(self, route: Route) -> None:
-        self._t.routes.insert(route)
-
     async def list_routes(self, project_id: str, function_id: str | None = None) -> list[Route]:
         match = lambda r: r.project_id == project_id and function_id in (None, r.function_id)  # noqa: E731
         return self._t.routes.select(match, lambda r: (r.path, r.method))
-
-    async def delete_route(self, route_id: str) -> None:
-        self._t.routes.delete(lambda r: r.id == route_id)
 
     async def hit(self, key: str, window: int) -> int:
         count = self._t.counters.get((key, window), 0) + 1

@@ -16,7 +16,7 @@ from pratai.core.models import (
     User,
 )
 from pratai.store import tables as t
-from pratai.store._rows import SqlBase, _insert_route, _project
+from pratai.store._rows import SqlBase, _project
 
 
 class AdminRows(SqlBase):
@@ -111,10 +111,6 @@ class AdminRows(SqlBase):
 
     # --- gateway ------------------------------------------------------------------------
 
-    async def create_route(self, route: Route) -> None:
-        """Raises Conflict when the project already routes that method and path."""
-        await self._run(lambda c: _insert_route(c, route))
-
     async def list_routes(self, project_id: str, function_id: str | None = None) -> list[Route]:
         r = t.routes
         q = sa.select(r).where(r.c.project_id == project_id).order_by(r.c.path, r.c.method)
@@ -122,9 +118,6 @@ class AdminRows(SqlBase):
             q = q.where(r.c.function_id == function_id)
         rows = await self._run(lambda c: c.execute(q).mappings().all())
         return [Route(**{**row, "cors_origins": json.loads(row["cors_origins"])}) for row in rows]
-
-    async def delete_route(self, route_id: str) -> None:
-        await self._run(lambda c: c.execute(sa.delete(t.routes).where(t.routes.c.id == route_id)))
 
     async def hit(self, key: str, window: int) -> int:
         """Count one request in (key, window) and return the count, atomically across

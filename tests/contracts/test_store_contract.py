@@ -87,9 +87,12 @@ def _version(f: Function, version: int = 1, digest: str = "0" * 64) -> FunctionV
     )
 
 
-async def _function(store: Store, project: Project, name: str = "hello") -> Function:
+async def _function(
+    store: Store, project: Project, name: str = "hello", *routes: tuple[str, str]
+) -> Function:
+    """A function with its first version and, for each (method, path), a route."""
     f = Function(id=new_id(), project_id=project.id, name=name)
-    await store.create_function(f, _version(f))
+    await store.create_function(f, _version(f), routes=[_route(f, *r) for r in routes])
     return f
 
 
@@ -441,11 +444,10 @@ async def test_invocations_with_status(store: Store) -> None:
 
 async def test_delete_function_cascades(store: Store) -> None:
     p = await _project(store)
-    f = await _function(store, p, "doomed")
-    keep = await _function(store, p, "kept")
+    f = await _function(store, p, "doomed", ("GET", "/doomed"))
+    keep = await _function(store, p, "kept", ("GET", "/kept"))
     for fn in (f, keep):
         await store.create_trigger(Trigger(new_id(), p.id, fn.id, TriggerKind.MESSAGE, topic="t"))
-        await store.create_route(_route(fn, "GET", f"/{fn.name}"))
     gone, kept = _invocation(f), _invocation(keep)
     await store.create_invocation(gone)
     await store.create_invocation(kept)
@@ -605,19 +607,21 @@ async def test_secrets(store: Store) -> None:
 
 async def test_routes(store: Store) -> None:
     p, q = await _project(store), await _project(store)
-    f, g = await _function(store, p, "f"), await _function(store, p, "g")
+    f = Function(id=new_id(), project_id=p.id, name="f")
+    g = Function(id=new_id(), project_id=p.id, name="g")
     items = Route(new_id(), p.id, f.id, "GET", "/items", cors_origins=["https://a.example"])
     post = Route(new_id(), p.id, g.id, "POST", "/items", auth="invoker", rate_limit=5)
     about = Route(new_id(), p.id, g.id, "GET", "/about", timeout_s=1.5, max_body_bytes=10)
-    for route in (items, post, about):
-        await store.create_route(route)
+    await store.create_function(f, _version(f), routes=[items])
+    await store.create_function(g, _version(g), routes=[post, about])
+    clash = Function(id=new_id(), project_id=p.id, name="h")
     with pytest.raises(Conflict, match="the project already routes GET /items"):
-        await store.create_route(Route(new_id(), p.id, g.id, "GET", "/items"))
-    await store.create_route(Route(new_id(), q.id, g.id, "GET", "/items"))  # another project
+        await store.create_function(clash, _version(clash), routes=[_route(clash, "GET", "/items")])
+    await _function(store, q, "g", ("GET", "/items"))  # another project's
     assert await store.list_routes(p.id) == [about, items, post]
     assert await store.list_routes(p.id, g.id) == [about, post]
-    await store.delete_route(about.id)
-    assert await store.list_routes(p.id, g.id) == [post]
+    await store.delete_function(g.id)
+    assert await store.list_routes(p.id) == [items]
 
 
 async def test_rate_counters_count_per_key_and_window(store: Store) -> None:

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import httpx
 
 from pratai.core.models import Project, Role, check_name, new_id
-from pratai.core.ports import Store
+from pratai.core.ports import ProjectStore
 from pratai.core.tenants import RANK, Principal
 from pratai.errors import Conflict, InvalidName, Unauthorized, Unavailable
 from pratai.keystone_api import tokens_url
@@ -86,7 +86,7 @@ class KeystoneAuthenticator:
     def __init__(
         self,
         auth_url: str,
-        store: Store,
+        store: ProjectStore,
         *,
         role_map: dict[str, Role] | None = None,
         cache_seconds: float = 30.0,

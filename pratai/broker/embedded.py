@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from pratai.broker._waiters import Waiters
 from pratai.broker.base import Delivery
 
 T = TypeVar("T")
@@ -83,7 +84,7 @@ class EmbeddedBroker:
         self._ack_batch: asyncio.Future[None] | None = None
         self._ack_task: asyncio.Future[None] | None = None
         # one event per waiting consumer: a publish wakes one of them, not the whole herd
-        self._waiters: dict[str, collections.deque[asyncio.Event]] = {}
+        self._waiters: dict[str, Waiters] = collections.defaultdict(Waiters)
         self._closed = asyncio.Event()
 
     # --- plumbing ---------------------------------------------------------------------
@@ -101,16 +102,10 @@ class EmbeddedBroker:
     def _wake(self, queue: str | None = None) -> None:
         """Wake one consumer of `queue` (a message arrived), or every consumer (closing)."""
         if queue is None:
-            for everyone in self._waiters.values():
-                for ev in everyone:
-                    ev.set()
-            return
-        waiters = self._waiters.get(queue)
-        while waiters:
-            ev = waiters.popleft()
-            if not ev.is_set():
-                ev.set()
-                return
+            for waiters in self._waiters.values():
+                waiters.wake_all()
+        elif queue in self._waiters:
+            self._waiters[queue].wake_one()
 
     def _connect(self) -> None:
         if self.path != ":memory:":
@@ -197,19 +192,18 @@ class EmbeddedBroker:
     async def consume(self, queue: str, *, lease_s: float = 60.0) -> AsyncGenerator[Delivery, None]:
         """Yield deliveries until the broker closes; each one leased for `lease_s`."""
         closed = self._closed
-        waiters = self._waiters.setdefault(queue, collections.deque())
+        waiters = self._waiters[queue]
         while not closed.is_set():
-            ev = asyncio.Event()
-            waiters.append(ev)  # before claiming, so a publish meanwhile is not missed
+            ev = waiters.add()  # before claiming, so a publish meanwhile is not missed
             try:
                 delivery, due = await self._run(lambda: self._claim(queue, lease_s))
                 if delivery is None:
                     await self._wait(ev, due)
             except BaseException:  # cancelled: its wake-up, if it got one, is another's
-                self._leave(queue, ev, pass_on=True)
+                waiters.leave(ev, pass_on=True)
                 raise
             # woken for another message while claiming this one: that wake-up is another's
-            self._leave(queue, ev, pass_on=delivery is not None)
+            waiters.leave(ev, pass_on=delivery is not None)
             if delivery is not None:
                 yield delivery
 
@@ -222,15 +216,6 @@ class EmbeddedBroker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await ev.wait()
-
-    def _leave(self, queue: str, ev: asyncio.Event, *, pass_on: bool = False) -> None:
-        """A consumer stops waiting. Still listed, it would swallow the next wake-up; cancelled
-        after its wake-up (`pass_on`), it hands that wake-up to another consumer."""
-        if not ev.is_set():
-            with contextlib.suppress(ValueError):
-                self._waiters[queue].remove(ev)
-        elif pass_on:
-            self._wake(queue)
 
     async def ack(self, delivery: Delivery) -> None:
         """Deleted when this returns. Acks that arrive together share one statement."""

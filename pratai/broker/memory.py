@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
+from pratai.broker._waiters import Waiters
 from pratai.broker.base import Delivery
 
 
@@ -35,7 +36,7 @@ class _Queue:
         self.ready: list[_Message] = []  # heap by (available_at, order)
         self.leased: dict[str, tuple[float, _Message]] = {}  # id -> (lease until, message)
         self.known: set[str] = set()  # ids queued or leased: publishing them again is a no-op
-        self.waiters: collections.deque[asyncio.Event] = collections.deque()
+        self.waiters = Waiters()
 
 
 class MemoryBroker:
@@ -52,19 +53,11 @@ class MemoryBroker:
     async def close(self) -> None:
         self._closed.set()
         for queue in self._queues.values():
-            for ev in queue.waiters:
-                ev.set()
-
-    def _wake(self, queue: _Queue) -> None:
-        while queue.waiters:
-            ev = queue.waiters.popleft()
-            if not ev.is_set():
-                ev.set()
-                return
+            queue.waiters.wake_all()
 
     def _push(self, queue: _Queue, message: _Message) -> None:
         heapq.heappush(queue.ready, message)
-        self._wake(queue)
+        queue.waiters.wake_one()
 
     async def publish(self, queue: str, body: bytes, *, message_id: str | None = None) -> str:
         mid = message_id or uuid.uuid4().hex
@@ -97,26 +90,16 @@ class MemoryBroker:
                 delivery.queue = queue
                 yield delivery
                 continue
-            ev = asyncio.Event()
-            q.waiters.append(ev)
+            ev = q.waiters.add()
             wait = self.poll_s if due is None else max(0.0, due - self.clock()) + 0.001
             try:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await ev.wait()
             except BaseException:  # cancelled: its wake-up, if it got one, is another's
-                self._leave(q, ev, pass_on=True)
+                q.waiters.leave(ev, pass_on=True)
                 raise
-            self._leave(q, ev)
-
-    def _leave(self, queue: _Queue, ev: asyncio.Event, *, pass_on: bool = False) -> None:
-        """A consumer stops waiting. Still listed, it would swallow the next wake-up; cancelled
-        after its wake-up (`pass_on`), it hands that wake-up to another consumer."""
-        if not ev.is_set():
-            with contextlib.suppress(ValueError):
-                queue.waiters.remove(ev)
-        elif pass_on:
-            self._wake(queue)
+            q.waiters.leave(ev)
 
     async def ack(self, delivery: Delivery) -> None:
         q = self._queues[delivery.queue]

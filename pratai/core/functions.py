@@ -198,8 +198,11 @@ class Functions:
                 on_route(route)
 
     async def _check_bindings(self, project: Project, options: FunctionOptions) -> None:
-        if options.secrets and self.secrets is not None:
-            await self.secrets.check_bindings(project, options.secrets)
+        if not options.secrets:
+            return
+        if self.secrets is None:  # never silently accept bindings nobody checked
+            raise InvalidInput("this platform keeps no secrets to bind")
+        await self.secrets.check_bindings(project, options.secrets)
 
     def _new_function(self, project: Project, spec: DeploySpec, function_id: str) -> Function:
         """The function to deploy: of runtime "image" when it runs `options.image`."""

@@ -1,5 +1,5 @@
-"""`ApiClient`: the HTTP API call by call, for the CLI (and the SDK's uploads); where it finds the
-server and the key is `pratai.credentials`."""
+"""`ApiClient`: the HTTP API call by call, for the CLI; where it finds the server and the key is
+`pratai.credentials`, how it reads answers and writes forms is `pratai.wire` (as the SDK does)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,14 @@ from typing import Any
 import httpx
 
 from pratai.credentials import find_credentials
-from pratai.errors import ApiError
+from pratai.wire import decode, fields, unreachable
 
-__all__ = ["ApiClient", "parse_response"]
+__all__ = ["ApiClient"]
 
 
-def parse_response(response: httpx.Response) -> Any:
+def _decoded(response: httpx.Response) -> Any:
     """The decoded JSON body of a success; an `ApiError` carrying the error body otherwise."""
-    if response.status_code == 204:
-        return None
-    try:
-        body = response.json()
-    except ValueError:
-        body = response.text
-    if response.status_code >= 400:
-        message = body.get("message") if isinstance(body, dict) else str(body)
-        raise ApiError(response.status_code, message or response.reason_phrase, body)
-    return body
+    return decode(response.status_code, response.reason_phrase, response.content)
 
 
 class ApiClient:
@@ -62,8 +53,8 @@ class ApiClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
-            raise ApiError(0, f"cannot reach Pratai at {self.url}: is it running? ({exc})") from exc
-        return parse_response(response)
+            raise unreachable(self.url, exc) from exc
+        return _decoded(response)
 
     def stream_lines(self, path: str, **params: Any) -> Iterator[Any]:
         """GET a JSON-lines response, decoding each line as it arrives."""
@@ -71,33 +62,22 @@ class ApiClient:
             with self._http.stream("GET", path, params=params, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
-                    parse_response(response)
+                    _decoded(response)
                 for line in response.iter_lines():
                     if line.strip():
                         yield json.loads(line)
         except httpx.ConnectError as exc:
-            raise ApiError(0, f"cannot reach Pratai at {self.url}: is it running? ({exc})") from exc
+            raise unreachable(self.url, exc) from exc
 
     # functions
-    @staticmethod
-    def _form(options: dict[str, Any]) -> dict[str, Any]:
-        def text(v: Any) -> str:
-            return str(v).lower() if isinstance(v, bool) else str(v)
-
-        return {
-            k: [text(x) for x in v] if isinstance(v, list | tuple) else text(v)
-            for k, v in options.items()
-            if v is not None and v != ()
-        }
-
     def create_function(self, name: str, package: bytes | None, **options: Any) -> Any:
         """`package` None: an image function (options image=REF, contract=http|stdio)."""
-        form = {**self._form(options), "name": name}
+        form = {**fields(options), "name": name}
         files = {"file": ("package.zip", package)} if package is not None else None
         return self.request("POST", "/v1/functions", data=form, files=files)
 
     def update_function(self, name: str, package: bytes | None, **options: Any) -> Any:
-        form = self._form(options)
+        form = fields(options)
         files = {"file": ("package.zip", package)} if package is not None else None
         return self.request("PATCH", f"/v1/functions/{name}", data=form, files=files)
 

@@ -15,8 +15,9 @@ from pratai.sdk.base import BaseClient, MapPlan
 from pratai.sdk.executor import chunk_bodies
 from pratai.sdk.functions import BaseEvents, BaseFunctions, BaseInvocation
 from pratai.sdk.jobs import BaseJob, chunk_outcomes, unwrap
-from pratai.sdk.protocol import Conversation, Exchange, Pause, Reply, Request, unreachable
+from pratai.sdk.protocol import Conversation, Exchange, Pause, Reply, Request
 from pratai.sdk.twins import Awaiting
+from pratai.wire import unreachable
 
 __all__ = ["AsyncClient", "AsyncEvents", "AsyncFunctions", "AsyncInvocation", "AsyncJob"]
 

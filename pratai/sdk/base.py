@@ -12,8 +12,9 @@ from pratai.credentials import find_credentials
 from pratai.sdk import jobs
 from pratai.sdk.jobs import JobOptions, Requirements, options
 from pratai.sdk.pickling import dumps_call, local_python
-from pratai.sdk.protocol import Exchange, Request, call, fields, json_request
+from pratai.sdk.protocol import Exchange, Request, call, json_request
 from pratai.sdk.twins import operation
+from pratai.wire import fields
 
 __all__ = ["BaseClient", "MapPlan"]
 

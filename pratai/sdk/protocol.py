@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from pratai import wire
 from pratai.errors import ApiError
 from pratai.sdk.errors import from_api_error
 
@@ -31,10 +32,8 @@ __all__ = [
     "backoff",
     "call",
     "decode",
-    "fields",
     "form_request",
     "json_request",
-    "unreachable",
 ]
 
 T = TypeVar("T")
@@ -103,16 +102,10 @@ class Conversation(Generic[T]):
 
 def decode(reply: Reply) -> Any:
     """The JSON body of a success; the ApiError (or the SDK's subclass) of an error reply."""
-    if reply.status == 204:
-        return None
     try:
-        body: Any = json.loads(reply.content) if reply.content else None
-    except ValueError:
-        body = reply.content.decode(errors="replace")
-    if reply.status >= 400:
-        message = body.get("message") if isinstance(body, dict) else body and str(body)
-        raise from_api_error(ApiError(reply.status, message or reply.reason, body))
-    return body
+        return wire.decode(reply.status, reply.reason, reply.content)
+    except ApiError as exc:
+        raise from_api_error(exc) from None
 
 
 def call(request: Request) -> Exchange[Any]:
@@ -120,24 +113,6 @@ def call(request: Request) -> Exchange[Any]:
     reply = yield request
     assert reply is not None, "a Request is answered with its Reply"
     return decode(reply)
-
-
-def unreachable(url: str, exc: BaseException) -> ApiError:
-    return ApiError(0, f"cannot reach Pratai at {url}: is it running? ({exc})")
-
-
-def fields(options: Mapping[str, Any]) -> dict[str, str | list[str]]:
-    """Form fields or query parameters as the API reads them: booleans in lowercase, a list as
-    repeated fields, None and () left out."""
-    return {
-        k: [_text(x) for x in v] if isinstance(v, list | tuple) else _text(v)
-        for k, v in options.items()
-        if v is not None and v != ()
-    }
-
-
-def _text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def json_request(method: str, path: str, body: Any, params: Params = ()) -> Request:
@@ -148,10 +123,10 @@ def json_request(method: str, path: str, body: Any, params: Params = ()) -> Requ
 def form_request(
     method: str, path: str, form: Mapping[str, Any], package: bytes | None = None
 ) -> Request:
-    """The form of `fields(form)`, multipart when it carries a package zip. httpx encodes it:
+    """The form of `wire.fields(form)`, multipart when it carries a package zip. httpx encodes it:
     building its Request sends nothing."""
     files = {"file": ("package.zip", package)} if package is not None else None
-    built = httpx.Request(method, "http://pratai.invalid", data=fields(form), files=files)
+    built = httpx.Request(method, "http://pratai.invalid", data=wire.fields(form), files=files)
     kind = built.headers.get("Content-Type")
     return Request(
         method, path, content=built.read(), headers={"Content-Type": kind} if kind else {}

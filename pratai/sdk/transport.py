@@ -15,7 +15,8 @@ import threading
 import urllib.parse
 
 from pratai.errors import ApiError
-from pratai.sdk.protocol import Reply, Request, unreachable
+from pratai.sdk.protocol import Reply, Request
+from pratai.wire import unreachable
 
 __all__ = ["FastHttp"]
 

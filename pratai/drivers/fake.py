@@ -194,9 +194,13 @@ class FakeDriver:
             os.close(req_r)
             os.close(resp_w)
         instance = FakeInstance(spec, proc, folder)
-        await instance.connect(req_w, resp_r)
-        with stderr:
-            await self._handshake(instance, stderr)
+        try:
+            await instance.connect(req_w, resp_r)
+            with stderr:
+                await self._handshake(instance, stderr)
+        except BaseException:  # e.g. a cold start cancelled: leave no process behind
+            await instance.stop()
+            raise
         instance.init_ms = _ms_since(started)
         return instance
 

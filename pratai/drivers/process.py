@@ -108,8 +108,12 @@ class ProcessDriver:
         runtime = self._check(spec)  # before anything needs cleaning up
         cgroup = self.cgroups.create(spec.key, spec.memory_mb * 1024 * 1024, self.settings.max_pids)
         instance, request_w, response_r = self._launch(spec, runtime, cgroup)
-        await instance.connect(request_w, response_r)
-        await instance.handshake(self.start_timeout)
+        try:
+            await instance.connect(request_w, response_r)
+            await instance.handshake(self.start_timeout)
+        except BaseException:  # e.g. a cold start cancelled: leave no sandbox or cgroup behind
+            await instance.stop()
+            raise
         return instance
 
     def _check(self, spec: InstanceSpec) -> Runtime:

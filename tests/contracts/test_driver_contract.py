@@ -4,9 +4,12 @@ does (isolation, cgroups, uids, network) is in tests/drivers/test_process.py."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 import textwrap
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from pratai.drivers.fake import FakeDriver
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SandboxError
 from pratai.settings import Settings
+from tests.helpers import wait_for_async
 
 Start = Callable[..., Awaitable[Instance]]
 NO_BWRAP = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
@@ -215,3 +219,28 @@ async def test_stop_is_idempotent_and_ends_the_instance(start: Start) -> None:
 
 def test_features_name_the_driver(driver: Driver) -> None:
     assert driver.features()["driver"] == driver.name
+
+
+def _with_env(token: str) -> list[int]:
+    """The pids of processes whose environment holds `token`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and token.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+async def test_a_start_cancelled_while_loading_leaves_nothing_running(start: Start) -> None:
+    """A cold start given up (its call cancelled) stops what it started."""
+    token = f"canary-{uuid.uuid4().hex}"
+    loading = asyncio.ensure_future(
+        start("import time\ntime.sleep(60)\ndef main(p):\n    return 1\n", env={"T": token})
+    )
+    await wait_for_async(lambda: _with_env(token), timeout=30, what="the instance to start")
+    loading.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loading
+    await wait_for_async(lambda: not _with_env(token), timeout=30, what="its processes to end")

@@ -74,6 +74,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    missing = [path for path in FAST_MODULES if not (ROOT / path).is_file()]
+    if missing:  # a module renamed or moved would leave the fast tier without a word
+        raise pytest.UsageError(f"FAST_MODULES names files that do not exist: {missing}")
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """In the fast tier, modules outside it are not even imported."""
     if not config.getoption("--fast") or collection_path.suffix != ".py":

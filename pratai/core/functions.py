@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pratai.core.capacity import NodeCapacity, check_fits
 from pratai.core.gateway import RouteSpec, new_route
 from pratai.core.images import Images, check_contract, image_digest
 from pratai.core.models import (
@@ -102,8 +103,10 @@ class Functions:
         evictor: InstanceEvictor | None = None,
         images: Images | None = None,
         secrets: Secrets | None = None,
+        capacity: NodeCapacity | None = None,
     ) -> None:
         self.settings = settings
+        self.capacity = capacity  # None: no node's budget is known, nothing is refused
         self.store = store
         self.workspace = workspace
         self.evictor = evictor
@@ -218,6 +221,7 @@ class Functions:
             latest_version=1,
             active_version=1 if package is None else None,  # an image needs no build
         )
+        check_fits(self.capacity, f"function {spec.name!r}", function.memory_mb)
         return function, package
 
     async def update(
@@ -226,6 +230,8 @@ class Functions:
         """A new package makes a new version; options alone change the function in place."""
         await self._check_bindings(project, options)
         _check_options(options)
+        if options.memory_mb is not None:
+            check_fits(self.capacity, f"function {name!r}", options.memory_mb)
         function = await self.get(project, name)
         if options.runtime is not None and options.runtime != function.runtime:
             raise InvalidInput(

@@ -22,6 +22,7 @@ from pratai.drivers import InstanceSpec
 from pratai.drivers.instance import ProcessInstance
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SandboxError
+from pratai.node.budget import MemoryBudget
 from pratai.node.pool import Outcome, VersionPool
 from pratai.settings import Settings
 from tests.helpers import code, make_zip, wait_for_async
@@ -98,7 +99,7 @@ async def make_pool(settings: Settings, driver: RecordingDriver) -> AsyncIterato
             memory_mb=128,
             name="pooltest",
         )
-        pool = VersionPool(driver, spec, concurrency)
+        pool = VersionPool(driver, spec, concurrency, budget=MemoryBudget(settings.node_memory_mb))
         pools.append(pool)
         return pool
 

@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from pratai.artifacts.filesystem import FilesystemArtifacts
-from pratai.core.models import new_id
-from pratai.core.workspace import Workspace
-from pratai.drivers import InstanceSpec
-from pratai.drivers.fake import FakeDriver, FakeInstance
+from pratai.drivers.fake import FakeDriver
 from pratai.errors import SandboxError
 from pratai.node.budget import MemoryBudget, NodeMemoryFull
 from pratai.node.pool import Outcome, VersionPool
 from pratai.settings import Settings
-from tests.helpers import code, make_zip, wait_for_async
+from tests.helpers import code, wait_for_async
+from tests.node.pools import MakePool, Recording, call
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -40,59 +34,15 @@ HANDLER = code("""
         return TOKEN
 """)
 
-MakePool = Callable[..., Awaitable[VersionPool]]
 
-
-class RecordingDriver(FakeDriver):
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.started: list[FakeInstance] = []
-
-    async def start(self, spec: InstanceSpec) -> FakeInstance:
-        instance = await super().start(spec)
-        self.started.append(instance)
-        return instance
+@pytest.fixture
+def driver(settings: Settings) -> Recording:
+    return Recording(FakeDriver(settings))
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings.from_env({"PRATAI_HOME": str(tmp_path / "home")})
-
-
-@pytest.fixture
-def driver(settings: Settings) -> Iterator[RecordingDriver]:
-    yield RecordingDriver(settings)
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def make_pool(settings: Settings, driver: RecordingDriver) -> AsyncIterator[MakePool]:
-    workspace = Workspace(settings, FilesystemArtifacts(settings.artifacts_dir))
-    pools: list[VersionPool] = []
-
-    async def make(
-        budget: MemoryBudget, memory_mb: int = 128, concurrency: int = 1, source: str = HANDLER
-    ) -> VersionPool:
-        digest = workspace.artifacts.put(make_zip({"main.py": source}))
-        spec = InstanceSpec(
-            key=f"budget-{new_id()[:12]}",
-            code_dir=await workspace.code_dir(digest),
-            env_dir=None,
-            handler="main.main",
-            memory_mb=memory_mb,
-        )
-        pool = VersionPool(driver, spec, concurrency, budget=budget)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        await pool.close()
-    for instance in driver.started:
-        await instance.stop()
-
-
-async def call(pool: VersionPool, payload: Any = None, timeout_s: float = 10.0) -> Outcome:
-    return await pool.call(json.dumps(payload or {}).encode(), "application/json", timeout_s)
+def handler() -> str:
+    return HANDLER
 
 
 def token(outcome: Outcome) -> str:
@@ -110,7 +60,7 @@ async def busy_call(pool: VersionPool, until: Path) -> asyncio.Task[Outcome]:
 
 
 async def test_instances_within_the_budget_all_stay_warm(
-    make_pool: MakePool, driver: RecordingDriver
+    make_pool: MakePool, driver: Recording
 ) -> None:
     budget = MemoryBudget(256)
     first, second = await make_pool(budget), await make_pool(budget)
@@ -128,7 +78,7 @@ async def test_instances_within_the_budget_all_stay_warm(
 
 
 async def test_idle_instances_go_least_recently_used_first_across_pools(
-    make_pool: MakePool, driver: RecordingDriver
+    make_pool: MakePool, driver: Recording
 ) -> None:
     budget = MemoryBudget(256)
     a, b, c = [await make_pool(budget) for _ in range(3)]
@@ -149,7 +99,7 @@ async def test_idle_instances_go_least_recently_used_first_across_pools(
 
 
 async def test_a_call_waits_while_busy_instances_fill_the_budget(
-    make_pool: MakePool, driver: RecordingDriver, tmp_path: Path
+    make_pool: MakePool, driver: Recording, tmp_path: Path
 ) -> None:
     budget = MemoryBudget(256)
     holder, waiter = await make_pool(budget, memory_mb=256), await make_pool(budget)
@@ -168,7 +118,7 @@ async def test_a_call_waits_while_busy_instances_fill_the_budget(
 
 
 async def test_a_call_waits_for_its_own_pools_busy_instance_and_reuses_it(
-    make_pool: MakePool, driver: RecordingDriver, tmp_path: Path
+    make_pool: MakePool, driver: Recording, tmp_path: Path
 ) -> None:
     budget = MemoryBudget(128)
     pool = await make_pool(budget, concurrency=2)
@@ -210,7 +160,7 @@ async def test_an_instance_larger_than_the_budget_is_refused_at_once(make_pool: 
 
 
 async def test_stopped_and_failed_instances_give_their_memory_back(
-    make_pool: MakePool, driver: RecordingDriver
+    make_pool: MakePool, driver: Recording
 ) -> None:
     budget = MemoryBudget(256)
     broken = await make_pool(budget, source="import no_such_module\n")

@@ -34,6 +34,7 @@ log = logging.getLogger("pratai.functions")
 
 MIN_MEMORY_MB = 16
 MAX_MEMORY_MB = 8192
+DEFAULT_MEMORY_MB = 128
 MAX_TIMEOUT_S = 900
 MAX_CONCURRENCY = 1000
 MAX_RETRIES = 20
@@ -203,6 +204,7 @@ class Functions:
         options = spec.options
         check_name(spec.name)
         _check_options(options)
+        check_fits(self.capacity, f"function {spec.name!r}", options.memory_mb or DEFAULT_MEMORY_MB)
         package = None if options.image is not None else spec.package
         if package is None and not options.image:
             raise InvalidInput("a function needs a package (--file) or an image (--image)")
@@ -211,7 +213,7 @@ class Functions:
             project_id=project.id,
             name=spec.name,
             description=options.description or "",
-            memory_mb=options.memory_mb or 128,
+            memory_mb=options.memory_mb or DEFAULT_MEMORY_MB,
             timeout_s=options.timeout_s or 30.0,
             network=bool(options.network),
             concurrency=options.concurrency or self.settings.default_concurrency,
@@ -221,7 +223,6 @@ class Functions:
             latest_version=1,
             active_version=1 if package is None else None,  # an image needs no build
         )
-        check_fits(self.capacity, f"function {spec.name!r}", function.memory_mb)
         return function, package
 
     async def update(

@@ -44,6 +44,7 @@ from pratai.drivers.podman import PodmanDriver, PodmanEngine
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SettingsError
 from pratai.node.agent import Node
+from pratai.node.budget import MemoryBudget
 from pratai.node.jobs import JobRunner, detect_runtimes
 from pratai.scheduler import Scheduler
 from pratai.settings import Settings
@@ -81,14 +82,18 @@ class Platform:
         secrets = Secrets(store, load_keys(settings.secrets_key, settings.home / "secrets.key"))
         sandbox = ProcessDriver(settings)
         driver = sandbox if driver is None else driver
+        budget = MemoryBudget(settings.node_memory_mb)  # the node's: functions' and jobs'
         node = Node(
             settings,
             driver,
             workspace,
             secret_env=secrets.environment,
             image_driver=PodmanDriver(settings),
+            budget=budget,
         )
-        job_runner = JobRunner(settings, workspace, commands=sandbox, callables=driver)
+        job_runner = JobRunner(
+            settings, workspace, commands=sandbox, callables=driver, budget=budget
+        )
         secrets.listeners.append(node.evict_all)
         services = _services(
             settings, store, broker, workspace, secrets=secrets, node=node, job_runner=job_runner
@@ -180,10 +185,19 @@ def _services(
     job_runner: JobRunner,
 ) -> Services:
     """The core's services on these backends, wired to tell each other of changes."""
-    jobs = Jobs(settings, store, broker, detect_runtimes(settings), executor=job_runner)
+    runtimes = detect_runtimes(settings)
+    jobs = Jobs(settings, store, broker, runtimes, executor=job_runner, capacity=node.budget)
     tenants = Tenants(store)
     images = Images(store, PodmanEngine())
-    functions = Functions(settings, store, workspace, evictor=node, images=images, secrets=secrets)
+    functions = Functions(
+        settings,
+        store,
+        workspace,
+        evictor=node,
+        images=images,
+        secrets=secrets,
+        capacity=node.budget,  # one node: the budget of `pratai serve`'s own
+    )
     invocations = Invocations(settings, store, broker, executor=node)
     events = Events(settings, store, invocations)
     triggers = Triggers(store, events)

@@ -25,6 +25,7 @@
 | PRATAI_KEYSTONE_URL | | http(s) URL | Keystone endpoint (needed by PRATAI_AUTH=keystone) |
 | PRATAI_KEYSTONE_SERVICE_TOKEN | | any | token Pratai validates user tokens with |
 | PRATAI_RETRY_BASE_S | 1 | seconds >= 0 | first retry of an async invocation (then doubling) |
+| PRATAI_NODE_MEMORY_MB | RAM less a reserve | integer >= 16 | a node's memory budget (see below) |
 
 Every variable is parsed and checked when the process starts (`Settings.from_env`); an unset or
 empty variable takes its default. A bad value stops `pratai serve` at once with one line per bad
@@ -41,6 +42,11 @@ kinds of values:
 - Fernet keys: 32 url-safe base64-encoded bytes each (`Fernet.generate_key()`).
 
 Values of secret variables are not repeated in errors, nor passwords in URLs.
+
+The memory limits (`--memory`) of a node's instances, of functions and jobs alike, add up to at
+most its memory budget, PRATAI_NODE_MEMORY_MB. By default it is the machine's RAM less a reserve
+for the platform of 10% of the RAM, at least 512 MB (at most half the RAM). In a container
+whose memory is limited, set it to that limit less the reserve (see `pratai/node/budget.py`).
 
 When Pratai runs as root, sandboxes run as an unprivileged uid, which must be able to reach the
 sandbox folder. If the data folder sits inside a private directory (such as /root), the sandbox
@@ -73,6 +79,12 @@ def _default_sandbox_python() -> str:
 
 def _default_sandbox_node() -> str:
     return "/usr/bin/node" if Path("/usr/bin/node").exists() else (shutil.which("node") or "")
+
+
+def _default_node_memory_mb() -> int:
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    reserve = min(max(512, ram // 10), ram // 2)
+    return ram - reserve
 
 
 def _traversable_by_others(path: Path) -> bool:
@@ -240,6 +252,7 @@ VARIABLES: dict[str, _Variable] = {
     "PRATAI_KEYSTONE_URL": _Variable("keystone_url", _http_url),
     "PRATAI_KEYSTONE_SERVICE_TOKEN": _Variable("keystone_service_token", _text, secret=True),
     "PRATAI_RETRY_BASE_S": _Variable("retry_base_s", _seconds),
+    "PRATAI_NODE_MEMORY_MB": _Variable("node_memory_mb", _integer(16)),
 }
 
 
@@ -275,10 +288,13 @@ class Settings:
     auth: str = "keys"
     keystone_url: str = ""
     keystone_service_token: str = ""
+    node_memory_mb: int = 0  # 0 means the default: RAM less a reserve (see above)
 
     def __post_init__(self) -> None:
         if self.sandbox_dir == Path():
             object.__setattr__(self, "sandbox_dir", _default_sandbox_dir(self.home))
+        if self.node_memory_mb == 0:
+            object.__setattr__(self, "node_memory_mb", _default_node_memory_mb())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -49,6 +49,7 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
     "tests/core/test_packages.py": (),
     "tests/core/test_scheduler.py": (),
     "tests/drivers/test_runtimes.py": (),
+    "tests/node/test_budget.py": (),
     "tests/node/test_worker.py": (),
     "tests/sdk/test_aio.py": (),
     "tests/sdk/test_client.py": ("test_a_failed_build_raises",),  # the package index

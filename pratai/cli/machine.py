@@ -34,13 +34,15 @@ def serve() -> None:
 
 @command()
 def doctor() -> Answer:
-    """Report which sandbox isolation features are active on this machine."""
+    """Report which sandbox isolation features are active on this machine, and its node's
+    memory budget."""
     from pratai.drivers.podman import PodmanDriver
     from pratai.drivers.process import ProcessDriver
 
     settings = load_settings()
     features = ProcessDriver(settings).features()
     features.update(PodmanDriver(settings).probe())  # container image functions
+    features["memory_budget_mb"] = settings.node_memory_mb  # in use: GET /v1/node's "memory"
     shown = [(k, ", ".join(v) if isinstance(v, list) else v) for k, v in features.items()]
     return Answer.pairs(features, shown)
 

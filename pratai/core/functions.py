@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pratai.core.capacity import NodeCapacity, check_fits
 from pratai.core.gateway import RouteSpec, new_route
 from pratai.core.images import Images, check_contract, image_digest
 from pratai.core.models import (
@@ -34,6 +35,7 @@ log = logging.getLogger("pratai.functions")
 
 MIN_MEMORY_MB = 16
 MAX_MEMORY_MB = 8192
+DEFAULT_MEMORY_MB = 128
 MAX_TIMEOUT_S = 900
 MAX_CONCURRENCY = 1000
 MAX_RETRIES = 20
@@ -103,8 +105,10 @@ class Functions:
         evictor: InstanceEvictor | None = None,
         images: Images | None = None,
         secrets: Secrets | None = None,
+        capacity: NodeCapacity | None = None,
     ) -> None:
         self.settings = settings
+        self.capacity = capacity  # None: no node's budget is known, nothing is refused
         self.store = store
         self.workspace = workspace
         self.evictor = evictor
@@ -209,6 +213,7 @@ class Functions:
         options = spec.options
         check_name(spec.name)
         _check_options(options)
+        check_fits(self.capacity, f"function {spec.name!r}", options.memory_mb or DEFAULT_MEMORY_MB)
         package = None if options.image is not None else spec.package
         if package is None and not options.image:
             raise InvalidInput("a function needs a package (--file) or an image (--image)")
@@ -217,7 +222,7 @@ class Functions:
             project_id=project.id,
             name=spec.name,
             description=options.description or "",
-            memory_mb=options.memory_mb or 128,
+            memory_mb=options.memory_mb or DEFAULT_MEMORY_MB,
             timeout_s=options.timeout_s or 30.0,
             network=bool(options.network),
             concurrency=options.concurrency or self.settings.default_concurrency,
@@ -234,6 +239,8 @@ class Functions:
         """A new package makes a new version; options alone change the function in place."""
         await self._check_bindings(project, options)
         _check_options(options)
+        if options.memory_mb is not None:
+            check_fits(self.capacity, f"function {name!r}", options.memory_mb)
         function = await self.get(project, name)
         if options.runtime is not None and options.runtime != function.runtime:
             raise InvalidInput(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pratai.broker import Broker
+from pratai.core.capacity import NodeCapacity, check_fits
 from pratai.core.models import Job, JobKind, Project, Status, new_id, now
 from pratai.core.ports import JobStore
 from pratai.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, RuntimeMismatch
@@ -31,6 +32,7 @@ JOBS_QUEUE = "jobs"
 PICKLE_TYPE = "application/vnd.pratai.pickle"
 MAX_JOB_TIMEOUT_S = 86_400.0
 MIN_JOB_MEMORY_MB, MAX_JOB_MEMORY_MB = 16, 8192
+DEFAULT_JOB_MEMORY_MB = 256
 DONE_CACHE = 4096  # finished jobs kept in memory for waiting callers
 PENDING_CACHE = 65536
 MARK_DELAY_S = 0.05  # a job that ends sooner is never stored as running
@@ -124,8 +126,10 @@ class Jobs:
         broker: Broker,
         runtimes: Runtimes,
         executor: JobExecutor | None = None,
+        capacity: NodeCapacity | None = None,
     ) -> None:
         self.settings = settings
+        self.capacity = capacity  # None: no node's budget is known, nothing is refused
         self.store = store
         self.broker = broker
         self.runtimes = runtimes
@@ -170,12 +174,14 @@ class Jobs:
                 f"{self.settings.max_payload_bytes} bytes",
                 limit=self.settings.max_payload_bytes,
             )
+        memory_mb = spec.memory_mb or DEFAULT_JOB_MEMORY_MB
+        check_fits(self.capacity, "the job", memory_mb)
         return {
             "runtime": self.runtimes.resolve(spec.runtime),
             "command": list(spec.command),
             "env": dict(spec.env),
             "stdin": spec.stdin,
-            "memory_mb": spec.memory_mb or 256,
+            "memory_mb": memory_mb,
             "timeout_s": spec.timeout_s or 300.0,
             "network": spec.network,
         }
@@ -200,6 +206,8 @@ class Jobs:
                 server=self.runtimes.python,
             )
         check_limits(memory_mb, timeout_s)
+        memory_mb = memory_mb or DEFAULT_JOB_MEMORY_MB
+        check_fits(self.capacity, "the job", memory_mb)
         if not payload:
             raise InvalidInput("the job is empty: send a pickled callable")
         for requirement in requirements:
@@ -213,7 +221,7 @@ class Jobs:
             stdin=payload,
             requirements=sorted(r.strip() for r in requirements),
             requirements_hash=requirements_hash(requirements),
-            memory_mb=memory_mb or 256,
+            memory_mb=memory_mb,
             timeout_s=timeout_s or 300.0,
             network=network,
         )

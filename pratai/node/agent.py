@@ -14,6 +14,7 @@ from pratai.core.secrets import Secrets, mask
 from pratai.core.workspace import Workspace
 from pratai.drivers import Driver, InstanceSpec
 from pratai.errors import SandboxError
+from pratai.node.budget import MemoryBudget
 from pratai.node.pool import Pools, VersionPool
 from pratai.node.records import fail, finish
 from pratai.node.worker import Worker
@@ -31,8 +32,11 @@ class Node:
         workspace: Workspace,
         secret_env: Callable[[Function], Awaitable[dict[str, str]]] | None = None,
         image_driver: Driver | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
+        """`budget` is shared with the node's job runner (default: one of this node's own)."""
         self.settings = settings
+        self.budget = MemoryBudget(settings.node_memory_mb) if budget is None else budget
         self.driver = driver
         self.image_driver = image_driver  # runs functions of runtime "image"
         self.workspace = workspace
@@ -77,7 +81,7 @@ class Node:
                 "PRATAI_VERSION": str(version.version),
             },
         )
-        pool = VersionPool(driver, spec, function.concurrency)
+        pool = VersionPool(driver, spec, function.concurrency, budget=self.budget)
         pool.secret_values = sorted(secrets.values(), key=len, reverse=True)
         return pool
 
@@ -126,5 +130,6 @@ class Node:
     def stats(self) -> dict[str, object]:
         return {
             "pools": self._pools.stats(),
+            "memory": self.budget.stats(),
             "driver": json.loads(json.dumps(self.driver.features(), default=str)),
         }

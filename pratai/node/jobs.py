@@ -23,6 +23,7 @@ from pratai.drivers.commands import run_command
 from pratai.drivers.process import ProcessDriver
 from pratai.drivers.runtime_files import PACKAGED, write_once
 from pratai.errors import SandboxError
+from pratai.node.budget import MemoryBudget
 from pratai.node.pool import Pools, VersionPool
 from pratai.node.records import fail, finish
 from pratai.node.worker import Worker
@@ -64,10 +65,13 @@ class JobRunner:
         *,
         commands: ProcessDriver,
         callables: Driver | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         """`commands` runs command jobs (they need its sandbox's launcher); `callables`, the
-        warm pools of SDK callables, may be any Driver (it defaults to `commands`)."""
+        warm pools of SDK callables, may be any Driver (it defaults to `commands`). `budget`
+        is shared with the node's functions (default: one of its own)."""
         self.settings = settings
+        self.budget = MemoryBudget(settings.node_memory_mb) if budget is None else budget
         self.commands = commands
         self.callables: Driver = commands if callables is None else callables
         self.workspace = workspace
@@ -108,14 +112,17 @@ class JobRunner:
         env = {**job.env, "PRATAI_JOB_ID": job.id}
         spec = _sandbox(job, f"job-{job.id}", code_dir, name=job.saved_name or job.id, env=env)
         streams = {name: _Output(self.settings.max_output_bytes) for name in ("stdout", "stderr")}
-        progress(job)  # it starts now
 
         def sink(name: str, chunk: bytes) -> None:
             streams[name].add(chunk)
             job.stdout, job.stderr = streams["stdout"].text(), streams["stderr"].text()
             progress(job)
 
-        done = await run_command(self.commands, spec, job.command, job.stdin, job.timeout_s, sink)
+        async with self.budget.held(job.memory_mb, job.timeout_s):
+            progress(job)  # it starts now, with room in the node's memory
+            done = await run_command(
+                self.commands, spec, job.command, job.stdin, job.timeout_s, sink
+            )
         job.stdout, job.stderr = streams["stdout"].text(), streams["stderr"].text()
         finish(job, done)
         job.exit_code = done.exit_code
@@ -135,7 +142,8 @@ class JobRunner:
         key = f"jobs-{(job.requirements_hash or 'plain')[:12]}-{job.memory_mb}"
         code_dir = await asyncio.to_thread(self.callable_code)
         spec = _sandbox(job, key, code_dir, env_dir, handler="pratai_job.main")
-        return VersionPool(self.callables, spec, self.settings.default_concurrency)
+        concurrency = self.settings.default_concurrency
+        return VersionPool(self.callables, spec, concurrency, budget=self.budget)
 
     async def _callable(self, job: Job, progress: Callable[[Job], None]) -> Job:
         key = (job.requirements_hash, job.memory_mb, job.network)

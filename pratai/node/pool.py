@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from pratai.drivers import CallResult, Driver, Instance, InstanceSpec
+from pratai.node.budget import MemoryBudget
 
 K = TypeVar("K", bound=Hashable)
 
@@ -22,18 +23,24 @@ class Outcome:
 
 
 class VersionPool:
-    """Calls beyond `concurrency` wait their turn instead of failing."""
+    """Calls beyond `concurrency` wait their turn instead of failing. Each instance holds its
+    memory limit in the node's `budget` from its start to its stop."""
 
-    def __init__(self, driver: Driver, spec: InstanceSpec, concurrency: int) -> None:
+    def __init__(
+        self, driver: Driver, spec: InstanceSpec, concurrency: int, *, budget: MemoryBudget
+    ) -> None:
         self.driver = driver
         self.spec = spec
         self.concurrency = concurrency
+        self.budget = budget
         self._slots = asyncio.Semaphore(concurrency)
         self._idle: list[tuple[float, Instance]] = []  # (last used, instance), newest last
+        self._live: dict[int, Instance] = {}  # by id(): each instance holding its memory
         self.busy = 0
         self.last_used = time.monotonic()
         self.closed = False
         self.secret_values: list[str] = []  # masked in what the function prints
+        budget.add(self)
 
     @property
     def size(self) -> int:
@@ -46,18 +53,19 @@ class VersionPool:
         timeout_s: float,
         on_start: Callable[[], None] | None = None,
     ) -> Outcome:
-        """`on_start` is called once the call has its turn (a slot), before any cold start."""
+        """`on_start` is called once the call has its turn (a slot), before any cold start. A
+        cold start waits for room in the memory budget up to `timeout_s` (NodeMemoryFull)."""
         self.last_used = time.monotonic()
         async with self._slots:
             if on_start is not None:
                 on_start()
             self.busy += 1
             try:
-                instance, cold = await self._take()
+                instance, cold = await self._take(self.budget.deadline(timeout_s))
                 try:
                     result = await instance.call(payload, content_type, timeout_s)
                 except asyncio.CancelledError:  # mid-call: its late answer would confuse the
-                    await instance.stop()  # next caller, so this instance goes
+                    await self._stop(instance)  # next caller, so this instance goes
                     raise
                 finally:
                     await self._give_back(instance)
@@ -65,19 +73,45 @@ class VersionPool:
             finally:
                 self.busy -= 1
 
-    async def _take(self) -> tuple[Instance, bool]:
-        while self._idle:
-            _, instance = self._idle.pop()
-            if instance.alive:
-                return instance, False
-            await instance.stop()
-        return await self.driver.start(self.spec), True
+    async def _take(self, deadline: float) -> tuple[Instance, bool]:
+        while True:
+            while self._idle:
+                _, instance = self._idle.pop()
+                if instance.alive:
+                    return instance, False
+                await self._stop(instance)
+            if await self.budget.admit(self.spec.memory_mb, deadline):
+                break
+        try:
+            instance = await self.driver.start(self.spec)
+        except BaseException:
+            self.budget.release(self.spec.memory_mb)
+            raise
+        self._live[id(instance)] = instance
+        return instance, True
 
     async def _give_back(self, instance: Instance) -> None:
         if instance.alive and not self.closed:
             self._idle.append((time.monotonic(), instance))
+            self.budget.changed()  # a call waiting for room may take it, or stop it
         else:
+            await self._stop(instance)
+
+    async def _stop(self, instance: Instance) -> None:
+        """Stops it, then gives its memory back (once, however often it is stopped)."""
+        held = self._live.pop(id(instance), None) is not None
+        try:
             await instance.stop()
+        finally:
+            if held:
+                self.budget.release(self.spec.memory_mb)
+
+    def oldest_idle(self) -> float | None:
+        return self._idle[0][0] if self._idle else None
+
+    async def stop_oldest_idle(self) -> None:
+        _, instance = self._idle.pop(0)
+        await self._stop(instance)
 
     async def reap(self, idle_timeout: float) -> None:
         """Stop instances idle longer than `idle_timeout`."""
@@ -85,13 +119,13 @@ class VersionPool:
         stale = [inst for used, inst in self._idle if used < cutoff]
         self._idle = [(used, inst) for used, inst in self._idle if used >= cutoff]
         for instance in stale:
-            await instance.stop()
+            await self._stop(instance)
 
     async def close(self) -> None:
         self.closed = True
         idle, self._idle = self._idle, []
         for _, instance in idle:
-            await instance.stop()
+            await self._stop(instance)
 
 
 class Pools(Generic[K]):
@@ -142,6 +176,11 @@ class Pools(Generic[K]):
 
     def stats(self) -> list[dict[str, object]]:
         return [
-            {"key": pool.spec.key, "busy": pool.busy, "instances": pool.size}
+            {
+                "key": pool.spec.key,
+                "busy": pool.busy,
+                "instances": pool.size,
+                "memory_mb": pool.spec.memory_mb,
+            }
             for pool in self._pools.values()
         ]

@@ -8,23 +8,16 @@ import asyncio
 import itertools
 import json
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from pratai.artifacts.filesystem import FilesystemArtifacts
-from pratai.core.models import new_id
-from pratai.core.workspace import Workspace
-from pratai.drivers import InstanceSpec
-from pratai.drivers.instance import ProcessInstance
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SandboxError
 from pratai.node.pool import Outcome, VersionPool
 from pratai.settings import Settings
-from tests.helpers import code, make_zip, wait_for_async
+from tests.helpers import code, wait_for_async
+from tests.node.pools import MakePool, Recording, call
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed"),
@@ -53,64 +46,15 @@ HANDLER = code("""
         return {"token": TOKEN, "calls": calls, "started": started, "ended": time.time()}
 """)
 
-MakePool = Callable[..., Awaitable[VersionPool]]
 
-
-class RecordingDriver(ProcessDriver):
-    """The real driver, remembering every instance it started (to check they were stopped)."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.started: list[ProcessInstance] = []
-
-    async def start(self, spec: InstanceSpec) -> ProcessInstance:
-        instance = await super().start(spec)
-        self.started.append(instance)
-        return instance
+@pytest.fixture
+def driver(settings: Settings) -> Recording:
+    return Recording(ProcessDriver(settings))
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Iterator[Settings]:
-    s = Settings.from_env({"PRATAI_HOME": str(tmp_path / "home")})
-    yield s
-    if not s.sandbox_dir.is_relative_to(s.home):
-        shutil.rmtree(s.sandbox_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def driver(settings: Settings) -> RecordingDriver:
-    return RecordingDriver(settings)
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def make_pool(settings: Settings, driver: RecordingDriver) -> AsyncIterator[MakePool]:
-    workspace = Workspace(settings, FilesystemArtifacts(settings.artifacts_dir))
-    pools: list[VersionPool] = []
-
-    async def make(concurrency: int = 1, source: str = HANDLER) -> VersionPool:
-        digest = workspace.artifacts.put(make_zip({"main.py": source}))
-        code_dir = await workspace.code_dir(digest)
-        spec = InstanceSpec(
-            key=f"pooltest-{new_id()[:12]}",
-            code_dir=code_dir,
-            env_dir=None,
-            handler="main.main",
-            memory_mb=128,
-            name="pooltest",
-        )
-        pool = VersionPool(driver, spec, concurrency)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        await pool.close()
-    for instance in driver.started:
-        await instance.stop()
-
-
-async def call(pool: VersionPool, payload: Any = None, timeout_s: float = 10.0) -> Outcome:
-    return await pool.call(json.dumps(payload or {}).encode(), "application/json", timeout_s)
+def handler() -> str:
+    return HANDLER
 
 
 def answer(outcome: Outcome) -> dict[str, Any]:
@@ -144,7 +88,7 @@ class PeakSize:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def test_warm_instance_is_reused(make_pool: MakePool, driver: RecordingDriver) -> None:
+async def test_warm_instance_is_reused(make_pool: MakePool, driver: Recording) -> None:
     pool = await make_pool()
     first = await call(pool)
     second = await call(pool)
@@ -158,7 +102,7 @@ async def test_warm_instance_is_reused(make_pool: MakePool, driver: RecordingDri
 
 
 async def test_concurrency_one_serialises_calls_on_one_instance(
-    make_pool: MakePool, driver: RecordingDriver
+    make_pool: MakePool, driver: Recording
 ) -> None:
     pool = await make_pool(concurrency=1)
     async with PeakSize(pool) as size:
@@ -176,9 +120,7 @@ async def test_concurrency_one_serialises_calls_on_one_instance(
     assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(spans))
 
 
-async def test_pool_grows_up_to_its_concurrency(
-    make_pool: MakePool, driver: RecordingDriver
-) -> None:
+async def test_pool_grows_up_to_its_concurrency(make_pool: MakePool, driver: Recording) -> None:
     pool = await make_pool(concurrency=3)
     async with PeakSize(pool) as size:
         outcomes = await asyncio.gather(
@@ -198,7 +140,7 @@ async def test_pool_grows_up_to_its_concurrency(
     [("exit", "failed", "InstanceCrashed"), ("hang", "timed_out", "TimedOut")],
 )
 async def test_broken_instance_is_replaced_on_the_next_call(
-    make_pool: MakePool, driver: RecordingDriver, action: str, status: str, error_type: str
+    make_pool: MakePool, driver: Recording, action: str, status: str, error_type: str
 ) -> None:
     pool = await make_pool()
     before = answer(await call(pool))["token"]
@@ -216,7 +158,7 @@ async def test_broken_instance_is_replaced_on_the_next_call(
     assert pool.size == 1 and len(driver.started) == 2
 
 
-async def test_reap_stops_idle_instances(make_pool: MakePool, driver: RecordingDriver) -> None:
+async def test_reap_stops_idle_instances(make_pool: MakePool, driver: Recording) -> None:
     pool = await make_pool()
     first = answer(await call(pool))
     await pool.reap(idle_timeout=60)  # not idle long enough: kept
@@ -232,7 +174,7 @@ async def test_reap_stops_idle_instances(make_pool: MakePool, driver: RecordingD
 
 
 async def test_close_stops_idle_instances_and_busy_ones_when_they_finish(
-    make_pool: MakePool, driver: RecordingDriver
+    make_pool: MakePool, driver: Recording
 ) -> None:
     pool = await make_pool(concurrency=2)
     await asyncio.gather(*(call(pool, {"action": "sleep", "seconds": 0.1}) for _ in range(2)))
@@ -250,7 +192,7 @@ async def test_close_stops_idle_instances_and_busy_ones_when_they_finish(
     assert not any(inst.alive for inst in driver.started)
 
 
-async def test_a_failed_start_frees_its_slot(make_pool: MakePool, driver: RecordingDriver) -> None:
+async def test_a_failed_start_frees_its_slot(make_pool: MakePool, driver: Recording) -> None:
     pool = await make_pool(
         concurrency=1, source="import no_such_module\n\ndef main(p):\n    return p\n"
     )

@@ -1,0 +1,28 @@
+"""What the nodes can hold: a function or job whose memory fits no node is refused at once,
+rather than queued to wait for room that never comes."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pratai.errors import InvalidInput
+
+
+class NodeCapacity(Protocol):
+    def largest_budget_mb(self) -> int:
+        """The largest memory budget of any node that takes work: the most memory one
+        instance can have."""
+
+
+def check_fits(capacity: NodeCapacity | None, what: str, memory_mb: int) -> None:
+    """Raises InvalidInput when `memory_mb` exceeds the memory budget of every node."""
+    if capacity is None:
+        return
+    largest = capacity.largest_budget_mb()
+    if memory_mb > largest:
+        raise InvalidInput(
+            f"{what} asks for {memory_mb} MB of memory, more than any node can give: the "
+            f"largest node memory budget is {largest} MB (PRATAI_NODE_MEMORY_MB)",
+            memory_mb=memory_mb,
+            largest_budget_mb=largest,
+        )

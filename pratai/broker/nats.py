@@ -18,8 +18,10 @@ for has run; if the process dies they stop and the message comes back after one 
 
 A consumer waits in a pull request with a long expiry and idle heartbeats: a publish wakes it at
 once; it asks again after a reconnect or when the heartbeats stop (a server restarted), and rides
-out the errors meanwhile. `publish`, `ack` and `nack` return once the server has answered, and
-retry (for `retry_s`) while it cannot: nothing accepted is lost.
+out the errors meanwhile. `publish` returns once the server has stored the message, retrying
+(for `retry_s`) while it cannot: nothing accepted is lost. `ack` and `nack` wait for the server's
+answer (for `request_s`). `close` gives back at once the deliveries its consumers have not
+finished; those of a process that dies come back after their lease.
 
 Needs nats-server 2.9 or later (discard-new per subject, heartbeats of pull requests).
 """
@@ -31,6 +33,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -91,6 +94,14 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, _TRANSIENT)
 
 
+def _raise_a_swallowed_cancel() -> None:
+    """nats-py waits for answers with asyncio.wait_for, which on Python 3.11 can swallow a cancel
+    that lands as the answer arrives (gh-86296); a consumer would then never stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _status(msg: Msg) -> str | None:
     return msg.headers.get("Status") if msg.headers else None
 
@@ -128,7 +139,8 @@ class JetStreamBroker:
         self._waiting: set[asyncio.Queue[Msg | None]] = set()  # each waiting consumer's inbox
         self._ack_wait: dict[str, float] = {}  # queue -> the AckWait its durable has
         self._consumer_lock = asyncio.Lock()
-        self._keepers: dict[str, asyncio.Task[None]] = {}  # reply -> its in-progress acks
+        # the deliveries handed out and not yet acked or nacked: reply -> in-progress acks
+        self._out: dict[str, asyncio.Task[None] | None] = {}
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -180,15 +192,22 @@ class JetStreamBroker:
             await self._js().update_stream(config)
 
     async def close(self) -> None:
+        """Ends the consumers, and gives back at once what they hold unfinished (a stopping
+        process's work goes to another, or to this one when it starts again)."""
         self._closed.set()
         self._wake_all()
-        for keeper in self._keepers.values():
-            keeper.cancel()
-        self._keepers.clear()
+        out, self._out = self._out, {}
         self._ack_wait.clear()
         nc, self._nc = self._nc, None
-        if nc is not None:
-            await nc.close()
+        if nc is None:
+            return
+        with contextlib.suppress(nats.errors.Error):
+            for reply, keeper in out.items():
+                if keeper is not None:
+                    keeper.cancel()
+                await nc.publish(reply, b"-NAK")
+            await nc.flush(math.ceil(self.request_s))
+        await nc.close()
 
     def _js(self) -> JetStreamContext:
         if self._nc is None:
@@ -227,6 +246,8 @@ class JetStreamBroker:
                 if not _transient(exc) or time.monotonic() + pause > deadline:
                     raise
                 log.debug("NATS not ready (%r); trying again", exc)
+            finally:
+                _raise_a_swallowed_cancel()
             await asyncio.sleep(pause)
             pause = min(1.0, pause * 2)
 
@@ -275,6 +296,7 @@ class JetStreamBroker:
             reply = ""
             pause = 0.05
             while not self._closed.is_set():
+                _raise_a_swallowed_cancel()
                 if not reply and arrived.empty():
                     asked += 1
                     reply = f"{inbox}.{asked}"
@@ -353,6 +375,7 @@ class JetStreamBroker:
             return None
 
     def _delivery(self, queue: str, msg: Msg) -> _Held:
+        self._out[msg.reply] = None
         attempts = msg.metadata.num_delivered
         return _Held(queue, _message_id(msg.subject), msg.data, attempts, reply=msg.reply)
 
@@ -379,24 +402,24 @@ class JetStreamBroker:
         leaves their acks unanswered) the message may come back after its lease: at least
         once."""
         reply = _reply(delivery)
-        keeper = self._keepers.pop(reply, None)
+        keeper = self._out.pop(reply, None)
         if keeper is not None:
             keeper.cancel()
-        request = self.request_s / 4
+        each = self.request_s / 4
         try:
-            await self._retrying(lambda: self._conn().request(reply, verdict, request), request * 4)
+            await self._retrying(lambda: self._conn().request(reply, verdict, each), self.request_s)
         except nats.errors.Error as exc:
             log.warning("NATS did not take %s of %s: %r", verdict.decode(), delivery.id, exc)
 
     async def extend(self, delivery: Delivery, lease_s: float) -> None:
         reply = _reply(delivery)
-        old = self._keepers.pop(reply, None)
+        old = self._out.get(reply)
         if old is not None:
             old.cancel()
         await self._progress(reply)
         ack_wait = self._ack_wait.get(delivery.queue, 0.0)
-        if lease_s > ack_wait > 0:
-            self._keepers[reply] = asyncio.create_task(
+        if lease_s > ack_wait > 0 and reply in self._out:  # not acked or nacked yet
+            self._out[reply] = asyncio.create_task(
                 self._keep(reply, time.monotonic() + lease_s, ack_wait / 2)
             )
 
@@ -405,7 +428,6 @@ class JetStreamBroker:
         while time.monotonic() + 2 * every < until:
             await asyncio.sleep(every)
             await self._progress(reply)
-        self._keepers.pop(reply, None)
 
     async def _progress(self, reply: str) -> None:
         with contextlib.suppress(nats.errors.Error):

@@ -23,14 +23,15 @@ from tests.helpers import free_port, nats_servers, wait_for_async
 
 
 class Burst:
-    """Publishes `count` messages, `at_once` at a time, into `queue`; remembers those accepted
-    (their publish returned) and what a consumer got."""
+    """Publishes `count` messages, `at_once` at a time, into `queue`, with an outage once a third
+    are accepted (their publish returned) while the others are in flight; and consumes them."""
 
-    def __init__(self, broker: Broker, queue: str, count: int, at_once: int = 10) -> None:
+    def __init__(self, broker: Broker, queue: str, outage: Callable[[], None]) -> None:
         self.broker = broker
         self.queue = queue
-        self.count = count
-        self.at_once = at_once
+        self.outage = outage
+        self.count = 300
+        self.at_once = 10
         self.accepted: dict[str, bytes] = {}
         self.got: dict[str, list[bytes]] = collections.defaultdict(list)
 
@@ -41,6 +42,8 @@ class Burst:
                 self.accepted[await self.broker.publish(self.queue, body, message_id=f"m{i}")] = (
                     body
                 )
+                if len(self.accepted) == self.count // 3:
+                    self.outage()
 
         await asyncio.gather(*(sender(k) for k in range(self.at_once)))
 
@@ -50,43 +53,35 @@ class Burst:
             await self.broker.ack(d)
 
     def all_delivered(self) -> bool:
-        return len(self.accepted) == self.count and self.accepted.keys() <= self.got.keys()
+        return self.accepted.keys() <= self.got.keys()
 
-    def check(self) -> None:
-        """Every accepted message was delivered as it was published, and nothing else."""
-        assert self.got.keys() == self.accepted.keys()
-        for mid, bodies in self.got.items():
-            assert set(bodies) == {self.accepted[mid]}, mid
-
-
-async def _through_an_outage(burst: Burst, outage: Callable[[], None]) -> None:
-    """Runs the burst with a consumer; `outage()` runs once a third is accepted."""
-    consumer = asyncio.create_task(burst.consume())
-    publishing = asyncio.create_task(burst.publish())
-    try:
-        await wait_for_async(lambda: len(burst.accepted) >= burst.count // 3, what="a third")
-        outage()
-        async with asyncio.timeout(60):
-            await publishing
-        await wait_for_async(burst.all_delivered, timeout=60, what="every accepted delivered")
-        burst.check()
-    finally:
-        for task in (consumer, publishing):
-            task.cancel()
-        await asyncio.gather(consumer, publishing, return_exceptions=True)
+    async def run(self) -> None:
+        """Every message was accepted, and delivered as it was published, and nothing else,
+        to a consumer that was waiting before the outage."""
+        consumer = asyncio.create_task(self.consume())
+        try:
+            async with asyncio.timeout(60):
+                await self.publish()
+            assert len(self.accepted) == self.count
+            await wait_for_async(self.all_delivered, timeout=60, what="every message delivered")
+            assert self.got.keys() == self.accepted.keys()
+            for mid, bodies in self.got.items():
+                assert set(bodies) == {self.accepted[mid]}, mid
+        finally:
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
 
 
 async def test_a_restarted_server_loses_nothing_and_consumers_resume(tmp_path: Path) -> None:
     with nats_servers(tmp_path) as (server,):
-        options = {"heartbeat_s": 1.0, "reconnect_wait_s": 0.1, "delete": False}
+        options = {"heartbeat_s": 1.0, "reconnect_wait_s": 0.1, "request_s": 1.0, "delete": False}
         async with jetstream([server.url], **options) as b:  # type: ignore[arg-type]
-            burst = Burst(b, "burst", 300)
 
             def restart() -> None:  # on the same port and store
                 server.kill()
                 server.start()
 
-            await _through_an_outage(burst, restart)
+            await Burst(b, "burst", restart).run()
 
 
 async def test_two_processes_never_hold_one_message_at_once(nats_url: str) -> None:
@@ -140,6 +135,22 @@ async def test_a_new_lease_updates_the_queue_consumer(
         assert (again.id, again.attempts) == (first.id, 2)
 
 
+async def test_close_gives_back_what_the_consumers_hold(nats_url: str) -> None:
+    """A process that stops gracefully: its unfinished deliveries come again at once, not
+    after their lease."""
+    async with jetstream([nats_url]) as b:
+        await b.publish("held", b"unfinished")
+        held = await next_delivery(b, "held", lease_s=3600)
+        again = JetStreamBroker([nats_url], stream=b.stream, prefix=b.prefix)
+        await again.open()
+        try:
+            await b.close()
+            got = await next_delivery(again, "held", lease_s=3600)
+            assert (got.id, got.body, got.attempts) == (held.id, b"unfinished", 2)
+        finally:
+            await again.close()
+
+
 async def test_a_consumer_whose_durable_was_deleted_makes_it_again(nats_url: str) -> None:
     async with jetstream([nats_url]) as b:
         gen = b.consume("lost")
@@ -168,7 +179,13 @@ async def test_a_cluster_keeps_three_replicas_and_loses_nothing_when_one_server_
 ) -> None:
     with nats_servers(tmp_path, count=3) as servers:
         urls = [server.url for server in servers]
-        options = {"replicas": 3, "heartbeat_s": 1.0, "reconnect_wait_s": 0.1, "delete": False}
+        options = {
+            "replicas": 3,
+            "heartbeat_s": 1.0,
+            "reconnect_wait_s": 0.1,
+            "request_s": 1.0,
+            "delete": False,
+        }
         async with jetstream(urls, **options) as b:  # type: ignore[arg-type]
             nc = await nats.connect(urls)
             try:
@@ -178,7 +195,7 @@ async def test_a_cluster_keeps_three_replicas_and_loses_nothing_when_one_server_
             assert info.config.num_replicas == 3
             assert info.cluster is not None and len(info.cluster.replicas or []) == 2
             leader = next(s for s in servers if s.name == info.cluster.leader)
-            await _through_an_outage(Burst(b, "burst", 300), leader.kill)
+            await Burst(b, "burst", leader.kill).run()
 
 
 async def test_an_unreachable_server_fails_open_in_time() -> None:

@@ -313,7 +313,8 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Starts it and waits until its JetStream is ready (for a cluster: has a leader)."""
+        """Starts it; alone, waits until it answers as healthy (a cluster's members: see
+        `nats_servers`, which waits once all of them run)."""
         args = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port)]
         args += ["-m", str(self.monitor_port), "-sd", str(self.store), "-n", self.name]
         if self.cluster_port is not None:

@@ -21,6 +21,9 @@ from pratai.settings import Settings
 from tests.broker.support import jetstream, next_delivery
 from tests.helpers import free_port, nats_servers, wait_for_async
 
+# a server restarting or a cluster electing a leader: noticed and ridden out in about a second
+QUICK = {"heartbeat_s": 1.0, "reconnect_wait_s": 0.1, "request_s": 1.0}
+
 
 class Burst:
     """Publishes `count` messages, `at_once` at a time, into `queue`, with an outage once a third
@@ -74,8 +77,7 @@ class Burst:
 
 async def test_a_restarted_server_loses_nothing_and_consumers_resume(tmp_path: Path) -> None:
     with nats_servers(tmp_path) as (server,):
-        options = {"heartbeat_s": 1.0, "reconnect_wait_s": 0.1, "request_s": 1.0, "delete": False}
-        async with jetstream([server.url], **options) as b:  # type: ignore[arg-type]
+        async with jetstream([server.url], delete=False, **QUICK) as b:
 
             def restart() -> None:  # on the same port and store
                 server.kill()
@@ -165,7 +167,7 @@ async def test_a_consumer_whose_durable_was_deleted_makes_it_again(nats_url: str
         await b.publish("lost", b"found")
         async with asyncio.timeout(10):
             assert (await waiter).body == b"found"
-        await gen.aclose()  # type: ignore[attr-defined]
+        await gen.aclose()
 
 
 async def test_one_server_refuses_three_replicas(nats_url: str) -> None:
@@ -179,14 +181,7 @@ async def test_a_cluster_keeps_three_replicas_and_loses_nothing_when_one_server_
 ) -> None:
     with nats_servers(tmp_path, count=3) as servers:
         urls = [server.url for server in servers]
-        options = {
-            "replicas": 3,
-            "heartbeat_s": 1.0,
-            "reconnect_wait_s": 0.1,
-            "request_s": 1.0,
-            "delete": False,
-        }
-        async with jetstream(urls, **options) as b:  # type: ignore[arg-type]
+        async with jetstream(urls, delete=False, replicas=3, **QUICK) as b:
             nc = await nats.connect(urls)
             try:
                 info = await nc.jetstream().stream_info(b.stream)

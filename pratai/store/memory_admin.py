@@ -1,4 +1,5 @@
-"""`MemoryStore`'s connectors, tenancy, secrets, gateway routes, jobs and container images."""
+"""`MemoryStore`'s connectors, tenancy, node tokens, secrets, gateway routes, jobs and container
+images."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pratai.core.models import (
     ConnectorRecord,
     Image,
     Job,
+    NodeToken,
     Project,
     Role,
     Route,
@@ -66,6 +68,25 @@ class AdminTables(MemoryBase):
     async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
         match = lambda a: a.project_id == project_id  # noqa: E731
         return self._t.audit.select(match, lambda a: a.seq, reverse=True, limit=limit)
+
+    # --- node tokens ------------------------------------------------------------------
+
+    async def create_node_token(self, token: NodeToken) -> None:
+        self._t.node_tokens.insert(token)
+
+    async def get_node_token(self, token_id: str) -> NodeToken | None:
+        return self._t.node_tokens.get(token_id)
+
+    async def list_node_tokens(self) -> list[NodeToken]:
+        return self._t.node_tokens.select(order=lambda n: (n.created_at, n.id))
+
+    async def revoke_node_token(self, token_id: str, at: float) -> bool:
+        token = self._t.node_tokens.rows.get(token_id)
+        if token is None:
+            return False
+        if token.revoked_at is None:
+            token.revoked_at = at
+        return True
 
     # --- secrets ----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The SQL store's tenancy, secrets and gateway tables."""
+"""The SQL store's tenancy, node tokens, secrets and gateway tables."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from pratai.core.models import (
     AuditEntry,
+    NodeToken,
     Project,
     Route,
     User,
@@ -70,6 +71,32 @@ class AdminRows(SqlBase):
         q = sa.select(a).where(a.c.project_id == project_id).order_by(a.c.seq.desc()).limit(limit)
         rows = await self._run(lambda c: c.execute(q).mappings().all())
         return [AuditEntry(**r) for r in rows]
+
+    # --- node tokens --------------------------------------------------------------------
+
+    async def create_node_token(self, token: NodeToken) -> None:
+        row = {c.name: getattr(token, c.name) for c in t.node_tokens.columns}
+        await self._run(lambda c: c.execute(t.node_tokens.insert(), row))
+
+    async def get_node_token(self, token_id: str) -> NodeToken | None:
+        q = sa.select(t.node_tokens).where(t.node_tokens.c.id == token_id)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return NodeToken(**r) if r else None
+
+    async def list_node_tokens(self) -> list[NodeToken]:
+        n = t.node_tokens
+        q = sa.select(n).order_by(n.c.created_at, n.c.id)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [NodeToken(**r) for r in rows]
+
+    async def revoke_node_token(self, token_id: str, at: float) -> bool:
+        n = t.node_tokens
+        q = (
+            sa.update(n)
+            .where(n.c.id == token_id)
+            .values(revoked_at=sa.func.coalesce(n.c.revoked_at, at))
+        )
+        return await self._run(lambda c: bool(c.execute(q).rowcount))
 
     # --- secrets ------------------------------------------------------------------------
 

@@ -37,6 +37,17 @@ api_keys = sa.Table(
     sa.Index("ix_api_keys_project", "project_id"),
 )
 
+# Credentials of node processes (`pratai node`): the platform's, no project's.
+node_tokens = sa.Table(
+    "node_tokens",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("secret_hash", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("revoked_at", sa.Double(), nullable=True),
+)
+
 functions = sa.Table(
     "functions",
     metadata,

@@ -27,6 +27,7 @@ from pratai.core.models import (
     Invocation,
     Job,
     JobKind,
+    NodeToken,
     Project,
     Role,
     Route,
@@ -220,6 +221,28 @@ async def test_audit_is_per_project_newest_first(store: Store) -> None:
     assert [a.target for a in listed] == ["/v1/x/4", "/v1/x/3", "/v1/x/2"]
     assert all(a.seq is not None for a in listed)
     assert [(a.key_id, a.user_id) for a in await store.list_audit(q.id)] == [("k2", "u")]
+
+
+async def test_node_tokens(store: Store) -> None:
+    a = NodeToken(id="nt_a", name="rack-1", secret_hash="h1")
+    b = NodeToken(id="nt_b", name="rack 2 (spare)", secret_hash="h2", created_at=a.created_at + 1)
+    for token in (b, a):
+        await store.create_node_token(token)
+    got = await store.get_node_token("nt_b")
+    assert got == b and got is not b
+    assert await store.get_node_token("missing") is None
+    assert await store.list_node_tokens() == [a, b]  # oldest first
+    with pytest.raises(Conflict):
+        await store.create_node_token(NodeToken(id="nt_a", name="again", secret_hash="h3"))
+    assert await store.get_node_token("nt_a") == a  # the conflict changed nothing
+
+    assert await store.revoke_node_token("nt_a", 10.5)
+    assert await store.revoke_node_token("nt_a", 20.0)  # again: it keeps its first time
+    assert not await store.revoke_node_token("missing", 30.0)
+    assert [(t.id, t.revoked_at) for t in await store.list_node_tokens()] == [
+        ("nt_a", 10.5),
+        ("nt_b", None),
+    ]
 
 
 # --- functions, versions, invocations ---------------------------------------------------

@@ -189,6 +189,16 @@ class ApiClient:
     def audit(self, limit: int = 50) -> Any:
         return self.request("GET", "/v1/audit", params={"limit": limit})
 
+    # node tokens
+    def create_node_token(self, name: str) -> Any:
+        return self.request("POST", "/v1/node-tokens", json={"name": name})
+
+    def list_node_tokens(self) -> Any:
+        return self.request("GET", "/v1/node-tokens")
+
+    def revoke_node_token(self, token_id: str) -> None:
+        self.request("DELETE", f"/v1/node-tokens/{token_id}")
+
     # secrets
     def create_secret(self, name: str, value: str) -> Any:
         return self.request("POST", "/v1/secrets", json={"name": name, "value": value})

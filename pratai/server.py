@@ -32,6 +32,7 @@ from pratai.core.images import Images
 from pratai.core.invocations import Invocations
 from pratai.core.jobs import Jobs
 from pratai.core.models import BuildState, Role
+from pratai.core.node_tokens import NodeTokens
 from pratai.core.ports import Store
 from pratai.core.saved_jobs import SavedJobs
 from pratai.core.secrets import Secrets, load_keys
@@ -222,6 +223,7 @@ def _services(
         gateway=gateway,
         jobs=jobs,
         saved_jobs=SavedJobs(store, jobs),
+        node_tokens=NodeTokens(store),
         node_stats=node.stats,
         images=images,
     )

@@ -32,10 +32,12 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
         "test_close_returns_promptly_while_a_job_runs",
         "test_invoking_a_function_whose_build_failed_is_409",  # the package index
     ),
+    "tests/api/test_node_tokens.py": (),
     "tests/artifacts/test_filesystem.py": (),
     "tests/broker/test_delivery.py": (),
     "tests/broker/test_embedded.py": (),
     "tests/cli/test_imports.py": (),
+    "tests/cli/test_nodes.py": (),
     "tests/compat/test_multyvac.py": (),
     "tests/contracts/test_driver_contract.py": None,
     "tests/contracts/test_store_contract.py": None,
@@ -46,6 +48,7 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
     ),
     "tests/core/test_jobs_service.py": (),
     "tests/core/test_node_packages.py": ("test_npm_install_cache_and_failure",),  # npm's registry
+    "tests/core/test_node_tokens.py": (),
     "tests/core/test_packages.py": (),
     "tests/core/test_scheduler.py": (),
     "tests/drivers/test_runtimes.py": (),

@@ -19,6 +19,7 @@ from pratai.api import (
     images,
     invocations,
     jobs,
+    nodes,
     openapi,
     secrets,
     tenancy,
@@ -51,6 +52,7 @@ def create_app(
     app.include_router(secrets.router)
     app.include_router(gateway.router)
     app.include_router(images.router)
+    app.include_router(nodes.router)
     app.add_middleware(AuditMiddleware, record=svc.tenants.audit)
 
     @app.get("/v1/node", tags=["platform"], responses=errors.responses(*errors.AUTHENTICATED))

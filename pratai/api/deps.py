@@ -17,6 +17,7 @@ from pratai.core.images import Images
 from pratai.core.invocations import Invocations
 from pratai.core.jobs import Jobs
 from pratai.core.models import Role
+from pratai.core.node_tokens import NodeTokens
 from pratai.core.saved_jobs import SavedJobs
 from pratai.core.secrets import Secrets
 from pratai.core.tenants import Principal, Tenants
@@ -39,6 +40,7 @@ class Services:
     gateway: Gateway
     jobs: Jobs
     saved_jobs: SavedJobs
+    node_tokens: NodeTokens
     node_stats: Callable[[], dict[str, Any]] | None = None
     images: Images | None = None
 

@@ -19,6 +19,8 @@ from pratai.core.functions import (
 )
 from pratai.core.jobs import MAX_JOB_MEMORY_MB, MAX_JOB_TIMEOUT_S, MIN_JOB_MEMORY_MB
 from pratai.core.models import NAME_PATTERN, Role, TriggerKind
+from pratai.core.node_tokens import MAX_NAME as MAX_NODE_TOKEN_NAME
+from pratai.core.node_tokens import NAME_PATTERN as NODE_TOKEN_NAME_PATTERN
 from pratai.core.ports import CONTRACTS
 from pratai.core.runtimes import RUNTIMES
 from pratai.core.secrets import ENV_PATTERN, SECRET_NAME_PATTERN
@@ -29,6 +31,11 @@ Schema = dict[str, Any]
 NAME: Schema = {"pattern": NAME_PATTERN, "minLength": 1, "maxLength": 63}
 TOPIC: Schema = {"pattern": TOPIC_PATTERN, "minLength": 1, "maxLength": 255}
 SECRET_NAME: Schema = {"pattern": SECRET_NAME_PATTERN, "minLength": 1, "maxLength": 128}
+NODE_TOKEN_NAME: Schema = {
+    "pattern": NODE_TOKEN_NAME_PATTERN,
+    "minLength": 1,
+    "maxLength": MAX_NODE_TOKEN_NAME,
+}
 ENV_NAME = r"^[A-Za-z0-9_]+$"
 # "" is the same as none
 RATE: Schema = {"pattern": r"^(0*[1-9][0-9]*/(second|minute|hour|day))?$"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pratai.cli import events, functions, images, invocations, jobs, machine, tenancy
+from pratai.cli import events, functions, images, invocations, jobs, machine, nodes, tenancy
 from pratai.cli.group import Group
 
 
@@ -14,7 +14,7 @@ def cli() -> None:
     """Pratai: run functions when events arrive, isolated, on your own machines."""
 
 
-for module in (machine, functions, invocations, images, events, jobs, tenancy):
+for module in (machine, functions, invocations, images, events, jobs, tenancy, nodes):
     for each in module.COMMANDS:
         cli.add_command(each)
 

@@ -99,6 +99,9 @@ V1_ROUTES = {
     ("GET", "/v1/images"),
     ("GET", "/v1/images/{ref}"),
     ("DELETE", "/v1/images/{ref}"),
+    ("POST", "/v1/node-tokens"),
+    ("GET", "/v1/node-tokens"),
+    ("DELETE", "/v1/node-tokens/{token_id}"),
 }
 
 
@@ -548,7 +551,15 @@ async def test_openapi_lists_every_v1_route(api: Api) -> None:
     # and each of them is served, behind a key (a missing route would answer 404 or 405)
     for method, path in sorted(documented):
         concrete = path.replace("{name}", "echo").replace("{invocation_id}", "feed")
-        for param in ("{topic}", "{event_id}", "{trigger_id}", "{key_id}", "{job_id}", "{ref}"):
+        for param in (
+            "{topic}",
+            "{event_id}",
+            "{trigger_id}",
+            "{key_id}",
+            "{job_id}",
+            "{ref}",
+            "{token_id}",
+        ):
             concrete = concrete.replace(param, "x")
         answer = await api.request(method, concrete)
         assert error_of(answer, 401, "unauthorized"), (method, path)

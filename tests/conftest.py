@@ -34,11 +34,13 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
     ),
     "tests/api/test_node_tokens.py": (),
     "tests/artifacts/test_filesystem.py": (),
+    "tests/artifacts/test_open.py": (),
     "tests/broker/test_delivery.py": (),
     "tests/broker/test_embedded.py": (),
     "tests/cli/test_imports.py": (),
     "tests/cli/test_nodes.py": (),
     "tests/compat/test_multyvac.py": (),
+    "tests/contracts/test_artifacts_contract.py": None,
     "tests/contracts/test_driver_contract.py": None,
     "tests/contracts/test_store_contract.py": None,
     "tests/core/test_functions_service.py": (  # the package index

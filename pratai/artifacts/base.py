@@ -5,6 +5,15 @@ from typing import Protocol
 
 
 class ArtifactStore(Protocol):
+    """Blobs named by their sha256 hex digest. Methods are blocking: async code calls them with
+    `asyncio.to_thread`. Malformed digests raise InvalidInput."""
+
+    def open(self) -> None:
+        """Connect now (a shared store), to fail early; using the store opens it too."""
+
+    def close(self) -> None:
+        """Release connections and threads; call once at the end."""
+
     def put(self, data: bytes) -> str:
         """Store a blob durably; returns its sha256 hex digest. Storing twice is a no-op."""
 

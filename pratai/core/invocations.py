@@ -324,7 +324,12 @@ class Invocations:
             invocation = await self.store.get_invocation_by_id(invocation_id)
             if invocation is None or invocation.status.finished:
                 return invocation
-            # still "running": its node died before finishing it, so run it again
+            # Still "running": whoever ran it died, or lost its lease. This run takes it over
+            # and moves the attempt on, so that the other, if it still runs, cannot store.
+            invocation.attempt += 1
+            if not await self.store.update_invocation(invocation, attempt=invocation.attempt - 1):
+                return None  # another took it over first
+        running = invocation.attempt
         function = await self._function_by_id(invocation.function_id)
         if function is None:
             invocation.status = Status.CANCELLED
@@ -344,12 +349,48 @@ class Invocations:
             # Back to the queue; the node redelivers it after retry_delay(attempt).
             invocation.status = Status.QUEUED
             invocation.attempt += 1
-            await self.store.update_invocation(invocation)
+            await self.store.update_invocation(invocation, attempt=running)
             return invocation
-        await self.store.update_invocation(invocation)
+        if not await self.store.update_invocation(invocation, attempt=running):
+            return None  # taken over meanwhile: the newer run stores its outcome
         for listener in self.finished_listeners:
             await listener(invocation, function)
         return invocation
+
+    async def run_delivery(self, invocation_id: str) -> float | None:
+        """`run_queued` for a worker of the invocations queue: None when the delivery is done,
+        or in how many seconds it should come again (a retry is due)."""
+        invocation = await self.run_queued(invocation_id)
+        if invocation is not None and invocation.status == Status.QUEUED:
+            return self.retry_delay(invocation.attempt)
+        return None
+
+    async def requeue_stale(self, older_than_s: float, grace_s: float) -> int:
+        """For a cluster's scheduler, now and then: publish again invocations queued longer than
+        `older_than_s` (a process that stored one may have died before publishing it; a
+        repeat is a no-op), and fail synchronous ones running longer than their function's
+        timeout plus `grace_s` (the api process that ran them is gone). Returns how many."""
+        count, at = 0, now()
+        for invocation in await self.store.invocations_with_status([Status.QUEUED, Status.RUNNING]):
+            if invocation.status == Status.QUEUED:
+                if at - invocation.created_at > older_than_s:
+                    await self.enqueue(invocation)
+                    count += 1
+                continue
+            if invocation.mode != "sync" or invocation.started_at is None:
+                continue
+            function = await self._function_by_id(invocation.function_id)
+            timeout_s = function.timeout_s if function else 0.0
+            if at - invocation.started_at > timeout_s + grace_s:
+                invocation.status = Status.FAILED
+                invocation.error = {
+                    "type": "PlatformRestarted",
+                    "message": "the api process running this synchronous invocation stopped",
+                }
+                invocation.finished_at = at
+                if await self.store.update_invocation(invocation, attempt=invocation.attempt):
+                    count += 1
+        return count
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential backoff before attempt number `attempt` (2, 3, ...)."""

@@ -121,7 +121,13 @@ class InvocationStore(Protocol):
     async def create_invocation(self, invocation: Invocation) -> None: ...
     async def get_invocation(self, project_id: str, invocation_id: str) -> Invocation | None: ...
     async def get_invocation_by_id(self, invocation_id: str) -> Invocation | None: ...
-    async def update_invocation(self, invocation: Invocation) -> None: ...
+    async def update_invocation(
+        self, invocation: Invocation, *, attempt: int | None = None
+    ) -> bool:
+        """Stores it. With `attempt`, only while the stored row is still at that attempt: a
+        run taken over by another process (which moved the attempt on) cannot store over it.
+        Returns whether it was stored."""
+
     async def start_invocation(self, invocation_id: str, started_at: float) -> Invocation | None:
         """queued -> running in one statement, returning the row; None when it was not queued."""
 

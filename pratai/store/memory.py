@@ -126,8 +126,13 @@ class MemoryStore(AdminTables):
     async def get_invocation_by_id(self, invocation_id: str) -> Invocation | None:
         return self._t.invocations.get(invocation_id)
 
-    async def update_invocation(self, invocation: Invocation) -> None:
-        self._t.invocations.replace(invocation)
+    async def update_invocation(
+        self, invocation: Invocation, *, attempt: int | None = None
+    ) -> bool:
+        stored = self._t.invocations.rows.get(invocation.id)
+        if attempt is not None and (stored is None or stored.attempt != attempt):
+            return False
+        return self._t.invocations.replace(invocation)
 
     async def start_invocation(self, invocation_id: str, started_at: float) -> Invocation | None:
         inv = self._t.invocations.rows.get(invocation_id)

@@ -368,10 +368,16 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows):
         r = await self._run(lambda c: c.execute(q).mappings().first())
         return _invocation(r) if r else None
 
-    async def update_invocation(self, invocation: Invocation) -> None:
+    async def update_invocation(
+        self, invocation: Invocation, *, attempt: int | None = None
+    ) -> bool:
         row = _invocation_row(invocation)
         row["_id"] = row.pop("id")
-        await self._run(lambda c: c.execute(_UPD_INVOCATION, row))
+        if attempt is None:
+            statement = _UPD_INVOCATION
+        else:
+            statement = _UPD_INVOCATION.where(t.invocations.c.attempt == attempt)
+        return bool(await self._run(lambda c: c.execute(statement, row).rowcount))
 
     async def list_invocations(
         self,

@@ -8,6 +8,7 @@ with PRATAI_TEST_PG_URL (a server URL whose database may be created and dropped)
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -418,6 +419,24 @@ async def test_start_invocation_moves_a_queued_one_once(store: Store) -> None:
     assert await store.get_invocation_by_id(inv.id) == started
     assert await store.start_invocation(inv.id, 124.0) is None  # no longer queued
     assert await store.start_invocation("missing", 124.0) is None
+
+
+async def test_an_update_fenced_by_attempt_stores_only_at_that_attempt(store: Store) -> None:
+    f = await _function(store, await _project(store))
+    inv = _invocation(f)
+    await store.create_invocation(inv)
+    late = copy.deepcopy(inv)  # a run of attempt 1, taken over meanwhile
+    inv.attempt = 2
+    assert await store.update_invocation(inv, attempt=1)  # the takeover: 1 -> 2
+    late.status, late.result = Status.SUCCEEDED, '"late"'
+    assert not await store.update_invocation(late, attempt=1)
+    inv.status, inv.result = Status.SUCCEEDED, '"newer"'
+    assert await store.update_invocation(inv, attempt=2)
+    got = await store.get_invocation_by_id(inv.id)
+    assert got is not None and (got.attempt, got.result) == (2, '"newer"')
+    missing = _invocation(f)
+    assert not await store.update_invocation(missing, attempt=1)
+    assert not await store.update_invocation(missing)
 
 
 async def test_list_invocations(store: Store) -> None:

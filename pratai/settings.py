@@ -27,6 +27,11 @@
 | PRATAI_KEYSTONE_SERVICE_TOKEN | | any | token Pratai validates user tokens with |
 | PRATAI_RETRY_BASE_S | 1 | seconds >= 0 | first retry of an async invocation (then doubling) |
 | PRATAI_NODE_MEMORY_MB | RAM less a reserve | integer >= 16 | a node's memory budget (see below) |
+| PRATAI_NODE_TOKEN | | node token | `pratai node`: its token, from `pratai node-token-create` |
+| PRATAI_NODE_NAME | the host name | name | `pratai node`: its name in the cluster, unique |
+| PRATAI_NODE_SLOTS | 32 | integer >= 1 | `pratai node`: calls it runs at once, at most |
+| PRATAI_HEARTBEAT_S | 2 | seconds > 0 | `pratai node`: how often it tells its state |
+| PRATAI_NODE_LOST_S | 10 | seconds > 0 | a node silent this long is lost; its calls move |
 
 Every variable is parsed and checked when the process starts (`Settings.from_env`); an unset or
 empty variable takes its default. A bad value stops `pratai serve` at once with one line per bad
@@ -62,6 +67,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -235,6 +241,25 @@ def _fernet_keys(raw: str) -> str:
     return raw
 
 
+def _node_token(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_]+\.[A-Za-z0-9_-]+", raw):
+        raise ValueError("a node token as `pratai node-token-create` prints it (<id>.<secret>)")
+    return raw
+
+
+def _node_name(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,63}", raw):
+        raise ValueError("1-63 letters, digits, - or _ (it is a NATS subject token)")
+    return raw
+
+
+def _positive_seconds(raw: str) -> float:
+    value = _seconds(raw)
+    if value <= 0:
+        raise ValueError("a number of seconds above 0")
+    return value
+
+
 @dataclass(frozen=True)
 class _Variable:
     attribute: str
@@ -268,6 +293,11 @@ VARIABLES: dict[str, _Variable] = {
     "PRATAI_KEYSTONE_SERVICE_TOKEN": _Variable("keystone_service_token", _text, secret=True),
     "PRATAI_RETRY_BASE_S": _Variable("retry_base_s", _seconds),
     "PRATAI_NODE_MEMORY_MB": _Variable("node_memory_mb", _integer(16)),
+    "PRATAI_NODE_TOKEN": _Variable("node_token", _node_token, secret=True),
+    "PRATAI_NODE_NAME": _Variable("node_name", _node_name),
+    "PRATAI_NODE_SLOTS": _Variable("node_slots", _integer(1)),
+    "PRATAI_HEARTBEAT_S": _Variable("heartbeat_s", _positive_seconds),
+    "PRATAI_NODE_LOST_S": _Variable("node_lost_s", _positive_seconds),
 }
 
 
@@ -276,6 +306,10 @@ def _shown(raw: str, secret: bool) -> str:
     if secret:
         return f"<hidden, {len(raw)} characters>"
     return repr(re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", raw))
+
+
+def _node_name_of(host: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", host.split(".")[0])[:63] or "node"
 
 
 @dataclass(frozen=True)
@@ -305,6 +339,11 @@ class Settings:
     keystone_url: str = ""
     keystone_service_token: str = ""
     node_memory_mb: int = 0  # 0 means the default: RAM less a reserve (see above)
+    node_token: str = ""
+    node_name: str = field(default_factory=lambda: _node_name_of(socket.gethostname()))
+    node_slots: int = 32
+    heartbeat_s: float = 2.0
+    node_lost_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.sandbox_dir == Path():

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from pratai.broker import Broker
+from pratai.cluster.orders import warm_key
 from pratai.core.images import engine_id_of
 from pratai.core.invocations import INVOCATIONS_QUEUE, Invocations
-from pratai.core.models import Function, FunctionVersion, Invocation, Status
+from pratai.core.models import Function, FunctionVersion, Invocation
 from pratai.core.secrets import Secrets, mask
 from pratai.core.workspace import Workspace
 from pratai.drivers import Driver, InstanceSpec
-from pratai.errors import SandboxError
+from pratai.errors import Conflict, SandboxError
 from pratai.node.budget import MemoryBudget
 from pratai.node.pool import Pools, VersionPool
 from pratai.node.records import fail, finish
@@ -33,25 +38,35 @@ class Node:
         secret_env: Callable[[Function], Awaitable[dict[str, str]]] | None = None,
         image_driver: Driver | None = None,
         budget: MemoryBudget | None = None,
+        cluster: bool = False,
     ) -> None:
-        """`budget` is shared with the node's job runner (default: one of this node's own)."""
+        """`budget` is shared with the node's job runner (default: one of this node's own).
+        A node of a `cluster` is named by PRATAI_NODE_NAME; that of `pratai serve` is "local"."""
         self.settings = settings
         self.budget = MemoryBudget(settings.node_memory_mb) if budget is None else budget
         self.driver = driver
         self.image_driver = image_driver  # runs functions of runtime "image"
         self.workspace = workspace
         self.secret_env = secret_env
-        # keyed by (function id, version, updated_at) so a settings change gets fresh instances
-        self._pools: Pools[tuple[str, int, float]] = Pools(settings.idle_timeout)
+        self.started_at = time.time()
+        self.name = settings.node_name if cluster else "local"
+        # keyed by (function id, version, updated_at, secrets) so that a change of settings or
+        # of the secrets an order brought gets fresh instances
+        self._pools: Pools[tuple[str, int, float, str]] = Pools(settings.idle_timeout)
         self._worker = Worker(
             INVOCATIONS_QUEUE, lease_s=LEASE_S, what="invocation", pools=self._pools
         )
 
-    async def _pool(self, function: Function, version: FunctionVersion) -> VersionPool:
-        key = (function.id, version.version, function.updated_at)
-        return await self._pools.get(key, lambda: self._new_pool(function, version))
+    async def _pool(
+        self, function: Function, version: FunctionVersion, secrets: dict[str, str] | None
+    ) -> VersionPool:
+        held = "" if secrets is None else _digest(secrets)
+        key = (function.id, version.version, function.updated_at, held)
+        return await self._pools.get(key, lambda: self._new_pool(function, version, secrets))
 
-    async def _new_pool(self, function: Function, version: FunctionVersion) -> VersionPool:
+    async def _new_pool(
+        self, function: Function, version: FunctionVersion, secrets: dict[str, str] | None
+    ) -> VersionPool:
         driver, image = self.driver, ""
         if function.runtime == "image":
             if self.image_driver is None:
@@ -62,7 +77,8 @@ class Node:
             code_dir, env_dir = await self.workspace.prepare(
                 version.package_digest, version.handler, function.runtime
             )
-        secrets = await self.secret_env(function) if self.secret_env else {}
+        if secrets is None:
+            secrets = await self.secret_env(function) if self.secret_env else {}
         secret_env, secret_files = Secrets.split(secrets)
         spec = InstanceSpec(
             key=f"{function.id}-{version.version}",
@@ -79,6 +95,7 @@ class Node:
                 **secret_env,
                 "PRATAI_FUNCTION": function.name,
                 "PRATAI_VERSION": str(version.version),
+                "PRATAI_NODE": self.name,
             },
         )
         pool = VersionPool(driver, spec, function.concurrency, budget=self.budget)
@@ -86,9 +103,16 @@ class Node:
         return pool
 
     async def execute(
-        self, invocation: Invocation, function: Function, version: FunctionVersion
+        self,
+        invocation: Invocation,
+        function: Function,
+        version: FunctionVersion,
+        secrets: dict[str, str] | None = None,
     ) -> Invocation:
-        pool = await self._pool(function, version)
+        """Runs it in a warm instance of the version. `secrets` are the function's secret values
+        when the caller brings them (a node of a cluster); else the node's `secret_env` reads
+        them."""
+        pool = await self._pool(function, version, secrets)
         try:
             outcome = await pool.call(
                 invocation.payload, invocation.content_type, function.timeout_s
@@ -115,17 +139,42 @@ class Node:
     async def evict(self, function_id: str) -> None:
         await self._pools.evict(lambda key: key[0] == function_id)
 
-    def start(self, broker: Broker, invocations: Invocations, workers: int = 32) -> None:
-        async def run(invocation_id: str) -> float | None:
-            invocation = await invocations.run_queued(invocation_id)
-            if invocation is not None and invocation.status == Status.QUEUED:  # a retry is due
-                return invocations.retry_delay(invocation.attempt)
-            return None
+    def start_pools(self) -> None:
+        """Reaps idle instances; for a node of a cluster, which takes no queue (`start` does
+        this too)."""
+        self._pools.start_reaping()
 
-        self._worker.start(broker, run, workers)
+    def start(self, broker: Broker, invocations: Invocations, workers: int = 32) -> None:
+        self._worker.start(broker, invocations.run_delivery, workers)
 
     async def close(self) -> None:
         await self._worker.stop()
+
+    def warm(self) -> list[tuple[str, int]]:
+        """(function id, version) of the warm instances."""
+        return sorted({(key[0], key[1]) for key in self._pools.warm()})
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """`NodeDirectory`: `pratai serve` has one node, this one."""
+        memory = self.budget.stats()
+        pools = self._pools.stats()
+        return [
+            {
+                "name": self.name,
+                "state": "ready",
+                "memory": {"budget_mb": memory["budget_mb"], "used_mb": memory["used_mb"]},
+                "slots": None,
+                "busy": sum(int(str(pool["busy"])) for pool in pools),
+                "load": os.getloadavg()[0],
+                "warm": [warm_key(fid, version) for fid, version in self.warm()],
+                "runtimes": None,
+                "started_at": self.started_at,
+                "last_heartbeat_s": 0.0,
+            }
+        ]
+
+    async def drain(self, name: str, drain: bool) -> dict[str, Any]:
+        raise Conflict("`pratai serve` runs one node, its own: drain the nodes of a cluster")
 
     def stats(self) -> dict[str, object]:
         return {
@@ -133,3 +182,7 @@ class Node:
             "memory": self.budget.stats(),
             "driver": json.loads(json.dumps(self.driver.features(), default=str)),
         }
+
+
+def _digest(secrets: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(secrets, sort_keys=True).encode()).hexdigest()

@@ -24,16 +24,29 @@ how many seconds it should come again (nack). If it raises, it comes again after
 
 
 class Worker:
-    def __init__(self, queue: str, *, lease_s: float, what: str, pools: Pools[Any]) -> None:
+    def __init__(
+        self,
+        queue: str,
+        *,
+        lease_s: float,
+        what: str,
+        pools: Pools[Any] | None = None,
+        keep_s: float | None = None,
+    ) -> None:
         self.queue = queue
-        self.lease_s = lease_s  # longer than the longest run, so a live node keeps its delivery
+        # Longer than the longest run, so a live process keeps its delivery; or, with `keep_s`,
+        # a short lease that the process keeps renewing for up to `keep_s` while it runs, so
+        # that a dead process's deliveries come back after one short lease.
+        self.lease_s = lease_s
+        self.keep_s = keep_s
         self.what = what  # what a delivery names, for the log
         self.pools = pools
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, broker: Broker, handler: Handler, consumers: int) -> None:
         """Runs `consumers` deliveries at once, at most."""
-        self.pools.start_reaping()
+        if self.pools is not None:
+            self.pools.start_reaping()
         for _ in range(consumers):
             self._tasks.append(asyncio.create_task(self._consume(broker, handler)))
 
@@ -44,6 +57,8 @@ class Worker:
     async def _handle(self, broker: Broker, handler: Handler, delivery: Delivery) -> None:
         name = delivery.body.decode(errors="replace")
         try:
+            if self.keep_s is not None:
+                await broker.extend(delivery, self.keep_s)
             again_in = await handler(name)
         except Exception:
             log.exception("%s %s could not run; it will be retried", self.what, name)
@@ -65,4 +80,5 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = [task for task in self._tasks if not task.done()]
-        await self.pools.close()
+        if self.pools is not None:
+            await self.pools.close()

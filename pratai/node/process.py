@@ -1,0 +1,62 @@
+"""`pratai node`: a machine that runs sandboxes for a cluster, with no database credentials."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from pratai.artifacts import open_artifacts
+from pratai.cluster.link import Link, servers_of
+from pratai.core.workspace import Workspace
+from pratai.drivers.process import ProcessDriver
+from pratai.errors import SettingsError
+from pratai.node.agent import Node
+from pratai.node.jobs import detect_runtimes
+from pratai.node.member import ClusterMember
+from pratai.settings import Settings
+
+
+def check_node(settings: Settings) -> None:
+    problems = []
+    if not settings.broker_url.startswith("nats://"):
+        problems.append("`pratai node` needs PRATAI_BROKER_URL=nats://host:port[,...]")
+    if not settings.node_token:
+        problems.append(
+            "`pratai node` needs PRATAI_NODE_TOKEN: an admin makes one with "
+            "`pratai node-token-create NAME`"
+        )
+    if problems:
+        raise SettingsError("\n".join(problems))
+
+
+@dataclass(kw_only=True)
+class NodeProcess:
+    link: Link
+    node: Node
+    member: ClusterMember
+
+    @classmethod
+    def assemble(cls, settings: Settings) -> NodeProcess:
+        check_node(settings)
+        settings.home.mkdir(parents=True, exist_ok=True)
+        artifacts = open_artifacts(  # packages, cached here by digest
+            settings.broker_url, settings.artifacts_dir, replicas=settings.nats_replicas
+        )
+        workspace = Workspace(settings, artifacts)
+        node = Node(settings, ProcessDriver(settings), workspace, cluster=True)
+        link = Link(servers_of(settings.broker_url), name=f"pratai-node-{settings.node_name}")
+        runtimes = detect_runtimes(settings)
+        member = ClusterMember(settings, link, node, runtimes.accepted())
+        return cls(link=link, node=node, member=member)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.node.workspace.artifacts.open)
+        await self.link.open()
+        self.node.start_pools()
+        await self.member.start()
+
+    async def close(self) -> None:
+        await self.member.close()
+        await self.node.close()
+        await self.link.close()
+        await asyncio.to_thread(self.node.workspace.artifacts.close)

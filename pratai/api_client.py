@@ -199,6 +199,12 @@ class ApiClient:
     def revoke_node_token(self, token_id: str) -> None:
         self.request("DELETE", f"/v1/node-tokens/{token_id}")
 
+    def list_nodes(self) -> Any:
+        return self.request("GET", "/v1/nodes")
+
+    def drain_node(self, name: str, drain: bool = True) -> Any:
+        return self.request("POST" if drain else "DELETE", f"/v1/nodes/{name}/drain")
+
     # secrets
     def create_secret(self, name: str, value: str) -> Any:
         return self.request("POST", "/v1/secrets", json={"name": name, "value": value})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +24,14 @@ from pratai.auth import Authenticator, ChainAuthenticator
 from pratai.auth.keystone import KeystoneAuthenticator
 from pratai.broker import Broker, open_broker
 from pratai.connectors.registry import make_connector
+from pratai.core.capacity import NodeCapacity, NodeDirectory
 from pratai.core.connectors import Connectors
 from pratai.core.events import Events
-from pratai.core.functions import Functions
+from pratai.core.functions import Functions, InstanceEvictor
 from pratai.core.gateway import Gateway
 from pratai.core.images import Images
-from pratai.core.invocations import Invocations
-from pratai.core.jobs import Jobs
+from pratai.core.invocations import Executor, Invocations
+from pratai.core.jobs import JobExecutor, Jobs
 from pratai.core.models import BuildState, Role
 from pratai.core.node_tokens import NodeTokens
 from pratai.core.ports import Store
@@ -100,8 +101,16 @@ class Platform:
             settings, workspace, commands=sandbox, callables=driver, budget=budget
         )
         secrets.listeners.append(node.evict_all)
-        services = _services(
-            settings, store, broker, workspace, secrets=secrets, node=node, job_runner=job_runner
+        execution = Execution(
+            invocations=node,
+            jobs=job_runner,
+            evictor=node,
+            capacity=node.budget,  # one node: the budget of `pratai serve`'s own
+            node_stats=node.stats,
+            nodes=node,
+        )
+        services = build_services(
+            settings, store, broker, workspace, secrets=secrets, execution=execution
         )
         scheduler = Scheduler(store, services.invocations, services.saved_jobs)
         return cls(
@@ -118,7 +127,7 @@ class Platform:
         """Open everything; returns a new admin key on the very first start."""
         await self.store.open()
         await self.broker.open()
-        new_key = await self._first_start()
+        new_key = await first_start(self.services.tenants, self.settings)
         if len(self.settings.secrets_key.split(",")) > 1:  # a rotation is under way
             rotated = await self.services.secrets.rotate()
             log.info("re-encrypted %d secrets with the newest key", rotated)
@@ -140,15 +149,6 @@ class Platform:
         await self.services.connectors.start_all()
         return new_key
 
-    async def _first_start(self) -> str | None:
-        tenants = self.services.tenants
-        project = await tenants.ensure_project()
-        if await self.store.list_keys(project.id):
-            return None
-        token = await tenants.create_key(project, Role.ADMIN, name="admin (first start)")
-        save_credentials(self.settings.credentials_file, self.settings.url, token)
-        return token
-
     async def close(self) -> None:
         await self.services.connectors.close()
         await self.scheduler.close()
@@ -164,7 +164,7 @@ class Platform:
         async def lifespan(_: Any) -> AsyncIterator[None]:
             token = await self.start()
             if token:
-                print(_first_start_banner(self.settings, token), flush=True)
+                print(first_start_banner(self.settings, token), flush=True)
             else:
                 print(
                     f"Pratai is serving on {self.settings.url} (data in {self.settings.home}; "
@@ -179,31 +179,50 @@ class Platform:
         return create_app(self.services, lifespan=lifespan)
 
 
-def _services(
+@dataclass(kw_only=True)
+class Execution:
+    """Where a process's calls run: on its own node (`pratai serve`), or on a cluster's."""
+
+    invocations: Executor | None
+    jobs: JobExecutor | None
+    evictor: InstanceEvictor | None  # told when a function changes
+    capacity: NodeCapacity  # the most memory a call may ask for
+    node_stats: Callable[[], dict[str, Any]] | None  # GET /v1/node
+    nodes: NodeDirectory  # GET /v1/nodes
+
+
+def build_services(
     settings: Settings,
     store: Store,
     broker: Broker,
     workspace: Workspace,
     *,
     secrets: Secrets,
-    node: Node,
-    job_runner: JobRunner,
+    execution: Execution,
+    node_tokens: NodeTokens | None = None,
 ) -> Services:
     """The core's services on these backends, wired to tell each other of changes."""
     runtimes = detect_runtimes(settings)
-    jobs = Jobs(settings, store, broker, runtimes, executor=job_runner, capacity=node.budget)
+    jobs = Jobs(
+        settings,
+        store,
+        broker,
+        runtimes,
+        executor=execution.jobs,
+        capacity=execution.capacity,
+    )
     tenants = Tenants(store)
     images = Images(store, PodmanEngine())
     functions = Functions(
         settings,
         store,
         workspace,
-        evictor=node,
+        evictor=execution.evictor,
         images=images,
         secrets=secrets,
-        capacity=node.budget,  # one node: the budget of `pratai serve`'s own
+        capacity=execution.capacity,
     )
-    invocations = Invocations(settings, store, broker, executor=node)
+    invocations = Invocations(settings, store, broker, executor=execution.invocations)
     events = Events(settings, store, invocations)
     triggers = Triggers(store, events)
     gateway = Gateway(store, workspace)
@@ -223,10 +242,22 @@ def _services(
         gateway=gateway,
         jobs=jobs,
         saved_jobs=SavedJobs(store, jobs),
-        node_tokens=NodeTokens(store),
-        node_stats=node.stats,
+        node_tokens=NodeTokens(store) if node_tokens is None else node_tokens,
+        node_stats=execution.node_stats,
         images=images,
+        nodes=execution.nodes,
     )
+
+
+async def first_start(tenants: Tenants, settings: Settings) -> str | None:
+    """On an empty store: the `default` project and its first admin key, returned (to print
+    once) and written to the credentials file. None otherwise."""
+    project = await tenants.ensure_project()
+    if await tenants.has_keys(project):
+        return None
+    token = await tenants.create_key(project, Role.ADMIN, name="admin (first start)")
+    save_credentials(settings.credentials_file, settings.url, token)
+    return token
 
 
 def _authenticator(settings: Settings, tenants: Tenants, store: Store) -> Authenticator:
@@ -244,7 +275,7 @@ def _authenticator(settings: Settings, tenants: Tenants, store: Store) -> Authen
     raise SystemExit(f"unknown PRATAI_AUTH {settings.auth!r}: use keys or keystone")
 
 
-def _first_start_banner(settings: Settings, token: str) -> str:
+def first_start_banner(settings: Settings, token: str) -> str:
     return (
         "\n"
         f"  Pratai is serving on {settings.url}  (data in {settings.home})\n"

@@ -53,6 +53,7 @@ def create_app(
     app.include_router(gateway.router)
     app.include_router(images.router)
     app.include_router(nodes.router)
+    app.include_router(nodes.nodes_router)
     app.add_middleware(AuditMiddleware, record=svc.tenants.audit)
 
     @app.get("/v1/node", tags=["platform"], responses=errors.responses(*errors.AUTHENTICATED))

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request
 
 from pratai.auth import Authenticator
+from pratai.core.capacity import NodeDirectory
 from pratai.core.connectors import Connectors
 from pratai.core.events import Events
 from pratai.core.functions import Functions
@@ -43,6 +44,7 @@ class Services:
     node_tokens: NodeTokens
     node_stats: Callable[[], dict[str, Any]] | None = None
     images: Images | None = None
+    nodes: NodeDirectory | None = None  # GET /v1/nodes
 
 
 def services_of(request: Request) -> Services:

@@ -32,6 +32,40 @@ def serve() -> None:
     run(load_settings())
 
 
+@command(output=False)
+def api() -> None:
+    """Run the HTTP API of a cluster (PostgreSQL and NATS; any number behind a load balancer)."""
+    from pratai.cluster.processes import serve_api
+
+    _logging()
+    serve_api(load_settings())
+
+
+@command(output=False)
+def scheduler() -> None:
+    """Run a scheduler of a cluster: timers, event dispatch, and storing what nodes ran."""
+    from pratai.cluster.processes import run_scheduler
+
+    _logging()
+    run_scheduler(load_settings())
+
+
+@command(output=False)
+def node() -> None:
+    """Run a node of a cluster: sandboxes, with only PRATAI_BROKER_URL and PRATAI_NODE_TOKEN."""
+    from pratai.cluster.processes import run_node
+
+    _logging()
+    run_node(load_settings())
+
+
+def _logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 @command()
 def doctor() -> Answer:
     """Report which sandbox isolation features are active on this machine, and its node's
@@ -80,4 +114,4 @@ def admin_key(name: str, save: bool) -> None:
         )
 
 
-COMMANDS = (serve, doctor, admin_key)
+COMMANDS = (serve, api, scheduler, node, doctor, admin_key)

@@ -1,4 +1,4 @@
-"""Node token commands of the `pratai` CLI: the credentials `pratai node` processes present."""
+"""Node commands of the `pratai` CLI: the nodes of a cluster, and the tokens they present."""
 
 from __future__ import annotations
 
@@ -45,4 +45,38 @@ def node_token_revoke(token_id: str) -> Answer:
     return Answer.line({"revoked": token_id}, f"revoked {token_id}")
 
 
-COMMANDS = (node_token_create, node_token_list, node_token_revoke)
+@command("node-list")
+def node_list() -> Answer:
+    """The nodes and their state, memory, calls running, load, warm instances and last
+    heartbeat (admins of the default project)."""
+    return Answer.rows(
+        ApiClient().list_nodes(),
+        ["NAME", "STATE", "MEMORY", "BUSY", "LOAD", "WARM", "HEARTBEAT"],
+        lambda n: (
+            n["name"],
+            n["state"],
+            f"{n['memory']['used_mb']}/{n['memory']['budget_mb']} MB",
+            f"{n['busy']}/{n['slots']}" if n["slots"] else str(n["busy"]),
+            f"{n['load']:.2f}",
+            str(len(n["warm"])),
+            f"{n['last_heartbeat_s']:.1f} s ago",
+        ),
+    )
+
+
+@command("node-drain")
+@click.argument("name")
+@click.option("--undo", is_flag=True, help="take new work again")
+def node_drain(name: str, undo: bool) -> Answer:
+    """Stop new work going to a node while it finishes what it has (--undo: resume)."""
+    node = ApiClient().drain_node(name, drain=not undo)
+    return Answer.line(node, f"node {name} is {node['state']}")
+
+
+COMMANDS = (
+    node_token_create,
+    node_token_list,
+    node_token_revoke,
+    node_list,
+    node_drain,
+)

@@ -3,7 +3,7 @@ rather than queued to wait for room that never comes."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from pratai.errors import InvalidInput
 
@@ -12,6 +12,18 @@ class NodeCapacity(Protocol):
     def largest_budget_mb(self) -> int:
         """The largest memory budget of any node that takes work: the most memory one
         instance can have."""
+
+
+class NodeDirectory(Protocol):
+    """The nodes that run this platform's calls, as `GET /v1/nodes` lists them."""
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Each node: name, state (ready, draining, stopping, stopped, lost, unauthorized),
+        memory, slots, busy, load, warm versions, seconds since its last heartbeat."""
+
+    async def drain(self, name: str, drain: bool) -> dict[str, Any]:
+        """Stops (or, with False, resumes) new work going to a node; returns it. NotFound for
+        an unknown node; Conflict when there is nothing to drain."""
 
 
 def check_fits(capacity: NodeCapacity | None, what: str, memory_mb: int) -> None:

@@ -108,6 +108,9 @@ class Tenants:
                 (window + 1) * who.rate_window_s - at,
             )
 
+    async def has_keys(self, project: Project) -> bool:
+        return bool(await self.store.list_keys(project.id))
+
     async def project_named(self, name: str) -> Project | None:
         return await self.store.get_project_by_name(name)
 

@@ -1,0 +1,142 @@
+"""Runs invocations on the nodes of a cluster: the `Executor` of the api and the scheduler.
+
+A call is one request to one node and its reply (one hop there and back, no polling). While it
+waits, the sender watches the node: when the node is lost, stops or restarts, the call is sent
+to another node at once (at least once: the lost one may have run it). A reply to an earlier
+sending is never used: each sending has its own dispatch id and inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import nats.errors
+
+from pratai.cluster.link import Link, run_subject
+from pratai.cluster.orders import RunOrder, apply_outcome
+from pratai.cluster.registry import Member, Registry
+from pratai.core.models import Function, FunctionVersion, Invocation, Status, new_id, now
+from pratai.drivers.base import failure
+
+log = logging.getLogger("pratai.cluster")
+
+SecretValues = Callable[[Function], Awaitable[dict[str, str]]]
+
+
+class RemoteExecutor:
+    def __init__(
+        self,
+        link: Link,
+        registry: Registry,
+        secret_values: SecretValues,
+        *,
+        start_s: float = 300.0,
+        place_s: float = 60.0,
+    ) -> None:
+        self.link = link
+        self.registry = registry
+        self.secret_values = secret_values
+        self.start_s = start_s  # beyond the function's timeout: a cold start, a first build
+        self.place_s = place_s  # how long a call waits for a node with room
+
+    async def execute(
+        self, invocation: Invocation, function: Function, version: FunctionVersion
+    ) -> Invocation:
+        secrets = await self.secret_values(function)
+        deadline = time.monotonic() + function.timeout_s + self.start_s
+        shunned: set[str] = set()  # nodes that did not answer this call
+        while True:
+            member = await self._place(function, version, shunned)
+            if member is None:
+                return self._fail(invocation, function)
+            order = RunOrder(new_id(), invocation, function, version, secrets)
+            data = order.encode()
+            if len(data) > self.link.max_payload:
+                return _failed(
+                    invocation,
+                    "PayloadTooLarge",
+                    f"the call is {len(data)} bytes with its settings, more than the "
+                    f"{self.link.max_payload} bytes NATS carries (its max_payload)",
+                )
+            reply = await self._send(member, data, deadline)
+            if reply is not None and apply_outcome(reply, order.dispatch, invocation):
+                return invocation
+            if time.monotonic() >= deadline:
+                return _failed(
+                    invocation,
+                    "NodeTimeout",
+                    f"node {member.name} did not answer within {function.timeout_s:g} s "
+                    f"(the function's timeout) plus {self.start_s:g} s to start",
+                )
+            log.warning(
+                "invocation %s: node %s did not answer; sending it elsewhere",
+                invocation.id,
+                member.name,
+            )
+            shunned.add(member.name)
+
+    async def _place(
+        self, function: Function, version: FunctionVersion, shunned: set[str]
+    ) -> Member | None:
+        until = time.monotonic() + self.place_s
+        while True:
+            member = self.registry.place(
+                function.id, version.version, function.memory_mb, exclude=shunned
+            )
+            if member is not None:
+                return member
+            if not self._could_fit(function) or time.monotonic() >= until:
+                return None
+            await self.registry.wait_for_change(min(1.0, until - time.monotonic()))
+
+    def _could_fit(self, function: Function) -> bool:
+        largest = self.registry.largest_budget_mb()
+        return function.memory_mb <= largest
+
+    def _fail(self, invocation: Invocation, function: Function) -> Invocation:
+        if not self._could_fit(function):
+            return _failed(
+                invocation,
+                "NoNodeFits",
+                f"the function asks for {function.memory_mb} MB of memory; the largest node "
+                f"memory budget is {self.registry.largest_budget_mb()} MB",
+            )
+        return _failed(
+            invocation,
+            "NoNodeAvailable",
+            f"no node took the call within {self.place_s:g} s: start one (`pratai node`), or "
+            "see `pratai node-list` for nodes lost, draining or full",
+        )
+
+    async def _send(self, member: Member, data: bytes, deadline: float) -> bytes | None:
+        """The node's reply; None when it is gone, has no listener, or the deadline passed."""
+        member.sent += 1
+        request = asyncio.ensure_future(
+            self.link.nc.request(
+                run_subject(member.name), data, timeout=deadline - time.monotonic()
+            )
+        )
+        gone = asyncio.ensure_future(member.gone.wait())
+        try:
+            await asyncio.wait({request, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not request.done():
+                return None
+            with contextlib.suppress(nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                return request.result().data
+            return None
+        finally:
+            for task in (request, gone):
+                task.cancel()
+            member.sent -= 1
+            self.registry.changed()
+
+
+def _failed(invocation: Invocation, kind: str, message: str) -> Invocation:
+    invocation.status = Status.FAILED
+    invocation.error = failure(kind, message)
+    invocation.finished_at = now()
+    return invocation

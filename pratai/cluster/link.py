@@ -1,0 +1,80 @@
+"""A process's NATS connection for the cluster's own messages (core NATS, not JetStream).
+
+Subjects, under `pratai.cluster.`:
+- `heartbeat`: every node's `Heartbeat`, every PRATAI_HEARTBEAT_S;
+- `node.<name>.run`: run orders to one node, each answered on the sender's inbox;
+- `node.<name>.control`: `{"drain": true|false}`, answered with the node's heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+
+log = logging.getLogger("pratai.cluster")
+
+HEARTBEAT = "pratai.cluster.heartbeat"
+
+
+def run_subject(node: str) -> str:
+    return f"pratai.cluster.node.{node}.run"
+
+
+def control_subject(node: str) -> str:
+    return f"pratai.cluster.node.{node}.control"
+
+
+def servers_of(broker_url: str) -> list[str]:
+    return [server.strip() for server in broker_url.split(",") if server.strip()]
+
+
+class Link:
+    def __init__(self, servers: list[str], *, name: str, connect_s: float = 60.0) -> None:
+        self.servers = servers
+        self.name = name  # as the NATS server lists the connection
+        self.connect_s = connect_s
+        self._nc: Client | None = None
+
+    async def open(self) -> None:
+        nc = Client()
+        try:
+            async with asyncio.timeout(self.connect_s):
+                await nc.connect(
+                    self.servers,
+                    name=self.name,
+                    max_reconnect_attempts=-1,  # a member outlives any outage
+                    reconnect_time_wait=1,
+                    error_cb=self._error,
+                )
+        except TimeoutError:
+            await nc.close()
+            where = ", ".join(self.servers)
+            raise ConnectionError(f"cannot reach NATS at {where} in {self.connect_s} s") from None
+        self._nc = nc
+
+    @staticmethod
+    async def _error(exc: Exception) -> None:
+        log.warning("NATS: %s", exc)
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("the link is not open")
+        return self._nc
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message the NATS servers take (their max_payload, 1 MB by default)."""
+        return int(self.nc.max_payload)
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            nc, self._nc = self._nc, None
+            try:
+                await nc.drain()
+            except (TimeoutError, nats.errors.Error):
+                await nc.close()

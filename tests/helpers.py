@@ -307,15 +307,16 @@ class NatsServer:
     cluster_port: int | None = None
     routes: list[int] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"  # where it listens for clients (its cluster routes: loopback)
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     def start(self) -> None:
         """Starts it; alone, waits until it answers as healthy (a cluster's members: see
         `nats_servers`, which waits once all of them run)."""
-        args = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port)]
+        args = [NATS_SERVER, "-js", "-a", self.host, "-p", str(self.port)]
         args += ["-m", str(self.monitor_port), "-sd", str(self.store), "-n", self.name]
         if self.cluster_port is not None:
             routes = ",".join(f"nats://127.0.0.1:{port}" for port in self.routes)
@@ -335,7 +336,7 @@ class NatsServer:
             log = (self.store.parent / f"nats-{self.name}.log").read_text()
             raise AssertionError(f"nats-server exited:\n{log}")
         try:
-            url = f"http://127.0.0.1:{self.monitor_port}/healthz"
+            url = f"http://{self.host}:{self.monitor_port}/healthz"
             return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
@@ -348,8 +349,9 @@ class NatsServer:
 
 
 @contextmanager
-def nats_servers(tmp: Path, count: int = 1) -> Iterator[list[NatsServer]]:
-    """One nats-server, or `count` of them in a cluster, on free loopback ports; killed after."""
+def nats_servers(tmp: Path, count: int = 1, host: str = "127.0.0.1") -> Iterator[list[NatsServer]]:
+    """One nats-server, or `count` of them in a cluster, on free ports of `host` (loopback by
+    default); killed after."""
     cluster = [free_port() for _ in range(count)] if count > 1 else []
     servers = [
         NatsServer(
@@ -357,6 +359,7 @@ def nats_servers(tmp: Path, count: int = 1) -> Iterator[list[NatsServer]]:
             name=f"n{i}",
             cluster_port=cluster[i] if cluster else None,
             routes=[port for j, port in enumerate(cluster) if j != i],
+            host=host,
         )
         for i in range(count)
     ]

@@ -102,6 +102,9 @@ V1_ROUTES = {
     ("POST", "/v1/node-tokens"),
     ("GET", "/v1/node-tokens"),
     ("DELETE", "/v1/node-tokens/{token_id}"),
+    ("GET", "/v1/nodes"),
+    ("POST", "/v1/nodes/{name}/drain"),
+    ("DELETE", "/v1/nodes/{name}/drain"),
 }
 
 

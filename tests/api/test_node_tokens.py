@@ -131,3 +131,18 @@ async def test_a_name_is_one_line_of_1_to_255_characters(api: Api) -> None:
         assert "name" in error_of(answer, 400, "invalid_input")
     assert (await api.request("GET", "/v1/node-tokens", api.admin)).json() == []
     assert (await api.create("Rack 2 (spare)")).status_code == 201
+
+
+async def test_pratai_serve_lists_its_own_node_and_cannot_drain_it(api: Api) -> None:
+    listed = await api.request("GET", "/v1/nodes", api.admin)
+    assert listed.status_code == 200, listed.text
+    (node,) = listed.json()
+    assert (node["name"], node["state"], node["busy"]) == ("local", "ready", 0)
+    assert node["memory"]["budget_mb"] == api.platform.settings.node_memory_mb
+    drained = await api.request("POST", "/v1/nodes/local/drain", api.admin)
+    assert "drain the nodes of a cluster" in error_of(drained, 409, "conflict")
+
+    tenants = api.platform.services.tenants
+    acme_admin = await tenants.create_key(await tenants.ensure_project("acme"), Role.ADMIN)
+    refused = await api.request("GET", "/v1/nodes", acme_admin)
+    assert refused.status_code == 403

@@ -1,4 +1,5 @@
-"""Runs invocations on the nodes of a cluster: the `Executor` of the api and the scheduler.
+"""Runs calls on the nodes of a cluster: the executors of invocations and jobs of the api and the
+scheduler.
 
 A call is one request to one node and its reply (one hop there and back, no polling). While it
 waits, the sender watches the node: when the node is lost, stops or restarts, the call is sent
@@ -10,16 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import nats.errors
+from nats.aio.msg import Msg
 
-from pratai.cluster.link import Link, run_subject
-from pratai.cluster.orders import RunOrder, apply_outcome
+from pratai.cluster.link import Link, control_subject, job_subject, run_subject
+from pratai.cluster.orders import (
+    JobOrder,
+    RunOrder,
+    apply_job_outcome,
+    apply_job_progress,
+    apply_outcome,
+)
 from pratai.cluster.registry import Member, Registry
-from pratai.core.models import Function, FunctionVersion, Invocation, Status, new_id, now
+from pratai.core.models import Function, FunctionVersion, Invocation, Job, Status, new_id, now
 from pratai.drivers.base import failure
 
 log = logging.getLogger("pratai.cluster")
@@ -27,106 +37,107 @@ log = logging.getLogger("pratai.cluster")
 SecretValues = Callable[[Function], Awaitable[dict[str, str]]]
 
 
-class RemoteExecutor:
+@dataclass(frozen=True)
+class Failed:
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a dispatcher needs of a call, of either kind."""
+
+    what: str  # "invocation <id>", for the log
+    subject: Callable[[str], str]  # the subject of a node's name
+    memory_mb: int
+    warm: tuple[str, int] | None  # (function id, version) a warm instance of which helps
+    encode: Callable[[str], bytes]  # the order, for a dispatch id
+    accept: Callable[[bytes, str], bool]  # takes in a reply to this dispatch id
+    timeout_s: float
+
+
+class Dispatcher:
     def __init__(
-        self,
-        link: Link,
-        registry: Registry,
-        secret_values: SecretValues,
-        *,
-        start_s: float = 300.0,
-        place_s: float = 60.0,
+        self, link: Link, registry: Registry, *, start_s: float = 300.0, place_s: float = 60.0
     ) -> None:
         self.link = link
         self.registry = registry
-        self.secret_values = secret_values
-        self.start_s = start_s  # beyond the function's timeout: a cold start, a first build
+        self.start_s = start_s  # beyond a call's timeout: a cold start, a first build
         self.place_s = place_s  # how long a call waits for a node with room
 
-    async def execute(
-        self, invocation: Invocation, function: Function, version: FunctionVersion
-    ) -> Invocation:
-        secrets = await self.secret_values(function)
-        deadline = time.monotonic() + function.timeout_s + self.start_s
+    async def send(
+        self, call: Call, on_sent: Callable[[Member, str], None] | None = None
+    ) -> Failed | None:
+        """Sends the call until a node answers it (None), or gives up (why)."""
+        deadline = time.monotonic() + call.timeout_s + self.start_s
         shunned: set[str] = set()  # nodes that did not answer this call
         while True:
-            member = await self._place(function, version, shunned)
+            member = await self._place(call, shunned)
             if member is None:
-                return self._fail(invocation, function)
-            order = RunOrder(new_id(), invocation, function, version, secrets)
-            data = order.encode()
+                return self._no_node(call)
+            dispatch = new_id()
+            data = call.encode(dispatch)
             if len(data) > self.link.max_payload:
-                return _failed(
-                    invocation,
+                return Failed(
                     "PayloadTooLarge",
                     f"the call is {len(data)} bytes with its settings, more than the "
                     f"{self.link.max_payload} bytes NATS carries (its max_payload)",
                 )
-            reply = await self._send(member, data, deadline)
-            if reply is not None and apply_outcome(reply, order.dispatch, invocation):
-                return invocation
+            if on_sent is not None:
+                on_sent(member, dispatch)
+            reply = await self._ask(member, call.subject(member.name), data, deadline)
+            if reply is not None and call.accept(reply, dispatch):
+                return None
             if time.monotonic() >= deadline:
-                return _failed(
-                    invocation,
+                return Failed(
                     "NodeTimeout",
-                    f"node {member.name} did not answer within {function.timeout_s:g} s "
-                    f"(the function's timeout) plus {self.start_s:g} s to start",
+                    f"node {member.name} did not answer within {call.timeout_s:g} s (the "
+                    f"timeout) plus {self.start_s:g} s to start",
                 )
-            log.warning(
-                "invocation %s: node %s did not answer; sending it elsewhere",
-                invocation.id,
-                member.name,
-            )
+            log.warning("%s: node %s did not answer; sending it elsewhere", call.what, member.name)
             shunned.add(member.name)
 
-    async def _place(
-        self, function: Function, version: FunctionVersion, shunned: set[str]
-    ) -> Member | None:
+    async def _place(self, call: Call, shunned: set[str]) -> Member | None:
+        function_id, version = call.warm or ("", 0)
         until = time.monotonic() + self.place_s
         while True:
-            member = self.registry.place(
-                function.id, version.version, function.memory_mb, exclude=shunned
-            )
+            member = self.registry.place(function_id, version, call.memory_mb, exclude=shunned)
             if member is not None:
                 return member
-            if not self._could_fit(function) or time.monotonic() >= until:
+            if call.memory_mb > self.registry.largest_budget_mb() or time.monotonic() >= until:
                 return None
             await self.registry.wait_for_change(min(1.0, until - time.monotonic()))
 
-    def _could_fit(self, function: Function) -> bool:
+    def _no_node(self, call: Call) -> Failed:
         largest = self.registry.largest_budget_mb()
-        return function.memory_mb <= largest
-
-    def _fail(self, invocation: Invocation, function: Function) -> Invocation:
-        if not self._could_fit(function):
-            return _failed(
-                invocation,
+        if call.memory_mb > largest:
+            return Failed(
                 "NoNodeFits",
-                f"the function asks for {function.memory_mb} MB of memory; the largest node "
-                f"memory budget is {self.registry.largest_budget_mb()} MB",
+                f"it asks for {call.memory_mb} MB of memory; the largest node memory budget "
+                f"is {largest} MB",
             )
-        return _failed(
-            invocation,
+        return Failed(
             "NoNodeAvailable",
             f"no node took the call within {self.place_s:g} s: start one (`pratai node`), or "
             "see `pratai node-list` for nodes lost, draining or full",
         )
 
-    async def _send(self, member: Member, data: bytes, deadline: float) -> bytes | None:
+    async def _ask(
+        self, member: Member, subject: str, data: bytes, deadline: float
+    ) -> bytes | None:
         """The node's reply; None when it is gone, has no listener, or the deadline passed."""
         member.sent += 1
-        request = asyncio.ensure_future(
-            self.link.nc.request(
-                run_subject(member.name), data, timeout=deadline - time.monotonic()
-            )
-        )
+        wait_s = deadline - time.monotonic()
+        request = asyncio.ensure_future(self.link.nc.request(subject, data, timeout=wait_s))
         gone = asyncio.ensure_future(member.gone.wait())
         try:
             await asyncio.wait({request, gone}, return_when=asyncio.FIRST_COMPLETED)
             if not request.done():
                 return None
             with contextlib.suppress(nats.errors.NoRespondersError, nats.errors.TimeoutError):
-                return request.result().data
+                data = request.result().data
+                member.answered += 1
+                return data
             return None
         finally:
             for task in (request, gone):
@@ -135,8 +146,73 @@ class RemoteExecutor:
             self.registry.changed()
 
 
-def _failed(invocation: Invocation, kind: str, message: str) -> Invocation:
-    invocation.status = Status.FAILED
-    invocation.error = failure(kind, message)
-    invocation.finished_at = now()
-    return invocation
+class RemoteExecutor:
+    """`Executor` of invocations: each on a node, with its function's secrets."""
+
+    def __init__(self, dispatcher: Dispatcher, secret_values: SecretValues) -> None:
+        self.dispatcher = dispatcher
+        self.secret_values = secret_values
+
+    async def execute(
+        self, invocation: Invocation, function: Function, version: FunctionVersion
+    ) -> Invocation:
+        secrets = await self.secret_values(function)
+        call = Call(
+            what=f"invocation {invocation.id}",
+            subject=run_subject,
+            memory_mb=function.memory_mb,
+            warm=(function.id, version.version),
+            encode=lambda d: RunOrder(d, invocation, function, version, secrets).encode(),
+            accept=lambda reply, d: apply_outcome(reply, d, invocation),
+            timeout_s=function.timeout_s,
+        )
+        failed = await self.dispatcher.send(call)
+        if failed is not None:
+            invocation.status = Status.FAILED
+            invocation.error = failure(failed.kind, failed.message)
+            invocation.finished_at = now()
+        return invocation
+
+
+class RemoteJobs:
+    """`JobExecutor`: each job on a node. Its output comes back while it runs; cancelling the
+    run (the job was cancelled) tells the node to stop it."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    async def run_job(self, job: Job, progress: Callable[[Job], None]) -> Job:
+        inbox = self.dispatcher.link.nc.new_inbox()
+        sent: list[tuple[Member, str]] = []
+
+        async def on_progress(msg: Msg) -> None:
+            if sent and apply_job_progress(msg.data, sent[-1][1], job):
+                progress(job)
+
+        listening = await self.dispatcher.link.nc.subscribe(inbox, cb=on_progress)
+        call = Call(
+            what=f"job {job.id}",
+            subject=job_subject,
+            memory_mb=job.memory_mb,
+            warm=None,
+            encode=lambda d: JobOrder(d, job, inbox).encode(),
+            accept=lambda reply, d: apply_job_outcome(reply, d, job),
+            timeout_s=job.timeout_s,
+        )
+        try:
+            failed = await self.dispatcher.send(call, lambda m, d: sent.append((m, d)))
+        except asyncio.CancelledError:
+            if sent:
+                member, dispatch = sent[-1]
+                with contextlib.suppress(Exception):
+                    stop = json.dumps({"cancel": dispatch}).encode()
+                    await self.dispatcher.link.nc.publish(control_subject(member.name), stop)
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await listening.unsubscribe()
+        if failed is not None:
+            job.status = Status.FAILED
+            job.error = {**failure(failed.kind, failed.message), "traceback": ""}
+            job.finished_at = now()
+        return job

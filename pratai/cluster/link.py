@@ -2,8 +2,11 @@
 
 Subjects, under `pratai.cluster.`:
 - `heartbeat`: every node's `Heartbeat`, every PRATAI_HEARTBEAT_S;
-- `node.<name>.run`: run orders to one node, each answered on the sender's inbox;
-- `node.<name>.control`: `{"drain": true|false}`, answered with the node's heartbeat.
+- `node.<name>.run`: invocations to run on one node, each answered on the sender's inbox;
+- `node.<name>.job`: jobs to run on it, likewise; their output while they run goes to an inbox
+  the order names;
+- `node.<name>.control`: `{"drain": true|false}`, answered with the node's heartbeat, or
+  `{"cancel": dispatch}` (a job was cancelled), not answered.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ HEARTBEAT = "pratai.cluster.heartbeat"
 
 def run_subject(node: str) -> str:
     return f"pratai.cluster.node.{node}.run"
+
+
+def job_subject(node: str) -> str:
+    return f"pratai.cluster.node.{node}.job"
 
 
 def control_subject(node: str) -> str:

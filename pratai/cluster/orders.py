@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pratai.core.models import Function, FunctionVersion, Invocation, Status
+from pratai.core.models import Function, FunctionVersion, Invocation, Job, JobKind, Status
 
 # What of an invocation a node needs and reports on; the rest stays in the store.
 _SENT = ("id", "project_id", "function_id", "function_name", "version", "mode", "content_type")
@@ -93,6 +93,81 @@ def apply_outcome(data: bytes, dispatch: str, invocation: Invocation) -> bool:
     invocation.status = status
     invocation.stdout = invocation.stdout or ""
     invocation.stderr = invocation.stderr or ""
+    return True
+
+
+# A job travels whole (it is its own record); its bytes (stdin, result) follow the JSON head.
+_JOB_BYTES = ("stdin", "result")
+
+
+def _job_head(job: Job) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(job).items() if k not in _JOB_BYTES}
+
+
+@dataclass
+class JobOrder:
+    dispatch: str
+    job: Job
+    progress: str  # where the node sends the job's output while it runs
+
+    def encode(self) -> bytes:
+        head = {"dispatch": self.dispatch, "progress": self.progress, "job": _job_head(self.job)}
+        return json.dumps(head).encode() + b"\n" + self.job.stdin
+
+    @classmethod
+    def decode(cls, data: bytes) -> JobOrder:
+        head_bytes, newline, stdin = data.partition(b"\n")
+        if not newline:
+            raise ValueError("a job order is a JSON head, a newline and the stdin")
+        try:
+            head = json.loads(head_bytes)
+            fields = head["job"]
+            job = Job(
+                **fields | {"kind": JobKind(fields["kind"]), "status": Status(fields["status"])}
+            )
+            job.stdin = stdin
+            return cls(str(head["dispatch"]), job, str(head["progress"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a job order: {exc}") from None
+
+
+def encode_job_outcome(dispatch: str, job: Job) -> bytes:
+    head = {"dispatch": dispatch, "job": _job_head(job), "has_result": job.result is not None}
+    return json.dumps(head).encode() + b"\n" + (job.result or b"")
+
+
+def apply_job_outcome(data: bytes, dispatch: str, job: Job) -> bool:
+    """Fills in the job from a node's outcome of this dispatch; False for anything else."""
+    head_bytes, _, result = data.partition(b"\n")
+    try:
+        head = json.loads(head_bytes)
+        if head.get("dispatch") != dispatch:
+            return False
+        fields = head["job"]
+        status = Status(fields["status"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    for name in ("exit_code", "error", "stdout", "stderr", "duration_ms", "peak_memory_kb"):
+        setattr(job, name, fields.get(name))
+    job.stdout, job.stderr = job.stdout or "", job.stderr or ""
+    job.status, job.finished_at = status, fields.get("finished_at")
+    job.started_at = fields.get("started_at") or job.started_at
+    job.result = result if head.get("has_result") else None
+    return True
+
+
+def encode_job_progress(dispatch: str, job: Job) -> bytes:
+    return json.dumps({"dispatch": dispatch, "stdout": job.stdout, "stderr": job.stderr}).encode()
+
+
+def apply_job_progress(data: bytes, dispatch: str, job: Job) -> bool:
+    try:
+        update = json.loads(data)
+        if update.get("dispatch") != dispatch:
+            return False
+        job.stdout, job.stderr = str(update["stdout"]), str(update["stderr"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
     return True
 
 

@@ -26,10 +26,11 @@ from pratai.api.app import create_app
 from pratai.api.deps import Services
 from pratai.artifacts import open_artifacts
 from pratai.broker import Broker, open_broker
-from pratai.cluster.executor import RemoteExecutor
+from pratai.cluster.executor import Dispatcher, RemoteExecutor, RemoteJobs
 from pratai.cluster.link import Link, servers_of
 from pratai.cluster.registry import Registry
 from pratai.core.invocations import INVOCATIONS_QUEUE
+from pratai.core.jobs import JOBS_QUEUE, MAX_JOB_TIMEOUT_S
 from pratai.core.models import BuildState
 from pratai.core.node_tokens import NodeTokens
 from pratai.core.ports import Store
@@ -82,7 +83,8 @@ class ControlPlane:
     registry: Registry
     services: Services
     scheduler: Scheduler | None = None
-    collector: Worker | None = None
+    collector: Worker | None = None  # of invocations
+    job_collector: Worker | None = None
     _sweeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -103,10 +105,10 @@ class ControlPlane:
             return await tokens.verify(token) is not None
 
         registry = Registry(link, valid, lost_s=settings.node_lost_s)
-        executor = RemoteExecutor(link, registry, secrets.environment)
+        dispatcher = Dispatcher(link, registry)
         execution = Execution(
-            invocations=executor,
-            jobs=None,
+            invocations=RemoteExecutor(dispatcher, secrets.environment),
+            jobs=RemoteJobs(dispatcher),
             evictor=None,  # a node's instances are keyed by the function's update time
             capacity=registry,
             node_stats=None,
@@ -135,8 +137,14 @@ class ControlPlane:
             plane.collector = Worker(
                 INVOCATIONS_QUEUE,
                 lease_s=DISPATCH_LEASE_S,
-                keep_s=executor.start_s + 900.0 + DISPATCH_LEASE_S,  # the longest timeout
+                keep_s=dispatcher.start_s + 900.0 + DISPATCH_LEASE_S,  # the longest timeout
                 what="invocation",
+            )
+            plane.job_collector = Worker(
+                JOBS_QUEUE,
+                lease_s=DISPATCH_LEASE_S,
+                keep_s=dispatcher.start_s + MAX_JOB_TIMEOUT_S + DISPATCH_LEASE_S,
+                what="job",
             )
         return plane
 
@@ -156,12 +164,16 @@ class ControlPlane:
         dispatched = await self.services.events.recover()
         if dispatched:
             log.info("dispatched %d events left undispatched", dispatched)
-        self.collector.start(
-            self.broker, self.services.invocations.run_delivery, DISPATCH_CONSUMERS
-        )
+        run = self.services.invocations.run_delivery
+        self.collector.start(self.broker, run, DISPATCH_CONSUMERS)
+        assert self.job_collector is not None
+        self.job_collector.start(self.broker, self._run_job, DISPATCH_CONSUMERS)
         self.scheduler.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
         return None
+
+    async def _run_job(self, job_id: str) -> None:
+        await self.services.jobs.run_queued(job_id)
 
     async def _sweep_forever(self) -> None:
         invocations = self.services.invocations
@@ -181,8 +193,9 @@ class ControlPlane:
                 await self._sweeper
         if self.scheduler is not None:
             await self.scheduler.close()
-        if self.collector is not None:
-            await self.collector.stop()
+        for worker in (self.collector, self.job_collector):
+            if worker is not None:
+                await worker.stop()
         await self.services.events.close()
         await self.services.functions.wait_built()
         await self.registry.close()

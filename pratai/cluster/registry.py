@@ -42,6 +42,7 @@ class Member:
     authorized: bool = False
     verified_at: float = 0.0
     sent: int = 0  # this process's calls to it, not yet answered
+    answered: int = 0  # this process's calls to it answered since its last heartbeat
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # lost, stopped or restarted
 
     @property
@@ -53,7 +54,9 @@ class Member:
         return self.beat.memory_budget_mb - self.beat.memory_used_mb
 
     def free_slots(self) -> int:
-        return self.beat.slots - max(self.beat.busy, self.sent)
+        """Its slots less those busy: by its last heartbeat, less the calls answered since (a
+        heartbeat is up to PRATAI_HEARTBEAT_S old), and at least this process's own."""
+        return self.beat.slots - max(self.beat.busy - self.answered, self.sent)
 
 
 class Registry:
@@ -103,7 +106,7 @@ class Registry:
             member.verified_at = now
             if not member.authorized:
                 log.warning("node %s: its token is not valid; it gets no work", beat.name)
-        member.beat, member.seen = beat, now
+        member.beat, member.seen, member.answered = beat, now, 0
         if beat.state == "stopped":
             member.gone.set()
         elif member.gone.is_set():  # back after being lost: what was sent then went elsewhere

@@ -37,6 +37,7 @@ DONE_CACHE = 4096  # finished jobs kept in memory for waiting callers
 PENDING_CACHE = 65536
 MARK_DELAY_S = 0.05  # a job that ends sooner is never stored as running
 FLUSH_INTERVAL_S = 0.25  # how often a running command's output reaches the store
+CANCEL_CHECK_S = 1.0  # how often a job with no new output looks whether it was cancelled
 _REQUIREMENT_CHARS = set(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.[],<>=!~ "
 )
@@ -266,6 +267,7 @@ class Jobs:
     async def wait(self, project: Project, job_id: str, timeout_s: float) -> Job:
         """The job once it has finished, or as it is when `timeout_s` runs out."""
         deadline = time.monotonic() + max(0.0, timeout_s)
+        pause = 0.05
         while True:
             done = self._done.get(job_id)
             if done is not None and done.project_id == project.id:
@@ -274,10 +276,12 @@ class Jobs:
             local = self._finished.get(job_id)
             if local is not None and local[0] == project.id and left > 0:
                 with contextlib.suppress(TimeoutError):
-                    # Another node may run it after all: look in the store now and then.
-                    async with asyncio.timeout(min(left, 1.0)):
+                    # Another process may run it (a scheduler of a cluster, another node):
+                    # look in the store now and then, soon for a short job.
+                    async with asyncio.timeout(min(left, pause)):
                         await local[1].wait()
-                if job_id in self._done or job_id in self._finished:
+                pause = min(1.0, pause * 2)
+                if job_id in self._done:
                     continue
             job = await self.get(project, job_id)
             if job.status.finished or left <= 0:
@@ -361,13 +365,22 @@ class Jobs:
             # Shielded: cancelling this flusher must not cancel a start being stored.
             if not await asyncio.shield(marking):
                 return
+            quiet = 0.0
             while True:
                 await asyncio.sleep(FLUSH_INTERVAL_S)
                 if dirty:
-                    dirty = False
-                    if not await self.store.update_job(job, only_if=Status.RUNNING):
-                        self._cancel_run(job.id)  # cancelled by another process
-                        return
+                    dirty, quiet = False, 0.0
+                    stored = await self.store.update_job(job, only_if=Status.RUNNING)
+                elif (quiet := quiet + FLUSH_INTERVAL_S) >= CANCEL_CHECK_S:
+                    # a quiet job: another process (an api of a cluster) may have cancelled it
+                    quiet = 0.0
+                    current = await self.store.get_job(job.id)
+                    stored = current is not None and current.status == Status.RUNNING
+                else:
+                    stored = True
+                if not stored:
+                    self._cancel_run(job.id)  # cancelled by another process
+                    return
 
         def progress(current: Job) -> None:
             nonlocal dirty

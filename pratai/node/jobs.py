@@ -167,6 +167,11 @@ class JobRunner:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def start_pools(self) -> None:
+        """Reaps idle instances; for a node of a cluster, which takes no queue (`start` does
+        this too)."""
+        self._pools.start_reaping()
+
     def start(self, broker: Broker, jobs: Jobs, workers: int = 32) -> None:
         async def run(job_id: str) -> None:
             await jobs.run_queued(job_id)

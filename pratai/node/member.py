@@ -13,24 +13,45 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Coroutine
+from typing import Any
 
 from nats.aio.msg import Msg
 
-from pratai.cluster.link import HEARTBEAT, Link, control_subject, run_subject
-from pratai.cluster.orders import Heartbeat, RunOrder, encode_outcome, warm_key
-from pratai.core.models import Status
+from pratai.cluster.link import HEARTBEAT, Link, control_subject, job_subject, run_subject
+from pratai.cluster.orders import (
+    Heartbeat,
+    JobOrder,
+    RunOrder,
+    encode_job_outcome,
+    encode_job_progress,
+    encode_outcome,
+    warm_key,
+)
+from pratai.core.models import Status, new_id
 from pratai.drivers.base import failure
 from pratai.node.agent import Node
+from pratai.node.jobs import JobRunner
 from pratai.settings import Settings
 
 log = logging.getLogger("pratai.node")
 
+PROGRESS_S = 0.5  # a running job's output goes back at most this often
+
 
 class ClusterMember:
-    def __init__(self, settings: Settings, link: Link, node: Node, runtimes: list[str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        link: Link,
+        node: Node,
+        runtimes: list[str],
+        jobs: JobRunner | None = None,
+    ) -> None:
         self.settings = settings
         self.link = link
         self.node = node
+        self.jobs = jobs
         self.runtimes = runtimes
         self.name = settings.node_name
         self.instance = uuid.uuid4().hex
@@ -38,12 +59,14 @@ class ClusterMember:
         self.started_at = time.time()
         self.busy = 0
         self._slots = asyncio.Semaphore(settings.node_slots)
-        self._runs: set[asyncio.Task[None]] = set()
+        self._runs: dict[str, asyncio.Task[None]] = {}  # by dispatch id
         self._beating: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         nc = self.link.nc
         await nc.subscribe(run_subject(self.name), cb=self._on_order)
+        if self.jobs is not None:
+            await nc.subscribe(job_subject(self.name), cb=self._on_job)
         await nc.subscribe(control_subject(self.name), cb=self._on_control)
         self._beating = asyncio.create_task(self._beat_forever())
 
@@ -77,10 +100,58 @@ class ClusterMember:
             await asyncio.sleep(self.settings.heartbeat_s)
 
     async def _on_order(self, msg: Msg) -> None:
+        self._track(new_id(), self._run(msg))
+
+    async def _on_job(self, msg: Msg) -> None:
+        try:
+            order = JobOrder.decode(msg.data)
+        except ValueError as exc:
+            log.warning("ignored a message that is no job order: %s", exc)
+            return
+        self._track(order.dispatch, self._run_job(msg, order))
+
+    def _track(self, key: str, run: Coroutine[Any, Any, None]) -> None:
         # One task per order: the subscription's callbacks run one after another.
-        task = asyncio.create_task(self._run(msg))
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
+        task = asyncio.create_task(run)
+        self._runs[key] = task
+        task.add_done_callback(lambda _: self._runs.pop(key, None))
+
+    async def _run_job(self, msg: Msg, order: JobOrder) -> None:
+        assert self.jobs is not None
+        job, changed = order.job, asyncio.Event()
+        sender = asyncio.create_task(self._send_progress(order, changed))
+        async with self._slots:
+            self.busy += 1
+            try:
+                await self.jobs.run_job(job, lambda _: changed.set())
+            finally:
+                self.busy -= 1
+                sender.cancel()
+        reply = encode_job_outcome(order.dispatch, job)
+        if len(reply) > self.link.max_payload:
+            job.result, job.stdout, job.stderr = None, "", ""
+            job.status = Status.FAILED
+            job.error = {**self._too_large(len(reply)), "traceback": ""}
+            reply = encode_job_outcome(order.dispatch, job)
+        with contextlib.suppress(Exception):
+            await msg.respond(reply)
+
+    async def _send_progress(self, order: JobOrder, changed: asyncio.Event) -> None:
+        """The job's output so far, when it changed, at most every PROGRESS_S."""
+        while True:
+            await changed.wait()
+            changed.clear()
+            update = encode_job_progress(order.dispatch, order.job)
+            with contextlib.suppress(Exception):
+                await self.link.nc.publish(order.progress, update[: self.link.max_payload])
+            await asyncio.sleep(PROGRESS_S)
+
+    def _too_large(self, size: int) -> dict[str, str]:
+        return failure(
+            "ResultTooLarge",
+            f"the result and output are {size} bytes, more than the "
+            f"{self.link.max_payload} bytes NATS carries (its max_payload)",
+        )
 
     async def _run(self, msg: Msg) -> None:
         try:
@@ -103,18 +174,20 @@ class ClusterMember:
         if len(reply) > self.link.max_payload:
             invocation.result, invocation.stdout, invocation.stderr = None, "", ""
             invocation.status = Status.FAILED
-            invocation.error = failure(
-                "ResultTooLarge",
-                f"the result and output are {len(reply)} bytes, more than the "
-                f"{self.link.max_payload} bytes NATS carries (its max_payload)",
-            )
+            invocation.error = self._too_large(len(reply))
             reply = encode_outcome(order.dispatch, invocation)
         with contextlib.suppress(Exception):  # the sender is gone: it sent the call elsewhere
             await msg.respond(reply)
 
     async def _on_control(self, msg: Msg) -> None:
         try:
-            drain = bool(json.loads(msg.data)["drain"])
+            command = json.loads(msg.data)
+            if "cancel" in command:  # a job was cancelled: stop its run (no answer)
+                task = self._runs.get(str(command["cancel"]))
+                if task is not None:
+                    task.cancel()
+                return
+            drain = bool(command["drain"])
         except (ValueError, KeyError, TypeError):
             await msg.respond(json.dumps({"error": 'expected {"drain": true|false}'}).encode())
             return
@@ -130,7 +203,7 @@ class ClusterMember:
         with contextlib.suppress(Exception):
             await self.beat()
         if self._runs:
-            await asyncio.wait(set(self._runs), timeout=grace_s)
+            await asyncio.wait(set(self._runs.values()), timeout=grace_s)
         if self._beating is not None:
             self._beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -11,7 +11,8 @@ from pratai.core.workspace import Workspace
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SettingsError
 from pratai.node.agent import Node
-from pratai.node.jobs import detect_runtimes
+from pratai.node.budget import MemoryBudget
+from pratai.node.jobs import JobRunner, detect_runtimes
 from pratai.node.member import ClusterMember
 from pratai.settings import Settings
 
@@ -33,6 +34,7 @@ def check_node(settings: Settings) -> None:
 class NodeProcess:
     link: Link
     node: Node
+    jobs: JobRunner
     member: ClusterMember
 
     @classmethod
@@ -43,20 +45,25 @@ class NodeProcess:
             settings.broker_url, settings.artifacts_dir, replicas=settings.nats_replicas
         )
         workspace = Workspace(settings, artifacts)
-        node = Node(settings, ProcessDriver(settings), workspace, cluster=True)
+        sandbox = ProcessDriver(settings)
+        budget = MemoryBudget(settings.node_memory_mb)  # of functions and jobs alike
+        node = Node(settings, sandbox, workspace, budget=budget, cluster=True)
+        jobs = JobRunner(settings, workspace, commands=sandbox, budget=budget)
         link = Link(servers_of(settings.broker_url), name=f"pratai-node-{settings.node_name}")
         runtimes = detect_runtimes(settings)
-        member = ClusterMember(settings, link, node, runtimes.accepted())
-        return cls(link=link, node=node, member=member)
+        member = ClusterMember(settings, link, node, runtimes.accepted(), jobs)
+        return cls(link=link, node=node, jobs=jobs, member=member)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.node.workspace.artifacts.open)
         await self.link.open()
         self.node.start_pools()
+        self.jobs.start_pools()
         await self.member.start()
 
     async def close(self) -> None:
         await self.member.close()
         await self.node.close()
+        await self.jobs.close()
         await self.link.close()
         await asyncio.to_thread(self.node.workspace.artifacts.close)

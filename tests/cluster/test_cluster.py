@@ -8,12 +8,13 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import pratai
 from tests.cluster.harness import Cluster, can_make_namespaces, cluster
 from tests.helpers import make_zip, wait_for
 
@@ -182,4 +183,35 @@ def test_drain_placement_and_memory(small: Cluster) -> None:
     assert small.node_states()["b"] == "ready"
 
 
-def _unused(*_: Callable[..., Any]) -> None: ...
+def test_jobs_run_on_nodes_their_output_streams_and_a_cancel_stops_them(small: Cluster) -> None:
+    small.start_node("a")
+    job_id = small.cli("job-submit", "--", "sh", "-c", "echo from a node; hostname").stdout.strip()
+    with small.http() as http:
+
+        def done() -> dict[str, Any] | None:
+            job = http.get(f"/v1/jobs/{job_id}").json()
+            return job if job["status"] not in ("queued", "running") else None
+
+        job = wait_for(done, what="the job to finish")
+        assert (job["status"], job["exit_code"]) == ("succeeded", 0)
+        assert job["stdout"].startswith("from a node\n")
+
+        script = "echo started; sleep 60; echo never"
+        long_id = small.cli("job-submit", "--", "sh", "-c", script).stdout.strip()
+        wait_for(
+            lambda: http.get(f"/v1/jobs/{long_id}").json()["stdout"] == "started\n",
+            what="the long job's first line to be stored while it runs",
+        )
+        small.cli("job-cancel", long_id)
+        wait_for(
+            lambda: {n["name"]: n["busy"] for n in http.get("/v1/nodes").json()}["a"] == 0,
+            timeout=30,
+            what="the node to stop the cancelled job",
+        )
+        cancelled = http.get(f"/v1/jobs/{long_id}").json()
+        assert cancelled["status"] == "cancelled" and "never" not in cancelled["stdout"]
+
+    offset = 5  # a closure's state travels with it, to a node with no database
+    with pratai.Client(small.api_url(), small.admin_key) as client:
+        assert client.submit(lambda n: n * 2 + offset, 20).result(timeout=60) == 45
+        assert list(client.map(lambda n: n + offset, range(5))) == [5, 6, 7, 8, 9]

@@ -3,7 +3,8 @@
     python -m bench            # or: make bench; `python -m bench sdk` runs one of them
 
 `core` prints a table and writes bench/results/core.json; `sdk` (bench/sdk.py) writes
-bench/results/sdk.json.
+bench/results/sdk.json; `cluster` (bench/cluster.py, about 1.5 minutes; it needs PostgreSQL and
+nats-server, as the cluster tests do) writes bench/results/cluster.json.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench import events, sdk
+from bench import cluster, events, sdk
 from bench.http_load import LoadResult, run_load
 from bench.server import free_port, pratai_server, wait_http
 
@@ -45,7 +46,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m bench [core] [sdk]`: the named benchmarks, all of them by default."""
+    """`python -m bench [core] [sdk] [cluster]`: the named benchmarks, all of them by default."""
     names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
     unknown = set(names) - set(BENCHMARKS)
     if unknown:
@@ -229,7 +230,11 @@ def _report(r: dict[str, Any]) -> None:
     print(f"wrote {RESULTS / 'core.json'}")
 
 
-BENCHMARKS: dict[str, Callable[[], None]] = {"core": core, "sdk": sdk.main}
+BENCHMARKS: dict[str, Callable[[], None]] = {
+    "core": core,
+    "sdk": sdk.main,
+    "cluster": cluster.main,
+}
 
 if __name__ == "__main__":
     main()

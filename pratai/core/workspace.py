@@ -12,6 +12,7 @@ import asyncio
 import os
 import shutil
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pratai.artifacts import ArtifactStore
@@ -22,11 +23,19 @@ from pratai.core.packages import Limits, PackageInfo, inspect_package, unpack
 from pratai.core.runtimes import NODE, PYTHON
 from pratai.settings import Settings
 
+Fetch = Callable[[str, str, str, Path], Awaitable[BuildResult | None]]
+"""(runtime, requirements, requirements hash, where it goes) -> the environment there, or None."""
+
 
 class Workspace:
-    def __init__(self, settings: Settings, artifacts: ArtifactStore) -> None:
+    def __init__(
+        self, settings: Settings, artifacts: ArtifactStore, fetch: Fetch | None = None
+    ) -> None:
+        """`fetch` gets an environment from elsewhere before this machine builds it (a node
+        of a cluster, which often cannot reach PyPI or npm)."""
         self.settings = settings
         self.artifacts = artifacts
+        self.fetch = fetch
         self.limits = Limits.from_settings(settings)
         self.code_root = settings.sandbox_dir / "code"
         self.builder = EnvironmentBuilder(settings.sandbox_dir / "envs", settings.sandbox_python)
@@ -67,6 +76,11 @@ class Workspace:
         self, requirements: str, requirements_hash: str, runtime: str = PYTHON
     ) -> BuildResult:
         builder = self.node_builder if runtime == NODE else self.builder
+        if self.fetch is not None and not builder.is_ready(requirements_hash):
+            env_dir = builder.env_dir(requirements_hash)
+            fetched = await self.fetch(runtime, requirements, requirements_hash, env_dir)
+            if fetched is not None:
+                return fetched
         return await builder.ensure(requirements, requirements_hash)
 
     async def prepare(

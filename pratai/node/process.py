@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from pratai.artifacts import open_artifacts
+from pratai.cluster.environments import ShippedEnvironments
 from pratai.cluster.link import Link, servers_of
 from pratai.core.workspace import Workspace
 from pratai.drivers.process import ProcessDriver
@@ -44,14 +45,15 @@ class NodeProcess:
         artifacts = open_artifacts(  # packages, cached here by digest
             settings.broker_url, settings.artifacts_dir, replicas=settings.nats_replicas
         )
-        workspace = Workspace(settings, artifacts)
+        link = Link(servers_of(settings.broker_url), name=f"pratai-node-{settings.node_name}")
+        runtimes = detect_runtimes(settings)
+        shipped = ShippedEnvironments(link, artifacts, f"python{runtimes.python}")
+        workspace = Workspace(settings, artifacts, fetch=shipped.fetch)
         sandbox = ProcessDriver(settings)
         budget = MemoryBudget(settings.node_memory_mb)  # of functions and jobs alike
         node = Node(settings, sandbox, workspace, budget=budget, cluster=True)
         jobs = JobRunner(settings, workspace, commands=sandbox, budget=budget)
-        link = Link(servers_of(settings.broker_url), name=f"pratai-node-{settings.node_name}")
-        runtimes = detect_runtimes(settings)
-        member = ClusterMember(settings, link, node, runtimes.accepted(), jobs)
+        member = ClusterMember(settings, link, node, runtimes.names(), jobs)
         return cls(link=link, node=node, jobs=jobs, member=member)
 
     async def start(self) -> None:

@@ -215,3 +215,24 @@ def test_jobs_run_on_nodes_their_output_streams_and_a_cancel_stops_them(small: C
     with pratai.Client(small.api_url(), small.admin_key) as client:
         assert client.submit(lambda n: n * 2 + offset, 20).result(timeout=60) == 45
         assert list(client.map(lambda n: n + offset, range(5))) == [5, 6, 7, 8, 9]
+
+
+def test_requirements_and_node_js_run_on_a_node_that_reaches_only_nats(small: Cluster) -> None:
+    small.start_node("a")
+    package = small.tmp / "six.zip"
+    package.write_bytes(
+        make_zip({
+            "main.py": "import six\n\ndef main(payload):\n    return six.__version__\n",
+            "requirements.txt": "six==1.16.0\n",
+        })
+    )  # fmt: skip
+    small.cli("function-create", "six", "--file", str(package))
+    answer = json.loads(small.cli("invoke", "six", "-o", "json").stdout)
+    assert (answer["status"], answer["result"]) == ("succeeded", "1.16.0")  # built by the api
+
+    script = "exports.main = async (p) => ({ doubled: p.n * 2, node: process.env.PRATAI_NODE });\n"
+    package = small.tmp / "js.zip"
+    package.write_bytes(make_zip({"index.js": script}))
+    small.cli("function-create", "js", "--file", str(package), "--runtime", "node20")
+    answer = json.loads(small.cli("invoke", "js", "--payload", '{"n": 21}', "-o", "json").stdout)
+    assert (answer["status"], answer["result"]) == ("succeeded", {"doubled": 42, "node": "a"})

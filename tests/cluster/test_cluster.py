@@ -164,23 +164,43 @@ def test_a_stopped_node_is_lost_its_work_moves_and_its_late_results_are_not_stor
     assert [(r["status"], r["result"]["node"]) for r in again] == [("succeeded", "b")] * 4
 
 
-def test_drain_placement_and_memory(small: Cluster) -> None:
+def test_memory_placement_drain_and_a_node_that_stops(small: Cluster) -> None:
     small.start_node("a", memory_mb=256)
     small.start_node("b", memory_mb=2048)
-    refused = small.cli("function-create", "huge", "--file", "x.zip", "--memory", "4096",
+    package = small.tmp / "where.zip"
+    package.write_bytes(make_zip({"main.py": WHERE}))
+    refused = small.cli("function-create", "huge", "--file", str(package), "--memory", "4096",
                         check=False)  # fmt: skip
+    assert refused.returncode == 1
+    assert "the largest node memory budget is 2048 MB" in refused.stderr
+
     deploy(small, "where")
-    assert "x" in refused.stderr or refused.returncode != 0
     deploy(small, "big", WHERE, "--memory", "512")
     records = finished(small, submit_many(small, "big", 10))
     assert nodes_of(records) == Counter({"b": 10})  # a's budget cannot hold one instance
 
-    small.cli("node-drain", "b")
-    assert small.node_states()["b"] == "draining"
+    drained = json.loads(small.cli("node-drain", "b", "-o", "json").stdout)
+    assert drained["state"] == "draining" and small.node_states()["b"] == "draining"
     records = finished(small, submit_many(small, "where", 10))
     assert nodes_of(records) == Counter({"a": 10})
     small.cli("node-drain", "b", "--undo")
     assert small.node_states()["b"] == "ready"
+    unknown = small.cli("node-drain", "nobody", check=False)
+    assert unknown.returncode == 1 and "no node 'nobody'" in unknown.stderr
+
+    # SIGTERM: it finishes what it runs, says it stopped, and takes no more work.
+    ids = submit_many(small, "big", 2, sleep=1)
+    with small.http() as http:
+        wait_for(
+            lambda: all(http.get(f"/v1/invocations/{i}").json()["status"] == "running"
+                        for i in ids),
+            what="the calls to run on b",
+        )  # fmt: skip
+    _node_proc(small, "b").signal(signal.SIGTERM)
+    small.wait_node_state("b", "stopped")
+    assert [r["status"] for r in finished(small, ids)] == ["succeeded"] * 2
+    late = finished(small, submit_many(small, "big", 1), timeout=120)
+    assert late[0]["error"]["type"] == "NoNodeFits"  # a cannot hold it; b is gone
 
 
 def test_jobs_run_on_nodes_their_output_streams_and_a_cancel_stops_them(small: Cluster) -> None:

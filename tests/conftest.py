@@ -52,6 +52,7 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
     "tests/core/test_node_packages.py": ("test_npm_install_cache_and_failure",),  # npm's registry
     "tests/core/test_node_tokens.py": (),
     "tests/core/test_packages.py": (),
+    "tests/core/test_provisioning.py": (),
     "tests/core/test_scheduler.py": (),
     "tests/drivers/test_runtimes.py": (),
     "tests/node/test_budget.py": (),

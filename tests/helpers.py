@@ -373,3 +373,15 @@ def nats_servers(tmp: Path, count: int = 1, host: str = "127.0.0.1") -> Iterator
     finally:
         for server in servers:
             server.kill()
+
+
+def cpu_limits(cpu_dir: Path) -> tuple[int, float]:
+    """The CPU weight (on cgroup v2's scale) and cap in CPUs that a control group's files hold,
+    on cgroup v2 or v1."""
+    if (cpu_dir / "cpu.weight").exists():
+        quota, period = (cpu_dir / "cpu.max").read_text().split()
+        return int((cpu_dir / "cpu.weight").read_text()), int(quota) / int(period)
+    shares = int((cpu_dir / "cpu.shares").read_text())
+    quota = int((cpu_dir / "cpu.cfs_quota_us").read_text())
+    period = int((cpu_dir / "cpu.cfs_period_us").read_text())
+    return shares * 100 // 1024, quota / period

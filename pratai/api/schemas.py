@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pratai.core.functions import FunctionView
 from pratai.core.invocations import decode_result
 from pratai.core.models import FunctionVersion, Invocation, Trigger
+from pratai.core.provisioning import WEIGHT_MAX, WEIGHT_MIN, Provisioning
 
 
 class Input(BaseModel):
@@ -70,6 +71,27 @@ class TriggerOut(BaseModel):
         )
 
 
+class ProvisionedOut(BaseModel):
+    """What each instance of the function gets besides its memory, computed from its memory
+    and the nodes' CPUs."""
+
+    cpu_weight: int = Field(
+        ge=WEIGHT_MIN,
+        le=WEIGHT_MAX,
+        description="its share of the CPUs when instances compete for them, proportional to "
+        "memory: 100 for 128 MB (cgroup v2 cpu.weight; cpu.shares 1024 on cgroup v1)",
+    )
+    cpus_max: float = Field(
+        ge=1,
+        description="the most CPU time it may use, in CPUs: one per 1769 MB of memory, at "
+        "least 1, at most the CPUs of the largest node",
+    )
+
+    @classmethod
+    def of(cls, p: Provisioning) -> ProvisionedOut:
+        return cls(cpu_weight=p.cpu_weight, cpus_max=p.cpus_max)
+
+
 class FunctionOut(BaseModel):
     id: str
     name: str
@@ -79,6 +101,7 @@ class FunctionOut(BaseModel):
     image: str | None = None  # runtime "image": the container image ref
     handler: str
     memory_mb: int
+    provisioned: ProvisionedOut
     timeout_s: float
     network: bool
     concurrency: int
@@ -104,6 +127,7 @@ class FunctionOut(BaseModel):
             image=f.image,
             handler=(view.active or view.latest).handler,
             memory_mb=f.memory_mb,
+            provisioned=ProvisionedOut.of(view.provisioned),
             timeout_s=f.timeout_s,
             network=f.network,
             concurrency=f.concurrency,

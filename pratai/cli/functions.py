@@ -37,6 +37,7 @@ def _show_function(fn: dict[str, Any]) -> None:
             ("runtime", fn["runtime"]),
             *([("image", fn["image"])] if fn.get("image") else []),
             ("memory", f"{fn['memory_mb']} MB"),
+            *([("cpu", _cpu(fn["provisioned"]))] if fn.get("provisioned") else []),
             ("timeout", f"{fn['timeout_s']:g} s"),
             ("network", "yes" if fn["network"] else "no"),
             ("concurrency", fn["concurrency"]),
@@ -47,6 +48,13 @@ def _show_function(fn: dict[str, Any]) -> None:
             ("updated", when(fn["updated_at"])),
             ("build log", fn["build_log"] or "-"),
         ]
+    )
+
+
+def _cpu(provisioned: dict[str, Any]) -> str:
+    cpus = provisioned["cpus_max"]
+    return f"weight {provisioned['cpu_weight']} (100 = 128 MB), at most {cpus:g} CPU" + (
+        "s" if cpus != 1 else ""
     )
 
 

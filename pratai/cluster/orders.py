@@ -188,6 +188,7 @@ class Heartbeat:
     runtimes: list[str]
     started_at: float
     sent_at: float
+    cpus: int = 0  # the CPUs its instances may use (0: a node from before it told)
 
     def encode(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()

@@ -176,6 +176,11 @@ class Registry:
         budgets = [m.beat.memory_budget_mb for m in self.ready()]
         return max(budgets) if budgets else sys.maxsize
 
+    def largest_cpus(self) -> int | None:
+        """The most CPUs of a node taking work (`NodeCapacity`); None while none tells."""
+        cpus = [m.beat.cpus for m in self.ready() if m.beat.cpus > 0]
+        return max(cpus) if cpus else None
+
     def nodes(self) -> list[dict[str, Any]]:
         return [self._view(m) for m in sorted(self._members.values(), key=lambda m: m.name)]
 

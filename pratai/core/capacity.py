@@ -1,5 +1,6 @@
 """What the nodes can hold: a function or job whose memory fits no node is refused at once,
-rather than queued to wait for room that never comes."""
+rather than queued to wait for room that never comes; and how many CPUs the largest has, which
+bounds what an instance may be given (`pratai.core.provisioning`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ class NodeCapacity(Protocol):
     def largest_budget_mb(self) -> int:
         """The largest memory budget of any node that takes work: the most memory one
         instance can have."""
+
+    def largest_cpus(self) -> int | None:
+        """The most CPUs of any node that takes work; None while no node tells."""
 
 
 class NodeDirectory(Protocol):

@@ -24,6 +24,7 @@ from pratai.core.models import (
 )
 from pratai.core.packages import PackageInfo
 from pratai.core.ports import FunctionStore
+from pratai.core.provisioning import Provisioning, provision
 from pratai.core.runtimes import NODE, PYTHON, check_runtime
 from pratai.core.secrets import Secrets
 from pratai.core.triggers import TriggerSpec, new_trigger
@@ -50,6 +51,7 @@ class FunctionView:
     function: Function
     latest: FunctionVersion
     active: FunctionVersion | None
+    provisioned: Provisioning  # the CPU its instances get, from its memory and the nodes'
 
     @property
     def state(self) -> BuildState:
@@ -140,7 +142,12 @@ class Functions:
         active = None
         if function.active_version is not None:
             active = await self.store.get_version(function.id, function.active_version)
-        return FunctionView(function, latest, active)
+        return FunctionView(function, latest, active, self.provisioned(function.memory_mb))
+
+    def provisioned(self, memory_mb: int) -> Provisioning:
+        """What an instance with `memory_mb` gets, bounded by the CPUs of the largest node
+        (a node with fewer CPUs caps it at its own)."""
+        return provision(memory_mb, self.capacity.largest_cpus() if self.capacity else None)
 
     async def all(self, project: Project) -> list[Function]:
         return await self.store.list_functions(project.id)

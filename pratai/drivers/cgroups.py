@@ -1,12 +1,20 @@
-"""Per-instance control groups: memory and process limits, peak memory, OOM detection, kill.
+"""Per-instance control groups: memory, process and CPU limits, peak memory, OOM detection,
+kill.
 
 Both layouts are supported:
 
 - cgroup v2 (one tree, ``/sys/fs/cgroup/cgroup.controllers`` exists): ``memory.max``,
-  ``memory.swap.max``, ``pids.max``, ``memory.peak``, ``memory.events``, ``cgroup.kill``.
+  ``memory.swap.max``, ``pids.max``, ``memory.peak``, ``memory.events``, ``cgroup.kill``;
+  ``cpu.weight`` and ``cpu.max`` when the ``cpu`` controller can be enabled below the root.
 - cgroup v1 (one mount per controller): ``memory/`` and ``pids/`` hierarchies,
   ``memory.limit_in_bytes`` (+ ``memory.memsw.limit_in_bytes`` when swap accounting is on),
-  ``memory.max_usage_in_bytes``, ``memory.oom_control``, ``pids.max``.
+  ``memory.max_usage_in_bytes``, ``memory.oom_control``, ``pids.max``; and, when the ``cpu/``
+  hierarchy is mounted and writable, ``cpu.shares`` (1024 for v2's weight 100) and
+  ``cpu.cfs_quota_us``/``cpu.cfs_period_us``.
+
+The CPU values come from `pratai.core.provisioning`. CPU limits are optional: without the
+controller an instance runs with memory and pids limits only, and `CgroupManager.cpu_reason`
+says why (`pratai doctor` shows it).
 
 Pratai's groups live under a ``pratai`` parent group. When neither layout is writable (not
 root, read-only cgroupfs in a container), `CgroupManager.version` is None and the driver falls
@@ -24,8 +32,22 @@ import time
 import uuid
 from pathlib import Path
 
+from pratai.core.provisioning import WEIGHT_DEFAULT, Provisioning
+
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "pratai"
+CFS_PERIOD_US = 100_000
+V1_SHARES_DEFAULT = 1024  # cpu.shares of v2's default weight, 100
+
+
+def v1_shares(weight: int) -> int:
+    """cgroup v1's cpu.shares for a v2 cpu.weight (both scales proportional, 100 = 1024)."""
+    return max(2, weight * V1_SHARES_DEFAULT // WEIGHT_DEFAULT)
+
+
+def cfs_quota_us(cpus: float) -> int:
+    """The CPU time per `CFS_PERIOD_US` period that caps a group at `cpus` CPUs."""
+    return max(1000, round(cpus * CFS_PERIOD_US))
 
 
 def _write(path: Path, value: str) -> None:
@@ -60,15 +82,29 @@ def _keyed(path: Path, key: str) -> int:
 class Cgroup:
     """One instance's group (one directory in v2, one per controller in v1)."""
 
-    def __init__(self, version: str, dirs: list[Path]) -> None:
+    def __init__(self, version: str, dirs: list[Path], cpu_dir: Path | None = None) -> None:
         self.version = version
-        self.dirs = dirs  # v2: [group]; v1: [memory group, pids group]
+        self.dirs = dirs  # v2: [group]; v1: [memory group, pids group(, cpu group)]
+        self.cpu_dir = cpu_dir  # where the CPU limits are: None without the cpu controller
         self.procs_files = [str(d / "cgroup.procs") for d in dirs]
         self._peak_fd: int | None = None
 
     @property
     def memory_dir(self) -> Path:
         return self.dirs[0]
+
+    def limit_cpu(self, cpu: Provisioning) -> None:
+        """Writes the weight and the cap (nothing without the cpu controller)."""
+        if self.cpu_dir is None:
+            return
+        quota = cfs_quota_us(cpu.cpus_max)
+        if self.version == "v2":
+            _write(self.cpu_dir / "cpu.weight", str(cpu.cpu_weight))
+            _write(self.cpu_dir / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        else:
+            _write(self.cpu_dir / "cpu.shares", str(v1_shares(cpu.cpu_weight)))
+            _write(self.cpu_dir / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+            _write(self.cpu_dir / "cpu.cfs_quota_us", str(quota))
 
     def attach(self, pid: int) -> None:
         for f in self.procs_files:
@@ -211,6 +247,8 @@ class CgroupManager:
         self.parent = parent
         self.version: str | None = None
         self.reason = ""
+        self.cpu = False  # whether groups get CPU limits
+        self.cpu_reason = ""  # why not, when they do not
         try:
             self.version = self._setup()
         except OSError as exc:
@@ -224,7 +262,7 @@ class CgroupManager:
         parents = (
             [self.root / self.parent]
             if self.version == "v2"
-            else [self.root / "memory" / self.parent, self.root / "pids" / self.parent]
+            else [self.root / c / self.parent for c in self._v1_controllers()]
         )
         removed = 0
         cutoff = time.time() - min_age_s
@@ -242,6 +280,9 @@ class CgroupManager:
     def available(self) -> bool:
         return self.version is not None
 
+    def _v1_controllers(self) -> list[str]:
+        return ["memory", "pids", "cpu"] if self.cpu else ["memory", "pids"]
+
     def _setup(self) -> str | None:
         if (self.root / "cgroup.controllers").exists():
             controllers = _read(self.root / "cgroup.controllers").split()
@@ -255,6 +296,7 @@ class CgroupManager:
                 missing = [c for c in ("memory", "pids") if c not in enabled]
                 if missing:
                     _write(d / "cgroup.subtree_control", " ".join("+" + c for c in missing))
+            self._setup_cpu_v2(controllers, parent)
             return "v2"
         mem, pids = self.root / "memory", self.root / "pids"
         if (mem / "cgroup.procs").exists() and (pids / "cgroup.procs").exists():
@@ -262,25 +304,55 @@ class CgroupManager:
                 (d / self.parent).mkdir(exist_ok=True)
                 if not os.access(d / self.parent / "cgroup.procs", os.W_OK):
                     raise PermissionError(f"{d / self.parent} is not writable")
+            self._setup_cpu_v1()
             return "v1"
         self.reason = "no cgroup memory/pids controllers mounted"
         return None
 
-    def create(self, key: str, memory_bytes: int, pids_max: int) -> Cgroup | None:
-        """A new group with the limits applied, or None when cgroups are unavailable."""
+    def _setup_cpu_v2(self, controllers: list[str], parent: Path) -> None:
+        """Enables the cpu controller for our groups, if the kernel lets us (it refuses while
+        a realtime process runs outside the root group, for one)."""
+        if "cpu" not in controllers:
+            self.cpu_reason = "cgroup v2 without the cpu controller: no CPU limits"
+            return
+        try:
+            for d in (self.root, parent):
+                if "cpu" not in _read(d / "cgroup.subtree_control").split():
+                    _write(d / "cgroup.subtree_control", "+cpu")
+        except OSError as exc:
+            self.cpu_reason = f"cannot enable the cgroup v2 cpu controller: {exc}; no CPU limits"
+            return
+        self.cpu = True
+
+    def _setup_cpu_v1(self) -> None:
+        cpu = self.root / "cpu"
+        if not (cpu / "cpu.shares").exists() or not (cpu / "cpu.cfs_quota_us").exists():
+            self.cpu_reason = "no cgroup v1 cpu controller with CFS quotas mounted: no CPU limits"
+            return
+        try:
+            (cpu / self.parent).mkdir(exist_ok=True)
+        except OSError as exc:
+            self.cpu_reason = f"the cgroup v1 cpu hierarchy is not writable: {exc}; no CPU limits"
+            return
+        if not os.access(cpu / self.parent / "cgroup.procs", os.W_OK):
+            self.cpu_reason = f"{cpu / self.parent} is not writable: no CPU limits"
+            return
+        self.cpu = True
+
+    def create(
+        self, key: str, memory_bytes: int, pids_max: int, cpu: Provisioning | None = None
+    ) -> Cgroup | None:
+        """A new group with the limits applied, or None when cgroups are unavailable. `cpu`
+        applies where the cpu controller is (`self.cpu`); None leaves the CPU unlimited."""
         if self.version is None:
             return None
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", key)[:80] + "-" + uuid.uuid4().hex[:10]
         if self.version == "v2":
-            group = Cgroup("v2", [self.root / self.parent / name])
+            top = self.root / self.parent / name
+            group = Cgroup("v2", [top], top if self.cpu else None)
         else:
-            group = Cgroup(
-                "v1",
-                [
-                    self.root / "memory" / self.parent / name,
-                    self.root / "pids" / self.parent / name,
-                ],
-            )
+            dirs = [self.root / c / self.parent / name for c in self._v1_controllers()]
+            group = Cgroup("v1", dirs, dirs[2] if self.cpu else None)
         try:
             for d in group.dirs:
                 d.mkdir()
@@ -295,6 +367,8 @@ class CgroupManager:
                 if (mem / "memory.memsw.limit_in_bytes").exists():
                     _write(mem / "memory.memsw.limit_in_bytes", str(memory_bytes))
                 _write(group.dirs[1] / "pids.max", str(pids_max))
+            if cpu is not None:
+                group.limit_cpu(cpu)
         except OSError:
             group.remove()
             raise

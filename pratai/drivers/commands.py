@@ -1,7 +1,7 @@
 """One-shot commands in the same sandbox as functions: argv in, exit code and output out.
 
 Jobs (`pratai job-submit -- CMD...`) run here: one bubblewrap sandbox per run, the function's
-limits (cgroup memory and pids, or rlimits without cgroups; a wall-clock timeout; no network
+limits (cgroup memory, pids and CPU, or rlimits without cgroups; a wall-clock timeout; no network
 unless asked), stdin from the job, stdout and stderr handed to a sink chunk by chunk as the
 command writes them, so callers can store and stream them while it runs.
 """
@@ -64,7 +64,12 @@ async def run_command(
     if not driver.bwrap:
         raise SandboxError("bubblewrap (bwrap) is not installed")
     cmd, env = driver.sandbox(spec)  # may raise: before the cgroup, which would need removing
-    cgroup = driver.cgroups.create(spec.key, spec.memory_mb * 1024 * 1024, driver.settings.max_pids)
+    cgroup = driver.cgroups.create(
+        spec.key,
+        spec.memory_mb * 1024 * 1024,
+        driver.settings.max_pids,
+        driver.provision(spec.memory_mb),  # a job's CPU follows its memory as a function's
+    )
     python = python or driver.settings.sandbox_python
     cmd += ["--dir", BIN_DIR, "--symlink", python, f"{BIN_DIR}/python"]
     env["PATH"] = f"{BIN_DIR}:{env['PATH']}"

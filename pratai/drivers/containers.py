@@ -18,8 +18,9 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pratai.core.provisioning import provision
 from pratai.drivers.base import CallResult, InstanceSpec, failure
-from pratai.drivers.cgroups import ROOT, Cgroup, OomWatch
+from pratai.drivers.cgroups import ROOT, Cgroup, OomWatch, v1_shares
 
 if TYPE_CHECKING:
     from pratai.drivers.podman import PodmanDriver
@@ -134,8 +135,10 @@ class _Container:
         if self.cgroup is not None:
             argv += ["--cgroup-parent", "/pratai/" + self.cgroup.memory_dir.name]
             argv += ["--cgroups", "no-conmon"]
-        else:
+        else:  # no group of ours: podman's own limits
+            cpu = provision(spec.memory_mb, self.driver.cpus)
             argv += ["--memory", f"{spec.memory_mb}m", "--memory-swap", f"{spec.memory_mb}m"]
+            argv += ["--cpu-shares", str(v1_shares(cpu.cpu_weight)), "--cpus", f"{cpu.cpus_max:g}"]
         env = {**spec.env, "PORT": str(PORT)}
         # `--env NAME` takes the value from podman's own environment: secrets never appear in
         # an argv other host users could read in /proc.

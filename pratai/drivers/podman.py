@@ -20,7 +20,10 @@ in the group of the killed task, which podman removes when the container exits: 
 the evidence (v1: ``memory.failcnt``; v2: the hierarchical ``oom_kill`` of ``memory.events``)
 and the peak. ``--cgroups no-conmon`` keeps podman's monitor process (and the ``podman
 container cleanup`` it runs at exit) out of the limited group. Without writable cgroups podman's
-own ``--memory``/``--pids-limit`` apply and its OOMKilled flag is the evidence.
+own ``--memory``/``--pids-limit`` apply and its OOMKilled flag is the evidence. CPU likewise:
+the weight and cap of `pratai.core.provisioning` sit on our group (the container's group is
+below it, so they bound it), or, without writable cgroups, go to podman as ``--cpu-shares``
+and ``--cpus``.
 
 Every container: read-only root (tmpfs /tmp, /run, /var/tmp, charged to the memory limit), all
 capabilities dropped, no-new-privileges, the image's non-root user or else uid 65534, no host
@@ -46,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from pratai.core.ports import CONTRACTS, LoadedImage
+from pratai.core.provisioning import host_cpus, provision
 from pratai.drivers.base import InstanceSpec
 from pratai.drivers.cgroups import Cgroup, CgroupManager
 from pratai.drivers.containers import (
@@ -146,6 +150,7 @@ class PodmanDriver:
         self.start_timeout = start_timeout
         self.base = podman_base()
         self.cgroups = CgroupManager()
+        self.cpus = host_cpus()
         self._users: dict[str, str] = {}  # image id -> the user its containers run as
         self._probe: dict[str, Any] | None = None
         # marks this platform's containers, so a restart removes what a killed run left
@@ -206,12 +211,17 @@ class PodmanDriver:
         return self._probe
 
     def features(self) -> dict[str, Any]:
+        cpu_limit = "cgroup" if self.cgroups.cpu else None  # cpu_note says why not
+        if self.cgroups.version is None:
+            cpu_limit = "podman --cpu-shares --cpus"
         return {
             "driver": self.name,
             "podman": self.base[0] if self.base else None,
             "contracts": list(CONTRACTS),
             "cgroup": self.cgroups.version,
             "memory_limit": "cgroup" if self.cgroups.version else "podman --memory",
+            "cpu_limit": cpu_limit,
+            "cpu_note": (self.cgroups.cpu_reason or None) if self.cgroups.version else None,
             "network_isolation": "--network none (unless the function asks for network)",
             "rootfs": "read-only",
             "capabilities": "all dropped",
@@ -264,7 +274,12 @@ class PodmanDriver:
         started = time.perf_counter()
         image_id = spec.image
         user = await self._user(image_id)
-        cgroup = self.cgroups.create(spec.key, spec.memory_mb * 1024 * 1024, self.settings.max_pids)
+        cgroup = self.cgroups.create(
+            spec.key,
+            spec.memory_mb * 1024 * 1024,
+            self.settings.max_pids,
+            provision(spec.memory_mb, self.cpus),
+        )
         if cgroup is not None and cgroup.version == "v2":
             # podman's child group needs the controllers enabled below ours
             with contextlib.suppress(OSError):

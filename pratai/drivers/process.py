@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from pratai.core.provisioning import Provisioning, host_cpus, provision
 from pratai.drivers.base import InstanceSpec
 from pratai.drivers.cgroups import Cgroup, CgroupManager
 from pratai.drivers.frames import bootstrap_config
@@ -48,6 +49,7 @@ class ProcessDriver:
         self.start_timeout = start_timeout
         self.bwrap = shutil.which("bwrap")
         self.cgroups = CgroupManager()
+        self.cpus = host_cpus()
         self.drop_privileges = os.geteuid() == 0
         self._runtimes: Path | None = None  # the copy of pratai/runtimes the sandboxes mount
 
@@ -56,6 +58,10 @@ class ProcessDriver:
         if self._runtimes is None or not self._runtimes.is_dir():
             self._runtimes = install_runtimes(self.settings.sandbox_dir)
         return self._runtimes / runtime_of(runtime).folder
+
+    def provision(self, memory_mb: int) -> Provisioning:
+        """The CPU weight and cap of an instance with `memory_mb` on this machine."""
+        return provision(memory_mb, self.cpus)
 
     def features(self) -> dict[str, Any]:
         cg = self.cgroups.version
@@ -67,6 +73,9 @@ class ProcessDriver:
             "cgroup_note": self.cgroups.reason or None,
             "memory_limit": "cgroup" if cg else "rlimit",
             "pids_limit": "cgroup" if cg else "rlimit",
+            "cpu_limit": "cgroup (weight and cap follow memory)" if self.cgroups.cpu else None,
+            "cpu_note": (self.cgroups.cpu_reason or None) if cg else None,
+            "cpus": self.cpus,
             "network_isolation": bool(self.bwrap),
             "unprivileged_uid": NOBODY if self.drop_privileges else None,
             **{rt.interpreter: rt.interpreter_path(self.settings) for rt in RUNTIMES.values()},
@@ -106,7 +115,12 @@ class ProcessDriver:
 
     async def start(self, spec: InstanceSpec) -> ProcessInstance:
         runtime = self._check(spec)  # before anything needs cleaning up
-        cgroup = self.cgroups.create(spec.key, spec.memory_mb * 1024 * 1024, self.settings.max_pids)
+        cgroup = self.cgroups.create(
+            spec.key,
+            spec.memory_mb * 1024 * 1024,
+            self.settings.max_pids,
+            self.provision(spec.memory_mb),
+        )
         instance, request_w, response_r = self._launch(spec, runtime, cgroup)
         try:
             await instance.connect(request_w, response_r)

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from pratai.core.provisioning import host_cpus
 from pratai.errors import SandboxError
 
 MAX_WAIT_S = 900.0  # the longest function timeout
@@ -52,6 +53,9 @@ class MemoryBudget:
 
     def largest_budget_mb(self) -> int:
         return self.total_mb
+
+    def largest_cpus(self) -> int:
+        return host_cpus()  # the node runs on this machine
 
     def add(self, holder: IdleHolder) -> None:
         """Its idle instances may be stopped to make room for others."""

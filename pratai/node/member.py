@@ -29,6 +29,7 @@ from pratai.cluster.orders import (
     warm_key,
 )
 from pratai.core.models import Status, new_id
+from pratai.core.provisioning import host_cpus
 from pratai.drivers.base import failure
 from pratai.node.agent import Node
 from pratai.node.jobs import JobRunner
@@ -86,6 +87,7 @@ class ClusterMember:
             runtimes=self.runtimes,
             started_at=self.started_at,
             sent_at=time.time(),
+            cpus=host_cpus(),
         )
 
     async def beat(self) -> None:

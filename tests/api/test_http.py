@@ -19,6 +19,7 @@ import pytest_asyncio
 
 import pratai
 from pratai.core.models import ApiKey, Project, Role, now
+from pratai.core.provisioning import host_cpus
 from pratai.core.tenants import _hash
 from pratai.server import Platform
 from pratai.settings import Settings
@@ -348,6 +349,16 @@ async def test_developer_can_deploy_update_roll_back_and_delete(api: Api) -> Non
     deleted = await api.request("DELETE", "/v1/functions/echo", developer)
     assert deleted.status_code == 204 and deleted.content == b""
     error_of(await api.request("GET", "/v1/functions/echo", developer), 404, "not_found")
+
+
+async def test_show_says_what_cpu_each_instance_is_given(api: Api) -> None:
+    created = await api.deploy(api.admin, memory="1024")
+    assert created.json()["provisioned"] == {"cpu_weight": 800, "cpus_max": 1.0}
+    await api.request("PATCH", "/v1/functions/echo", api.admin, data={"memory": "4096"})
+    shown = (await api.request("GET", "/v1/functions/echo", api.admin)).json()
+    # one CPU per 1769 MB, at most the CPUs of this machine, `pratai serve`'s one node
+    expected = min(round(4096 / 1769, 2), host_cpus())
+    assert shown["provisioned"] == {"cpu_weight": 3200, "cpus_max": expected}
 
 
 async def test_only_admins_see_the_node(api: Api) -> None:

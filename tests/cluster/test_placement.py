@@ -85,6 +85,19 @@ async def test_memory_no_node_has_is_refused_and_none_fits_a_small_node(
     assert registry.place("f", 1, 4096) is None
 
 
+async def test_the_most_cpus_of_a_ready_node_bound_what_instances_are_shown_to_get(
+    registry: Registry,
+) -> None:
+    assert registry.largest_cpus() is None  # no node yet: the cap is memory's alone
+    old = beat("old").encode().replace(b', "cpus": 0', b"")  # a node from before it told
+    assert b"cpus" not in old
+    await registry.heard(Heartbeat.decode(old))
+    assert registry.largest_cpus() is None
+    await registry.heard(beat("a", cpus=2))
+    await registry.heard(beat("b", cpus=8, state="draining"))
+    assert registry.largest_cpus() == 2  # a draining node takes no work
+
+
 async def test_silent_nodes_are_lost_and_come_back(registry: Registry, clock: Clock) -> None:
     await registry.heard(beat("a"))
     member = registry.place("f", 1, 128)

@@ -21,6 +21,8 @@ def test_create_invoke_show_list_delete(server: Server, deploy, tmp_path) -> Non
     assert shown["state"] == "ready"
     assert shown["description"] == "says hello"
     assert shown["memory_mb"] == 128 and shown["handler"] == "main.main"
+    assert shown["provisioned"] == {"cpu_weight": 100, "cpus_max": 1.0}
+    assert "weight 100 (100 = 128 MB), at most 1 CPU\n" in server.cli("function-show", name).stdout
 
     out = server.cli("invoke", name, "--payload", '{"name": "pratai"}').stdout
     assert json.loads(out) == {"hello": "pratai", "version": 1}

@@ -12,13 +12,19 @@ from pratai.api.deps import Services, allowed, principal, services
 from pratai.api.errors import AUTHENTICATED, responses
 from pratai.api.schemas import Input
 from pratai.core.models import NodeToken
+from pratai.core.node_tokens import NodeTokens
 from pratai.core.tenants import Principal
 from pratai.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/v1/node-tokens", tags=["platform"], responses=responses(*AUTHENTICATED))
 
-# Any key gets this far; the core answers 403 to all but admins of the default project.
-Anyone = Annotated[Principal, Depends(principal)]
+
+async def _platform_admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    NodeTokens.allow(who)  # 403 before the body is read; the core checks again
+    return who
+
+
+Admin = Annotated[Principal, Depends(_platform_admin)]
 Svc = Annotated[Services, Depends(services)]
 
 
@@ -47,7 +53,7 @@ class NewNodeToken(NodeTokenOut):
 
 
 @router.post("", status_code=201, response_model=NewNodeToken)
-async def create_node_token(body: NodeTokenIn, who: Anyone, svc: Svc) -> NewNodeToken:
+async def create_node_token(body: NodeTokenIn, who: Admin, svc: Svc) -> NewNodeToken:
     """A token for one machine to run nodes with (`PRATAI_NODE_TOKEN`); it is shown this once.
     A node receives every project's work and secrets, so only admins of the default project
     create, list and revoke node tokens."""
@@ -56,13 +62,13 @@ async def create_node_token(body: NodeTokenIn, who: Anyone, svc: Svc) -> NewNode
 
 
 @router.get("", response_model=list[NodeTokenOut])
-async def list_node_tokens(who: Anyone, svc: Svc) -> list[NodeTokenOut]:
+async def list_node_tokens(who: Admin, svc: Svc) -> list[NodeTokenOut]:
     """Every node token, oldest first, revoked ones included (never their secrets)."""
     return [NodeTokenOut.of(t) for t in await svc.node_tokens.list(who)]
 
 
 @router.delete("/{token_id}", status_code=204, responses=responses(NotFound))
-async def revoke_node_token(token_id: str, who: Anyone, svc: Svc) -> None:
+async def revoke_node_token(token_id: str, who: Admin, svc: Svc) -> None:
     """Revoked at once: nodes presenting it are refused (within a few seconds on other api
     processes). Revoking a revoked token again changes nothing."""
     await svc.node_tokens.revoke(who, token_id)

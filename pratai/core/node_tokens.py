@@ -50,7 +50,9 @@ class NodeTokens:
         self._verified: dict[str, tuple[float, NodeToken]] = {}
 
     @staticmethod
-    def _allow(who: Principal) -> None:
+    def allow(who: Principal) -> None:
+        """Raises Forbidden for all but platform admins (the API checks it before reading a
+        request's body, so others learn nothing of what it should hold)."""
         if not who.platform_admin:
             raise Forbidden(
                 "only admins of the default project manage node tokens: a node token lets a"
@@ -59,7 +61,7 @@ class NodeTokens:
 
     async def create(self, who: Principal, name: str) -> tuple[NodeToken, str]:
         """The stored token and its `<id>.<secret>` string, which is never retrievable again."""
-        self._allow(who)
+        self.allow(who)
         check_token_name(name)
         secret = secrets.token_urlsafe(32)
         token = NodeToken(id="nt_" + secrets.token_hex(8), name=name, secret_hash=_hash(secret))
@@ -68,12 +70,12 @@ class NodeTokens:
 
     async def list(self, who: Principal) -> list[NodeToken]:
         """Oldest first, revoked ones included."""
-        self._allow(who)
+        self.allow(who)
         return await self.store.list_node_tokens()
 
     async def revoke(self, who: Principal, token_id: str) -> None:
         """At once in this process; other processes stop trusting it within a few seconds."""
-        self._allow(who)
+        self.allow(who)
         if not await self.store.revoke_node_token(token_id, now()):
             raise NotFound(f"node token {token_id!r} not found", token=token_id)
         self._verified = {t: v for t, v in self._verified.items() if v[1].id != token_id}

@@ -147,8 +147,13 @@ def test_build_interrupted_by_a_crash_finishes_after_restart(tmp_path, make_zip_
         created = server.cli_json("function-create", "resumed", "--file", str(path), "--no-wait")
         server.kill()
         server.start()
+        # (the version's state and the function's active version are two writes)
         shown = wait_for(
-            lambda: (f := server.cli_json("function-show", "resumed"))["state"] != "building" and f,
+            lambda: (
+                (f := server.cli_json("function-show", "resumed"))["state"] != "building"
+                and (f["state"] != "ready" or f["active_version"] is not None)
+                and f
+            ),
             timeout=120,
             what="the interrupted build to finish",
         )

@@ -200,8 +200,10 @@ def build_services(
     secrets: Secrets,
     execution: Execution,
     node_tokens: NodeTokens | None = None,
+    runs_connectors: bool = True,
 ) -> Services:
-    """The core's services on these backends, wired to tell each other of changes."""
+    """The core's services on these backends, wired to tell each other of changes.
+    `runs_connectors=False` (a cluster's api): connectors are stored here, run elsewhere."""
     runtimes = detect_runtimes(settings)
     jobs = Jobs(
         settings,
@@ -236,7 +238,7 @@ def build_services(
         invocations=invocations,
         events=events,
         triggers=triggers,
-        connectors=Connectors(store, events, make_connector),
+        connectors=Connectors(store, events, make_connector, runs_here=runs_connectors),
         secrets=secrets,
         auth=_authenticator(settings, tenants, store),
         gateway=gateway,

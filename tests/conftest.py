@@ -43,6 +43,7 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
     "tests/contracts/test_artifacts_contract.py": None,
     "tests/contracts/test_driver_contract.py": None,
     "tests/contracts/test_store_contract.py": None,
+    "tests/core/test_connectors_service.py": (),
     "tests/core/test_functions_service.py": (  # the package index
         "test_failed_build_keeps_the_previous_version_serving",
         "test_failed_first_build_leaves_no_active_version",

@@ -43,7 +43,7 @@ def api() -> None:
 
 @command(output=False)
 def scheduler() -> None:
-    """Run a scheduler of a cluster: timers, event dispatch, and storing what nodes ran."""
+    """Run a scheduler of a cluster: timers, event dispatch, connectors, storing what nodes ran."""
     from pratai.cluster.processes import run_scheduler
 
     _logging()

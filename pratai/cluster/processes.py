@@ -4,7 +4,10 @@
   invocation is one request to a node and its reply.
 - scheduler: timers, event dispatch, and the collector: it takes async invocations from the
   queue, sends each to a node, stores the outcome (fenced by attempt), retries, dead letters,
-  chains. Any number: a timer tick fires once, a queued invocation is taken by one.
+  chains. Any number: a timer tick fires once, a queued invocation is taken by one. The
+  connectors run in one scheduler at a time, the holder of a lease in the database; when it
+  dies they restart in another within the lease's TTL plus one round (12 s; see
+  `pratai.cluster.connector_lease`). An api only stores them.
 - node: runs sandboxes. It reads only PRATAI_BROKER_URL and PRATAI_NODE_TOKEN: no database.
 
 api and scheduler need PRATAI_DATABASE_URL (PostgreSQL) and PRATAI_BROKER_URL (nats://).
@@ -26,6 +29,7 @@ from pratai.api.app import create_app
 from pratai.api.deps import Services
 from pratai.artifacts import open_artifacts
 from pratai.broker import Broker, open_broker
+from pratai.cluster.connector_lease import ConnectorLease, holder_id
 from pratai.cluster.environments import EnvironmentServer
 from pratai.cluster.executor import Dispatcher, RemoteExecutor, RemoteJobs
 from pratai.cluster.link import Link, servers_of
@@ -87,6 +91,7 @@ class ControlPlane:
     scheduler: Scheduler | None = None
     collector: Worker | None = None  # of invocations
     job_collector: Worker | None = None
+    connector_lease: ConnectorLease | None = None
     _sweeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -124,6 +129,7 @@ class ControlPlane:
             secrets=secrets,
             execution=execution,
             node_tokens=tokens,  # one cache: a revoke here applies at once
+            runs_connectors=role == "scheduler",  # the lease's holder among them
         )
         python = f"python{services.jobs.runtimes.python}"
         plane = cls(
@@ -150,6 +156,7 @@ class ControlPlane:
                 keep_s=dispatcher.start_s + MAX_JOB_TIMEOUT_S + DISPATCH_LEASE_S,
                 what="job",
             )
+            plane.connector_lease = ConnectorLease(store, services.connectors, holder_id())
         return plane
 
     async def start(self) -> str | None:
@@ -175,6 +182,8 @@ class ControlPlane:
         self.job_collector.start(self.broker, self._run_job, DISPATCH_CONSUMERS)
         self.scheduler.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
+        assert self.connector_lease is not None
+        self.connector_lease.start()
         return None
 
     async def _run_job(self, job_id: str) -> None:
@@ -192,6 +201,8 @@ class ControlPlane:
             await asyncio.sleep(STALE_S)
 
     async def close(self) -> None:
+        if self.connector_lease is not None:  # first: another scheduler takes over in a round
+            await self.connector_lease.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -2,6 +2,10 @@
 
 The concrete kinds live in `pratai.connectors`; this service only knows the `Connector` contract
 and a factory, so adding a kind never edits the core.
+
+`pratai serve` runs every connector in its one process (`start_all`, then each as it is created).
+In a cluster the apis only store them (`runs_here=False`), and the one scheduler that holds the
+connectors lease runs them, calling `reconcile` every few seconds to follow what any api stored.
 """
 
 from __future__ import annotations
@@ -46,11 +50,16 @@ class _Store(ConnectorStore, ProjectStore, Protocol):
 
 
 class Connectors:
-    def __init__(self, store: _Store, events: Events, factory: Factory) -> None:
+    def __init__(
+        self, store: _Store, events: Events, factory: Factory, *, runs_here: bool = True
+    ) -> None:
         self.store = store
         self.events = events
         self.factory = factory
+        self.runs_here = runs_here  # False: another process runs them (a cluster's scheduler)
         self._running: dict[str, Running] = {}
+        self._broken: dict[str, ConnectorRecord] = {}  # could not be made; logged once
+        self._lock = asyncio.Lock()  # a create, delete or reconcile at a time
 
     async def create(
         self, project: Project, name: str, kind: str, url: str, topic: str, options: dict[str, str]
@@ -59,11 +68,13 @@ class Connectors:
         check_topic(topic)
         connector = self.factory(kind, url, options)  # validates kind, URL and options
         record = ConnectorRecord(new_id(), project.id, name, kind, url, topic, options)
-        try:
-            await self.store.create_connector(record)
-        except Conflict:
-            raise Conflict(f"connector {name!r} already exists", connector=name) from None
-        self._start(record, connector)
+        async with self._lock:
+            try:
+                await self.store.create_connector(record)
+            except Conflict:
+                raise Conflict(f"connector {name!r} already exists", connector=name) from None
+            if self.runs_here:
+                self._start(record, connector)
         return record
 
     async def all(self, project: Project) -> list[ConnectorRecord]:
@@ -76,21 +87,53 @@ class Connectors:
         raise NotFound(f"connector {name!r} not found", connector=name)
 
     def status(self, record: ConnectorRecord) -> ConnectorStatus:
+        """Its status when it runs in this process; otherwise (not running here, as in a
+        cluster's api) not connected, nothing forwarded."""
         running = self._running.get(record.id)
         return running.connector.status if running else ConnectorStatus()
 
     async def delete(self, project: Project, name: str) -> None:
         record = await self.get(project, name)
-        await self.store.delete_connector(record.id)
-        await self._stop(record.id)
+        async with self._lock:
+            await self.store.delete_connector(record.id)
+            await self._stop(record.id)
 
     async def start_all(self) -> None:
         """Run every configured connector (at platform start)."""
         for record in await self.store.list_connectors():
-            try:
-                self._start(record, self.factory(record.kind, record.url, record.options))
-            except Exception:
-                log.exception("connector %s cannot start", record.name)
+            self._make_and_start(record)
+
+    async def reconcile(self) -> None:
+        """Make what runs here match the store: start each stored connector that is not
+        running (or whose task ended), stop each running one no longer stored or whose record
+        changed."""
+        async with self._lock:
+            stored = {record.id: record for record in await self.store.list_connectors()}
+            for connector_id, running in list(self._running.items()):
+                if running.task.done():  # run() never returns: it raised
+                    log.warning("connector %s ended; starting it again", running.record.name)
+                if stored.get(connector_id) != running.record or running.task.done():
+                    await self._stop(connector_id)
+            for connector_id in list(self._broken):
+                if stored.get(connector_id) != self._broken[connector_id]:
+                    del self._broken[connector_id]
+            for connector_id, record in stored.items():
+                if connector_id not in self._running and connector_id not in self._broken:
+                    self._make_and_start(record)
+
+    def running(self) -> list[ConnectorRecord]:
+        """The connectors that run in this process."""
+        return [running.record for running in self._running.values()]
+
+    def _make_and_start(self, record: ConnectorRecord) -> None:
+        try:
+            connector = self.factory(record.kind, record.url, record.options)
+        except Exception:
+            log.exception("connector %s cannot start", record.name)
+            self._broken[record.id] = record
+            return
+        log.info("connector %s (%s) starts", record.name, record.kind)
+        self._start(record, connector)
 
     def _start(self, record: ConnectorRecord, connector: Connector) -> None:
         async def emit(incoming: Incoming) -> None:
@@ -123,6 +166,12 @@ class Connectors:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await running.task
 
+    async def stop_all(self) -> None:
+        """Stop every connector running here (they stay stored)."""
+        async with self._lock:
+            for connector_id in list(self._running):
+                await self._stop(connector_id)
+            self._broken.clear()
+
     async def close(self) -> None:
-        for connector_id in list(self._running):
-            await self._stop(connector_id)
+        await self.stop_all()

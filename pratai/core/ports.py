@@ -188,6 +188,19 @@ class TickStore(Protocol):
     async def last_tick(self, trigger_id: str) -> float | None: ...
 
 
+class LeaseStore(Protocol):
+    """Named leases: a name held by one holder at a time, until a time it renews, across every
+    process that shares the store (e.g. which scheduler runs the connectors)."""
+
+    async def take_lease(self, name: str, holder: str, now: float, ttl_s: float) -> bool:
+        """Holds `name` for `holder` until `now + ttl_s` when it is free, expired (held until
+        `now` or earlier) or already `holder`'s, and returns True; else changes nothing and
+        returns False. Atomic: of concurrent takers of a free or expired lease, one wins."""
+
+    async def drop_lease(self, name: str, holder: str) -> None:
+        """Frees `name` when `holder` holds it (else does nothing)."""
+
+
 class ConnectorStore(Protocol):
     async def create_connector(self, connector: ConnectorRecord) -> None:
         """Raises Conflict when the project has a connector of that name."""
@@ -266,6 +279,7 @@ class Store(
     EventStore,
     TriggerStore,
     TickStore,
+    LeaseStore,
     ConnectorStore,
     SecretStore,
     RouteStore,

@@ -129,6 +129,7 @@ class Tables:
         self.event_seq = itertools.count(1)
         self.triggers = Table[Trigger]("trigger", lambda t: t.id, lambda t: t.token)
         self.ticks: dict[tuple[str, float], float] = {}  # (trigger, tick) -> fired at
+        self.leases: dict[str, tuple[str, float]] = {}  # name -> (holder, until)
         self.connectors = Table[ConnectorRecord](
             "connector", lambda c: c.id, lambda c: (c.project_id, c.name)
         )

@@ -1,5 +1,5 @@
-"""`MemoryStore`'s connectors, tenancy, node tokens, secrets, gateway routes, jobs and container
-images."""
+"""`MemoryStore`'s connectors, leases, tenancy, node tokens, secrets, gateway routes, jobs and
+container images."""
 
 from __future__ import annotations
 
@@ -36,6 +36,20 @@ class AdminTables(MemoryBase):
 
     async def delete_connector(self, connector_id: str) -> None:
         self._t.connectors.delete(lambda c: c.id == connector_id)
+
+    # --- leases -----------------------------------------------------------------------
+
+    async def take_lease(self, name: str, holder: str, now: float, ttl_s: float) -> bool:
+        held = self._t.leases.get(name)
+        if held is not None and held[0] != holder and held[1] > now:
+            return False
+        self._t.leases[name] = (holder, now + ttl_s)
+        return True
+
+    async def drop_lease(self, name: str, holder: str) -> None:
+        held = self._t.leases.get(name)
+        if held is not None and held[0] == holder:
+            del self._t.leases[name]
 
     # --- tenancy ----------------------------------------------------------------------
 

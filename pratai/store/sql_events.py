@@ -1,4 +1,4 @@
-"""The SQL store's events, triggers, timer ticks and connectors."""
+"""The SQL store's events, triggers, timer ticks, leases and connectors."""
 
 from __future__ import annotations
 
@@ -149,6 +149,37 @@ class EventRows(SqlBase):
         except Conflict:
             return False
         return True
+
+    async def take_lease(self, name: str, holder: str, now: float, ttl_s: float) -> bool:
+        """Renew or take over an existing row with one conditional UPDATE, else INSERT one that
+        may conflict. PostgreSQL: a concurrent UPDATE of the same row waits for the first and
+        re-checks the condition on its new values (which then fails); a concurrent INSERT
+        waits on the key and does nothing. SQLite has one writer at a time."""
+        le = t.leases
+        renew = (
+            sa.update(le)
+            .where(le.c.name == name, sa.or_(le.c.holder == holder, le.c.until <= now))
+            .values(holder=holder, until=now + ttl_s)
+        )
+        dialect_insert = sqlite_insert if self.is_sqlite else postgresql_insert
+        insert = (
+            dialect_insert(le)
+            .values(name=name, holder=holder, until=now + ttl_s)
+            .on_conflict_do_nothing(index_elements=["name"])
+            .returning(le.c.name)  # psycopg's rowcount of an INSERT may be -1
+        )
+
+        def work(c: Connection) -> bool:
+            if c.execute(renew).rowcount:
+                return True
+            return c.execute(insert).scalar() is not None
+
+        return await self._run(work)
+
+    async def drop_lease(self, name: str, holder: str) -> None:
+        le = t.leases
+        q = sa.delete(le).where(le.c.name == name, le.c.holder == holder)
+        await self._run(lambda c: c.execute(q))
 
     async def last_tick(self, trigger_id: str) -> float | None:
         tt = t.timer_ticks

@@ -176,6 +176,15 @@ timer_ticks = sa.Table(
     sa.Column("fired_at", sa.Double(), nullable=False),
 )
 
+# Named leases (which scheduler runs the connectors): held by `holder` until `until` (epoch s).
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("until", sa.Double(), nullable=False),
+)
+
 connectors = sa.Table(
     "connectors",
     metadata,

@@ -599,6 +599,50 @@ async def test_a_timer_tick_is_claimed_once(store: Store) -> None:
     assert await store.last_tick("t1") == 120.0
 
 
+async def test_a_lease_is_held_by_one_holder_until_it_expires_or_is_dropped(store: Store) -> None:
+    assert await store.take_lease("connectors", "a", 100.0, 10.0)
+    assert not await store.take_lease("connectors", "b", 105.0, 10.0)
+    assert await store.take_lease("connectors", "a", 105.0, 10.0)  # renewed: until 115
+    assert not await store.take_lease("connectors", "b", 114.9, 10.0)
+    assert await store.take_lease("other", "b", 114.9, 10.0)  # leases are per name
+    assert await store.take_lease("connectors", "b", 115.0, 10.0)  # expired: b takes it over
+    assert not await store.take_lease("connectors", "a", 116.0, 10.0)
+    await store.drop_lease("connectors", "a")  # not a's: nothing happens
+    assert not await store.take_lease("connectors", "a", 117.0, 10.0)
+    await store.drop_lease("connectors", "b")
+    assert await store.take_lease("connectors", "a", 117.0, 10.0)  # free again at once
+    await store.drop_lease("nothing", "a")
+
+
+async def test_of_many_racing_holders_one_takes_a_free_or_expired_lease(
+    new_store: NewStore,
+) -> None:
+    """Two stores on one database (two processes; the memory store: one shared), each with many
+    concurrent takers, for a lease that is free, then one whose holder stopped renewing."""
+    first = new_store()
+    await first.open()
+    second = first if isinstance(first, MemoryStore) else new_store()
+    await second.open()
+    try:
+        for round_ in range(10):
+            name, now = f"lease-{round_}", 1000.0
+            for stage in ("free", "expired"):
+                takers = [
+                    (first if n % 2 else second).take_lease(name, f"h{n}", now, 10.0)
+                    for n in range(12)
+                ]
+                won = await asyncio.gather(*takers)
+                assert won.count(True) == 1, f"round {round_}, {stage}: {won}"
+                winner = f"h{won.index(True)}"
+                assert await first.take_lease(name, winner, now + 1, 10.0)  # it holds it
+                assert not await second.take_lease(name, "late", now + 1, 10.0)
+                now += 11.0 + 10.0  # past the winner's renewal: expired for the next stage
+    finally:
+        await first.close()
+        if second is not first:
+            await second.close()
+
+
 async def test_child_invocations_oldest_first(store: Store) -> None:
     f = await _function(store, await _project(store))
     parent = _invocation(f)

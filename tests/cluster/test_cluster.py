@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import pratai
@@ -258,3 +259,58 @@ def test_requirements_and_node_js_run_on_a_node_that_reaches_only_nats(small: Cl
     small.cli("function-create", "js", "--file", str(package), "--runtime", "node20")
     answer = json.loads(small.cli("invoke", "js", "--payload", '{"n": 21}', "-o", "json").stdout)
     assert (answer["status"], answer["result"]) == ("succeeded", {"doubled": 42, "node": "a"})
+
+
+ECHO = """
+import os
+
+def main(payload):
+    if isinstance(payload, dict) and payload.get("fail"):
+        raise ValueError("asked to fail")
+    return {"got": payload, "node": os.environ["PRATAI_NODE"]}
+"""
+
+
+def test_webhooks_routes_topics_chains_retries_and_idempotency_on_nodes(small: Cluster) -> None:
+    """Every way a call starts, through either of two apis, runs on the nodes."""
+    small.start_api()
+    small.start_node("a")
+    deploy(small, "hook", ECHO, "--type", "wait_for_response", "--event", "webhook")
+    deploy(small, "route", ECHO, "--route", "POST /echo", "--route-auth", "public")
+    deploy(small, "first", ECHO, "--event", "message", "--subscribe_to", "orders")
+    deploy(small, "second", ECHO, "--event", "message",
+           "--subscribe_to", "function.first.succeeded")  # fmt: skip
+    deploy(small, "flaky", ECHO, "--max-retries", "1")
+    with small.http() as http, small.http(1) as other:
+        url = http.get("/v1/functions/hook").json()["triggers"][0]["url"]
+        hooked = httpx.post(url.replace(small.api_url(), small.api_url(1)), json={"k": 1})
+        assert hooked.status_code == 200 and hooked.json()["got"]["body"] == {"k": 1}
+
+        routed = httpx.post(f"{small.api_url(1)}/fn/default/echo", json={"r": 2})
+        assert routed.status_code == 200 and routed.json()["got"]["body"] == {"r": 2}
+
+        published = other.post("/v1/events/orders", json={"o": 3})
+        assert published.status_code == 202
+        chained = wait_for(
+            lambda: [i for i in http.get("/v1/invocations", params={"function": "second"}).json()
+                     if i["status"] == "succeeded"],
+            what="the chain: orders -> first -> second",
+        )  # fmt: skip
+        assert chained[0]["result"]["got"] == {"got": {"o": 3}, "node": "a"}  # first's result
+        root = http.get(f"/v1/invocations/{chained[0]['id']}/tree").json()
+        assert [(n["depth"], n["function"]) for n in root] == [(0, "first"), (1, "second")]
+
+        key = {"Idempotency-Key": "once"}
+        one = http.post("/v1/functions/route/invoke?async=true", json={"i": 1}, headers=key)
+        two = other.post("/v1/functions/route/invoke?async=true", json={"i": 2}, headers=key)
+        assert one.json()["id"] == two.json()["id"]  # the second api returns the first's
+
+        failing = http.post("/v1/functions/flaky/invoke?async=true", json={"fail": True})
+        done = finished(small, [failing.json()["id"]])[0]
+        assert (done["status"], done["attempt"]) == ("failed", 2)  # tried, retried once
+        dead = wait_for(lambda: http.get("/v1/events/dead-letter").json(), what="the dead letter")
+        assert (dead[0]["id"], dead[0]["subject"]) == (done["id"], "flaky")
+        redriven = http.post(f"/v1/dead-letter/{done['id']}/redrive")
+        assert redriven.status_code in (200, 202), redriven.text
+        again = finished(small, [redriven.json()["id"]])[0]
+        assert again["error"]["message"] == "asked to fail"  # ran again, on a node

@@ -59,6 +59,7 @@ from nats.nuid import NUID
 
 from pratai.artifacts.filesystem import FilesystemArtifacts, checked_digest
 from pratai.errors import NotFound, PrataiError, Unavailable
+from pratai.jetstream import ensure_stream
 
 log = logging.getLogger("pratai.artifacts")
 
@@ -66,7 +67,6 @@ T = TypeVar("T")
 
 CHUNK = 128 * 1024  # the object store's usual chunk size
 DUPLICATE_WINDOW_S = 120.0  # the bucket's: longer than any chunk's retries
-_NAME_IN_USE = 10058  # JetStream's error code: the stream exists with another configuration
 _BUCKET = re.compile(r"[A-Za-z0-9_-]+")
 _DIGEST_TYPE = "SHA-256="
 _MSG_ID = "Nats-Msg-Id"  # JetStream stores a message once per id (in the dedupe window)
@@ -422,12 +422,7 @@ class NatsArtifacts:
             allow_direct=True,
             duplicate_window=DUPLICATE_WINDOW_S,
         )
-        try:
-            await self._js().add_stream(config)
-        except APIError as exc:
-            if exc.err_code != _NAME_IN_USE:
-                raise
-            await self._js().update_stream(config)
+        await ensure_stream(self._js(), config)
         self._bucket_ready = True
 
     def _js(self) -> JetStreamContext:

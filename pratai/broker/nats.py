@@ -50,6 +50,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from pratai.broker.base import Delivery
+from pratai.jetstream import ensure_stream
 
 log = logging.getLogger("pratai.broker")
 
@@ -58,7 +59,6 @@ T = TypeVar("T")
 DUPLICATE_WINDOW_S = 120.0
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")  # a subject token and a consumer name, both
 _SUBJECT_FULL = 10077  # JetStream's error code: the subject already holds its one message
-_NAME_IN_USE = 10058  # the stream exists with another configuration
 
 
 class _Freed(Exception):
@@ -184,12 +184,7 @@ class JetStreamBroker:
             max_msgs_per_subject=1,
             duplicate_window=DUPLICATE_WINDOW_S,
         )
-        try:
-            await self._js().add_stream(config)
-        except APIError as exc:
-            if exc.err_code != _NAME_IN_USE:
-                raise
-            await self._js().update_stream(config)
+        await ensure_stream(self._js(), config)
 
     async def close(self) -> None:
         """Ends the consumers, and gives back at once what they hold unfinished (a stopping

@@ -126,6 +126,10 @@ class ClusterMember:
             self.busy += 1
             try:
                 await self.jobs.run_job(job, lambda _: changed.set())
+            except Exception as exc:  # a fault of this node, not of the job
+                log.exception("job %s could not run", job.id)
+                job.status = Status.FAILED
+                job.error = {**failure("NodeError", f"node {self.name}: {exc}"), "traceback": ""}
             finally:
                 self.busy -= 1
                 sender.cancel()

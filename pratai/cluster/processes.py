@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -167,7 +168,9 @@ class ControlPlane:
         await self.registry.start()
         await self.environments.start()
         if self.role == "api":
-            new_key = await first_start(self.services.tenants, self.settings)
+            # Two apis starting at once on an empty database: one makes the admin key.
+            first = await self.store.take_lease("first-start", holder_id(), time.time(), 60.0)
+            new_key = await first_start(self.services.tenants, self.settings) if first else None
             building = await self.store.versions_with_state(BuildState.BUILDING)
             await self.services.functions.resume_builds(building)
             return new_key

@@ -201,9 +201,12 @@ def build_services(
     execution: Execution,
     node_tokens: NodeTokens | None = None,
     runs_connectors: bool = True,
+    keeps_image_archives: bool = False,
 ) -> Services:
     """The core's services on these backends, wired to tell each other of changes.
-    `runs_connectors=False` (a cluster's api): connectors are stored here, run elsewhere."""
+    `runs_connectors=False` (a cluster's api): connectors are stored here, run elsewhere.
+    `keeps_image_archives` (a cluster): a loaded image's archive goes to the artifact store too,
+    where the nodes get it."""
     runtimes = detect_runtimes(settings)
     jobs = Jobs(
         settings,
@@ -214,7 +217,8 @@ def build_services(
         capacity=execution.capacity,
     )
     tenants = Tenants(store)
-    images = Images(store, PodmanEngine())
+    keep = workspace.artifacts if keeps_image_archives else None
+    images = Images(store, PodmanEngine(), keep=keep)
     functions = Functions(
         settings,
         store,

@@ -29,12 +29,14 @@ from pratai.cluster.orders import (
     apply_outcome,
 )
 from pratai.cluster.registry import Member, Registry
+from pratai.core.images import engine_id_of
 from pratai.core.models import Function, FunctionVersion, Invocation, Job, Status, new_id, now
 from pratai.drivers.base import failure
 
 log = logging.getLogger("pratai.cluster")
 
 SecretValues = Callable[[Function], Awaitable[dict[str, str]]]
+ImageArchive = Callable[[str], Awaitable[str | None]]  # ImageStore.image_archive
 
 
 @dataclass(frozen=True)
@@ -147,31 +149,61 @@ class Dispatcher:
 
 
 class RemoteExecutor:
-    """`Executor` of invocations: each on a node, with its function's secrets."""
+    """`Executor` of invocations: each on a node, with its function's secrets, and for a
+    container image the archive a node lacking the image loads it from."""
 
-    def __init__(self, dispatcher: Dispatcher, secret_values: SecretValues) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        secret_values: SecretValues,
+        image_archive: ImageArchive | None = None,
+    ) -> None:
         self.dispatcher = dispatcher
         self.secret_values = secret_values
+        self.image_archive = image_archive
+
+    async def _archive(self, version: FunctionVersion) -> str | Failed:
+        engine_id = engine_id_of(version.package_digest)
+        found = None if self.image_archive is None else await self.image_archive(engine_id)
+        if found is None:
+            return Failed(
+                "ImageNotShipped",
+                f"the cluster keeps no archive of image {engine_id[:12]} for its nodes (it was "
+                "loaded before nodes could run images, or its ref was deleted): load the image "
+                "again with `pratai image-load ARCHIVE`",
+            )
+        return found
 
     async def execute(
         self, invocation: Invocation, function: Function, version: FunctionVersion
     ) -> Invocation:
+        archive = None
+        if function.runtime == "image":
+            found = await self._archive(version)
+            if isinstance(found, Failed):
+                return _failed(invocation, found)
+            archive = found
         secrets = await self.secret_values(function)
         call = Call(
             what=f"invocation {invocation.id}",
             subject=run_subject,
             memory_mb=function.memory_mb,
             warm=(function.id, version.version),
-            encode=lambda d: RunOrder(d, invocation, function, version, secrets).encode(),
+            encode=lambda d: RunOrder(
+                d, invocation, function, version, secrets, image_archive=archive
+            ).encode(),
             accept=lambda reply, d: apply_outcome(reply, d, invocation),
             timeout_s=function.timeout_s,
         )
         failed = await self.dispatcher.send(call)
-        if failed is not None:
-            invocation.status = Status.FAILED
-            invocation.error = failure(failed.kind, failed.message)
-            invocation.finished_at = now()
-        return invocation
+        return invocation if failed is None else _failed(invocation, failed)
+
+
+def _failed(invocation: Invocation, failed: Failed) -> Invocation:
+    invocation.status = Status.FAILED
+    invocation.error = failure(failed.kind, failed.message)
+    invocation.finished_at = now()
+    return invocation
 
 
 class RemoteJobs:

@@ -2,8 +2,9 @@
 
 A node holds no database credentials, so an order carries everything the run needs: the
 invocation (payload included), the function's settings, the version to run (its package by
-digest, fetched from the shared artifact store) and the values of the function's secrets, which
-the node keeps in memory only. An order is a JSON head, a newline, then the payload's bytes.
+digest, fetched from the shared artifact store; for a container image, the digest of the archive
+that holds it) and the values of the function's secrets, which the node keeps in memory only. An
+order is a JSON head, a newline, then the payload's bytes.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class RunOrder:
     function: Function
     version: FunctionVersion
     secrets: dict[str, str] = field(default_factory=dict)
+    image_archive: str | None = None  # runtime "image": the archive's digest in the artifacts
 
     def encode(self) -> bytes:
         version = dataclasses.asdict(self.version) | {"build_log": ""}
@@ -48,6 +50,7 @@ class RunOrder:
             "function": dataclasses.asdict(self.function),
             "version": version,
             "secrets": self.secrets,
+            "image_archive": self.image_archive,
         }
         return json.dumps(head).encode() + b"\n" + self.invocation.payload
 
@@ -67,9 +70,14 @@ class RunOrder:
                 function=Function(**head["function"]),
                 version=FunctionVersion(**head["version"]),
                 secrets={str(k): str(v) for k, v in head["secrets"].items()},
+                image_archive=_optional_str(head.get("image_archive")),
             )
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a run order: {exc}") from None
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def encode_outcome(dispatch: str, invocation: Invocation) -> bytes:

@@ -115,7 +115,7 @@ class ControlPlane:
         registry = Registry(link, valid, lost_s=settings.node_lost_s)
         dispatcher = Dispatcher(link, registry)
         execution = Execution(
-            invocations=RemoteExecutor(dispatcher, secrets.environment),
+            invocations=RemoteExecutor(dispatcher, secrets.environment, store.image_archive),
             jobs=RemoteJobs(dispatcher),
             evictor=None,  # a node's instances are keyed by the function's update time
             capacity=registry,
@@ -131,6 +131,7 @@ class ControlPlane:
             execution=execution,
             node_tokens=tokens,  # one cache: a revoke here applies at once
             runs_connectors=role == "scheduler",  # the lease's holder among them
+            keeps_image_archives=True,  # the nodes load images from their archives
         )
         python = f"python{services.jobs.runtimes.python}"
         plane = cls(

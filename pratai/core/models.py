@@ -320,3 +320,4 @@ class Image:
     image_id: str  # the engine's content id (sha256 hex)
     size_bytes: int = 0
     created_at: float = field(default_factory=now)
+    archive: str | None = None  # a cluster's: the archive's digest in the artifact store

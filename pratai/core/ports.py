@@ -265,6 +265,11 @@ class ImageStore(Protocol):
     async def delete_image(self, image_id: str) -> None:
         """Deletes one record, by its own id."""
 
+    async def image_archive(self, engine_id: str) -> str | None:
+        """The digest of an archive (in the artifact store) that holds that engine image
+        (`engine_id` may be a prefix of its id), as any project's record names it: the newest;
+        None when no record names one."""
+
     async def image_in_use(self, engine_id: str, digest: str) -> bool:
         """Whether any project's record names that engine image, or any function version
         runs it (its package digest), so the engine may not drop it."""

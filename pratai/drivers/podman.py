@@ -131,6 +131,11 @@ class PodmanEngine:
             raise InvalidInput("the archive holds no image", type="InvalidImageArchive")
         return loaded
 
+    async def exists(self, image_id: str) -> bool:
+        """Whether podman holds the image (`image_id` may be a unique prefix of its id)."""
+        code, _, _ = await self._podman("image", "exists", image_id, timeout=60)
+        return code == 0
+
     async def remove(self, image_id: str) -> None:
         """Best effort, never forced: an image a container still uses, or that other names
         still tag, stays."""

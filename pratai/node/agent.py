@@ -20,6 +20,7 @@ from pratai.core.workspace import Workspace
 from pratai.drivers import Driver, InstanceSpec
 from pratai.errors import Conflict, SandboxError
 from pratai.node.budget import MemoryBudget
+from pratai.node.images import NodeImages
 from pratai.node.pool import Pools, VersionPool
 from pratai.node.records import fail, finish
 from pratai.node.worker import Worker
@@ -39,13 +40,17 @@ class Node:
         image_driver: Driver | None = None,
         budget: MemoryBudget | None = None,
         cluster: bool = False,
+        images: NodeImages | None = None,
     ) -> None:
         """`budget` is shared with the node's job runner (default: one of this node's own).
-        A node of a `cluster` is named by PRATAI_NODE_NAME; that of `pratai serve` is "local"."""
+        A node of a `cluster` is named by PRATAI_NODE_NAME; that of `pratai serve` is "local".
+        `images` loads the images a node of a cluster lacks (`pratai serve`'s engine has
+        them all)."""
         self.settings = settings
         self.budget = MemoryBudget(settings.node_memory_mb) if budget is None else budget
         self.driver = driver
         self.image_driver = image_driver  # runs functions of runtime "image"
+        self.images = images
         self.workspace = workspace
         self.secret_env = secret_env
         self.started_at = time.time()
@@ -108,10 +113,18 @@ class Node:
         function: Function,
         version: FunctionVersion,
         secrets: dict[str, str] | None = None,
+        image_archive: str | None = None,
     ) -> Invocation:
         """Runs it in a warm instance of the version. `secrets` are the function's secret values
         when the caller brings them (a node of a cluster); else the node's `secret_env` reads
-        them."""
+        them. `image_archive`: where a node of a cluster gets the version's image."""
+        if function.runtime == "image":
+            try:
+                await self._image_ready(version, image_archive)
+            except SandboxError as exc:
+                fail(invocation, exc)
+                invocation.cold_start = True
+                return invocation
         pool = await self._pool(function, version, secrets)
         try:
             outcome = await pool.call(
@@ -132,6 +145,16 @@ class Node:
         invocation.cold_start = outcome.cold_start
         invocation.init_ms = outcome.init_ms
         return invocation
+
+    async def _image_ready(self, version: FunctionVersion, archive: str | None) -> None:
+        if self.image_driver is None:
+            raise SandboxError(
+                f"node {self.name} runs no container images: podman is missing or does not work "
+                "here (`pratai doctor` says why)",
+                type="PodmanMissing",
+            )
+        if self.images is not None:
+            await self.images.ensure(engine_id_of(version.package_digest), archive)
 
     async def evict_all(self) -> None:
         await self._pools.evict(lambda key: True)

@@ -169,7 +169,13 @@ class ClusterMember:
         async with self._slots:
             self.busy += 1
             try:
-                await self.node.execute(invocation, order.function, order.version, order.secrets)
+                await self.node.execute(
+                    invocation,
+                    order.function,
+                    order.version,
+                    order.secrets,
+                    image_archive=order.image_archive,
+                )
             except Exception as exc:  # a fault of this node, not of the function
                 log.exception("invocation %s could not run", invocation.id)
                 invocation.status = Status.FAILED

@@ -9,10 +9,12 @@ from pratai.artifacts import open_artifacts
 from pratai.cluster.environments import ShippedEnvironments
 from pratai.cluster.link import Link, servers_of
 from pratai.core.workspace import Workspace
+from pratai.drivers.podman import PodmanDriver, PodmanEngine
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SettingsError
 from pratai.node.agent import Node
 from pratai.node.budget import MemoryBudget
+from pratai.node.images import NodeImages
 from pratai.node.jobs import JobRunner, detect_runtimes
 from pratai.node.member import ClusterMember
 from pratai.settings import Settings
@@ -51,7 +53,17 @@ class NodeProcess:
         workspace = Workspace(settings, artifacts, fetch=shipped.fetch)
         sandbox = ProcessDriver(settings)
         budget = MemoryBudget(settings.node_memory_mb)  # of functions and jobs alike
-        node = Node(settings, sandbox, workspace, budget=budget, cluster=True)
+        podman = PodmanDriver(settings)
+        works = bool(podman.probe()["podman_works"])  # else image calls fail, saying why
+        node = Node(
+            settings,
+            sandbox,
+            workspace,
+            budget=budget,
+            cluster=True,
+            image_driver=podman if works else None,
+            images=NodeImages(PodmanEngine(), artifacts) if works else None,
+        )
         jobs = JobRunner(settings, workspace, commands=sandbox, budget=budget)
         member = ClusterMember(settings, link, node, runtimes.names(), jobs)
         return cls(link=link, node=node, jobs=jobs, member=member)

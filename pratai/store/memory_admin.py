@@ -198,7 +198,7 @@ class AdminTables(MemoryBase):
             return
         image.id = found.id
         found.image_id, found.size_bytes = image.image_id, image.size_bytes
-        found.created_at = image.created_at
+        found.created_at, found.archive = image.created_at, image.archive
         self._t.images.replace(found)
 
     async def get_image(self, project_id: str, ref: str) -> Image | None:
@@ -209,6 +209,13 @@ class AdminTables(MemoryBase):
 
     async def delete_image(self, image_id: str) -> None:
         self._t.images.delete(lambda i: i.id == image_id)
+
+    async def image_archive(self, engine_id: str) -> str | None:
+        kept = self._t.images.select(
+            lambda i: i.image_id.startswith(engine_id) and i.archive is not None,
+            lambda i: -i.created_at,
+        )
+        return kept[0].archive if kept else None
 
     async def image_in_use(self, engine_id: str, digest: str) -> bool:
         return self._t.images.first(lambda i: i.image_id == engine_id) is not None or (

@@ -23,7 +23,7 @@ class ImageRows(SqlBase):
                 c.execute(i.insert(), row)
             else:
                 image.id = found
-                values = {k: row[k] for k in ("image_id", "size_bytes", "created_at")}
+                values = {k: row[k] for k in ("image_id", "size_bytes", "created_at", "archive")}
                 c.execute(sa.update(i).where(i.c.id == found).values(**values))
 
         await self._run(work)
@@ -43,6 +43,17 @@ class ImageRows(SqlBase):
     async def delete_image(self, image_id: str) -> None:
         """Deletes one record (by its own id, not the engine's)."""
         await self._run(lambda c: c.execute(sa.delete(t.images).where(t.images.c.id == image_id)))
+
+    async def image_archive(self, engine_id: str) -> str | None:
+        i = t.images
+        q = (
+            sa.select(i.c.archive)
+            .where(i.c.image_id.startswith(engine_id, autoescape=True), i.c.archive.is_not(None))
+            .order_by(i.c.created_at.desc())
+            .limit(1)
+        )
+        found = await self._run(lambda c: c.execute(q).scalar())
+        return None if found is None else str(found)
 
     async def image_in_use(self, engine_id: str, digest: str) -> bool:
         v, i = t.function_versions, t.images

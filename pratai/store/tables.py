@@ -321,5 +321,7 @@ images = sa.Table(
     sa.Column("image_id", sa.String(128), nullable=False),
     sa.Column("size_bytes", sa.BigInteger(), nullable=False),
     sa.Column("created_at", sa.Double(), nullable=False),
+    # a cluster's api keeps the archive in the artifact store, for the nodes: its digest
+    sa.Column("archive", sa.String(64), nullable=True),
     sa.UniqueConstraint("project_id", "ref", name="uq_images_project_ref"),
 )

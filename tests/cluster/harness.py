@@ -92,6 +92,7 @@ class Proc:
     home: Path
     env: dict[str, str]
     netns: str | None = None
+    host_sys: bool = False  # in `netns`, with the host's /sys (and cgroups), for podman
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -101,7 +102,9 @@ class Proc:
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "pratai", self.role]
-        if self.netns is not None:
+        if self.netns is not None and self.host_sys:  # the network namespace alone
+            command = ["nsenter", f"--net=/run/netns/{self.netns}", *command]
+        elif self.netns is not None:  # `ip netns exec` also mounts a /sys of the namespace's
             command = ["ip", "netns", "exec", self.netns, *command]
         out = open(self.log, "ab")  # noqa: SIM115 - the process keeps it
         self.process = subprocess.Popen(command, env=self.env, stdout=out, stderr=out)
@@ -183,8 +186,17 @@ class Cluster:
         return scheduler
 
     def start_node(
-        self, name: str, *, memory_mb: int = 2048, slots: int = 8, wait: bool = True
+        self,
+        name: str,
+        *,
+        memory_mb: int = 2048,
+        slots: int = 8,
+        wait: bool = True,
+        own_podman: bool = False,
     ) -> Proc:
+        """`own_podman`: the node runs container images with an image store of its own (not
+        the host's, which the apis load into), and sees the host's cgroups, which runc needs:
+        it enters only the network namespace (`ip netns exec` mounts a /sys without them)."""
         if not self.node_token:
             self.node_token = (
                 self.http().post("/v1/node-tokens", json={"name": "tests"}).json()["token"]
@@ -196,13 +208,36 @@ class Cluster:
             PRATAI_NODE_NAME=name,
             PRATAI_NODE_MEMORY_MB=str(memory_mb),
             PRATAI_NODE_SLOTS=str(slots),
+            **(self.podman_env(name) if own_podman else {}),
         )
-        node = Proc("node", home, env, netns=self.bridge.namespace() if self.bridge else None)
+        netns = self.bridge.namespace() if self.bridge else None
+        node = Proc("node", home, env, netns=netns, host_sys=own_podman)
         node.start()
         self.nodes.append(node)
         if wait:
             self.wait_node_state(name, "ready")
         return node
+
+    def podman_env(self, name: str) -> dict[str, str]:
+        """The environment of node `name`'s own podman image store (in the test's folder)."""
+        root = self.tmp / f"podman-{name}"
+        conf = root / "storage.conf"
+        if not conf.exists():
+            driver = subprocess.run(
+                ["podman", "info", "--format", "{{.Store.GraphDriverName}}"],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()  # fmt: skip
+            root.mkdir(parents=True)
+            conf.write_text(
+                f'[storage]\ndriver = "{driver}"\n'
+                f'graphroot = "{root}/graph"\nrunroot = "{root}/run"\n'
+            )
+        return {"CONTAINERS_STORAGE_CONF": str(conf)}
+
+    def node_podman(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """podman on node `name`'s own image store (`start_node(own_podman=True)`)."""
+        env = {**os.environ, **self.podman_env(name)}
+        return subprocess.run(["podman", *args], env=env, capture_output=True, text=True)
 
     def api_url(self, index: int = 0) -> str:
         return f"http://127.0.0.1:{self.apis[index].env['PRATAI_PORT']}"

@@ -145,6 +145,9 @@ def test_an_order_and_its_outcome_round_trip() -> None:
     assert got.invocation.payload == b'{"n": 1}\n' and got.invocation.attempt == 2
     assert (got.function, got.secrets) == (order.function, {"TOKEN": "s3cret"})
     assert got.version.build_log == ""  # not sent
+    assert got.image_archive is None
+    image = RunOrder("d2", invocation, order.function, order.version, image_archive="cd" * 32)
+    assert RunOrder.decode(image.encode()).image_archive == "cd" * 32  # where a node gets it
     with pytest.raises(ValueError):
         RunOrder.decode(b'{"dispatch": "d1"}\n')
 

@@ -798,3 +798,29 @@ async def test_images(store: Store) -> None:
     await store.delete_image(api.id)
     assert not await store.image_in_use("a" * 64, "nothing")
     assert [i.ref for i in await store.list_images(p.id)] == ["localhost/web:1"]
+
+
+async def test_image_archives(store: Store) -> None:
+    """A cluster's records name the archive each image came in; a version finds it by the
+    engine id (or the prefix of it a version's digest holds), whichever project loaded it."""
+    p, q = await _project(store), await _project(store)
+    old = Image(new_id(), p.id, "localhost/old:1", "b" * 64, 10)  # loaded before archives
+    await store.put_image(old)
+    assert await store.image_archive("b" * 60) is None
+    assert (await store.get_image(p.id, "localhost/old:1")) == old
+    again = Image(new_id(), p.id, "localhost/old:1", "b" * 64, 10, archive="1" * 64)
+    await store.put_image(again)  # loaded again: the record now names the archive
+    found = await store.get_image(p.id, "localhost/old:1")
+    assert found is not None and (found.id, found.archive) == (old.id, "1" * 64)
+    assert await store.image_archive("b" * 64) == "1" * 64
+    assert await store.image_archive("b" * 60) == "1" * 64
+    assert await store.image_archive("c" * 60) is None
+    other = Image(new_id(), q.id, "localhost/web:2", "c" * 64, 5, created_at=1.0, archive="2" * 64)
+    await store.put_image(other)
+    assert await store.image_archive("c" * 60) == "2" * 64  # another project's version finds it
+    newer = Image(new_id(), p.id, "localhost/web:9", "c" * 64, 5, created_at=2.0, archive="3" * 64)
+    await store.put_image(newer)
+    assert await store.image_archive("c" * 60) == "3" * 64
+    await store.delete_image(newer.id)
+    await store.delete_image(other.id)
+    assert await store.image_archive("c" * 60) is None

@@ -24,6 +24,10 @@ case "$body" in
           exit 0 ;;
   *grow*) x=$(head -c 200000000 /dev/zero | tr '\0' a); echo "${#x}" ;;
   *slow*) sleep 30 ;;
+  *where*) printf 'Content-Type: application/json\r\n\r\n'
+           printf '{"node": "%s", "container": "%s", "got": %s}' \
+             "$PRATAI_NODE" "$(cat /tmp/id)" "$body"
+           exit 0 ;;
 esac
 printf 'Content-Type: application/json\r\n\r\n'
 printf '{"container": "%s", "got": %s, "uid": "%s"}' "$(cat /tmp/id)" "$body" "$(id -u)"
@@ -37,6 +41,7 @@ case "$body" in
   *slow*) sleep 30 ;;
   *fail*) echo "failing on purpose" >&2; exit 3 ;;
   *text*) echo "plain words"; exit 0 ;;
+  *where*) printf '{"node": "%s", "got": %s}' "$PRATAI_NODE" "$body"; exit 0 ;;
   *env*) echo "token is $IMG_TOKEN"; printf '{"port": "%s", "fn": "%s"}' "$PORT" "$PRATAI_FUNCTION"
          exit 0 ;;
   *probe*)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import nats.errors
 
@@ -62,8 +64,8 @@ class RemoteExecutor:
                     f"the call is {len(data)} bytes with its settings, more than the "
                     f"{self.link.max_payload} bytes NATS carries (its max_payload)",
                 )
-            reply = await self._send(member, data, deadline)
-            if reply is not None and apply_outcome(reply, order.dispatch, invocation):
+            reply = await self._send(member, order.dispatch, data, deadline)
+            if isinstance(reply, bytes) and apply_outcome(reply, order.dispatch, invocation):
                 return invocation
             if time.monotonic() >= deadline:
                 return _failed(
@@ -72,6 +74,14 @@ class RemoteExecutor:
                     f"node {member.name} did not answer within {function.timeout_s:g} s "
                     f"(the function's timeout) plus {self.start_s:g} s to start",
                 )
+            if reply is _DROPPED:  # the node is fine: it may take the call again
+                log.warning(
+                    "invocation %s: node %s does not hold it and did not answer: the order or "
+                    "its reply was lost on the way; sending it again",
+                    invocation.id,
+                    member.name,
+                )
+                continue
             log.warning(
                 "invocation %s: node %s did not answer; sending it elsewhere",
                 invocation.id,
@@ -112,27 +122,53 @@ class RemoteExecutor:
             "see `pratai node-list` for nodes lost, draining or full",
         )
 
-    async def _send(self, member: Member, data: bytes, deadline: float) -> bytes | None:
-        """The node's reply; None when it is gone, has no listener, or the deadline passed."""
+    async def _send(
+        self, member: Member, dispatch: str, data: bytes, deadline: float
+    ) -> bytes | _Dropped | None:
+        """The node's reply; None when it is gone, has no listener, or the deadline passed;
+        `_DROPPED` when two heartbeats in a row say it does not hold the order and no reply
+        came: the order or its reply was lost on the way (a NATS server restarted, a connection
+        broke). A reply is sent before the heartbeat that no longer lists its order, and has
+        arrived by the next one."""
         member.sent += 1
+        beats_at_send = member.beats
+        lacking = 0  # heartbeats in a row that do not list the order
         request = asyncio.ensure_future(
             self.link.nc.request(
                 run_subject(member.name), data, timeout=deadline - time.monotonic()
             )
         )
         gone = asyncio.ensure_future(member.gone.wait())
+        beaten: asyncio.Future[Any] | None = None
         try:
-            await asyncio.wait({request, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not request.done():
-                return None
-            with contextlib.suppress(nats.errors.NoRespondersError, nats.errors.TimeoutError):
-                return request.result().data
-            return None
+            while True:
+                beaten = asyncio.ensure_future(member.beaten.wait())
+                await asyncio.wait({request, gone, beaten}, return_when=asyncio.FIRST_COMPLETED)
+                if request.done():
+                    with contextlib.suppress(
+                        nats.errors.NoRespondersError, nats.errors.TimeoutError
+                    ):
+                        return request.result().data
+                    return None
+                if gone.done():
+                    return None
+                lacking = lacking + 1 if member.lacks(dispatch, beats_at_send) else 0
+                if lacking >= 2:
+                    return _DROPPED
+                beaten.cancel()
         finally:
-            for task in (request, gone):
-                task.cancel()
+            for task in (request, gone, beaten):
+                if task is not None:
+                    task.cancel()
             member.sent -= 1
             self.registry.changed()
+
+
+class _Dropped(enum.Enum):
+    DROPPED = "dropped"
+
+
+_DROPPED = _Dropped.DROPPED
 
 
 def _failed(invocation: Invocation, kind: str, message: str) -> Invocation:

@@ -43,6 +43,8 @@ class Member:
     verified_at: float = 0.0
     sent: int = 0  # this process's calls to it, not yet answered
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # lost, stopped or restarted
+    beats: int = 0  # heartbeats heard from this instance
+    beaten: asyncio.Event = field(default_factory=asyncio.Event)  # set at the next heartbeat
 
     @property
     def name(self) -> str:
@@ -54,6 +56,13 @@ class Member:
 
     def free_slots(self) -> int:
         return self.beat.slots - max(self.beat.busy, self.sent)
+
+    def lacks(self, dispatch: str, beats_at_send: int) -> bool:
+        """Whether its last heartbeat, a whole beat or more after the order `dispatch` was sent
+        to it (when it had beaten `beats_at_send` times), says it does not hold that order:
+        it has answered it, or never got it."""
+        holding = self.beat.holding
+        return holding is not None and self.beats - beats_at_send >= 2 and dispatch not in holding
 
 
 class Registry:
@@ -104,6 +113,9 @@ class Registry:
             if not member.authorized:
                 log.warning("node %s: its token is not valid; it gets no work", beat.name)
         member.beat, member.seen = beat, now
+        member.beats += 1
+        member.beaten.set()
+        member.beaten = asyncio.Event()
         if beat.state == "stopped":
             member.gone.set()
         elif member.gone.is_set():  # back after being lost: what was sent then went elsewhere

@@ -37,6 +37,7 @@ class ClusterMember:
         self.state = "ready"
         self.started_at = time.time()
         self.busy = 0
+        self.holding: set[str] = set()  # dispatch ids of the orders received, not answered
         self._slots = asyncio.Semaphore(settings.node_slots)
         self._runs: set[asyncio.Task[None]] = set()
         self._beating: asyncio.Task[None] | None = None
@@ -63,6 +64,7 @@ class ClusterMember:
             runtimes=self.runtimes,
             started_at=self.started_at,
             sent_at=time.time(),
+            holding=sorted(self.holding),
         )
 
     async def beat(self) -> None:
@@ -77,17 +79,26 @@ class ClusterMember:
             await asyncio.sleep(self.settings.heartbeat_s)
 
     async def _on_order(self, msg: Msg) -> None:
-        # One task per order: the subscription's callbacks run one after another.
-        task = asyncio.create_task(self._run(msg))
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
-
-    async def _run(self, msg: Msg) -> None:
         try:
             order = RunOrder.decode(msg.data)
         except ValueError as exc:
             log.warning("ignored a message that is no run order: %s", exc)
             return
+        # Held from now until answered: the heartbeats tell the sender it arrived.
+        self.holding.add(order.dispatch)
+        # One task per order: the subscription's callbacks run one after another.
+        task = asyncio.create_task(self._run(msg, order))
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+
+    async def _run(self, msg: Msg, order: RunOrder) -> None:
+        try:
+            await self._answer(msg, order)
+        finally:
+            # After the reply (or its attempt): a heartbeat without it follows the reply.
+            self.holding.discard(order.dispatch)
+
+    async def _answer(self, msg: Msg, order: RunOrder) -> None:
         invocation = order.invocation
         async with self._slots:
             self.busy += 1

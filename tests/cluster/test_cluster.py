@@ -108,7 +108,8 @@ def test_a_node_killed_mid_burst_loses_no_invocation(small: Cluster) -> None:
     small.start_node("a")
     small.start_node("b")
     deploy(small, "where", WHERE, "--concurrency", "8")
-    ids = submit_many(small, "where", 300, sleep=0.05)
+    # 5 s of work on 16 slots, more than submitting takes: a dies with calls in hand
+    ids = submit_many(small, "where", 160, sleep=0.5)
     with small.http() as http:
         wait_for(
             lambda: sum(
@@ -120,7 +121,7 @@ def test_a_node_killed_mid_burst_loses_no_invocation(small: Cluster) -> None:
     killed_at = time.monotonic()
     records = finished(small, ids)
     assert {r["status"] for r in records} == {"succeeded"}, Counter(r["status"] for r in records)
-    assert sorted(r["result"]["n"] for r in records) == list(range(300))
+    assert sorted(r["result"]["n"] for r in records) == list(range(160))
     assert nodes_of(records)["b"] > 0
     # The stated bound: a lost node's calls go elsewhere within PRATAI_NODE_LOST_S (3 s here)
     # of its last heartbeat; the rest of the burst then runs on b.

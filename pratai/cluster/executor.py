@@ -2,7 +2,9 @@
 
 A call is one request to one node and its reply (one hop there and back, no polling). While it
 waits, the sender watches the node: when the node is lost, stops or restarts, the call is sent
-to another node at once (at least once: the lost one may have run it). A reply to an earlier
+again at once, to a node taking work (this one too, once it is back: at least once, it may have
+run it); when the node's heartbeats say it does not hold the order, the order or its reply was
+lost on the way, and the call is sent again too. A reply to an earlier
 sending is never used: each sending has its own dispatch id and inbox.
 """
 
@@ -50,7 +52,7 @@ class RemoteExecutor:
     ) -> Invocation:
         secrets = await self.secret_values(function)
         deadline = time.monotonic() + function.timeout_s + self.start_s
-        shunned: set[str] = set()  # nodes that did not answer this call
+        shunned: set[str] = set()  # nodes with no listener for this call
         while True:
             member = await self._place(function, version, shunned)
             if member is None:
@@ -74,10 +76,18 @@ class RemoteExecutor:
                     f"node {member.name} did not answer within {function.timeout_s:g} s "
                     f"(the function's timeout) plus {self.start_s:g} s to start",
                 )
-            if reply is _DROPPED:  # the node is fine: it may take the call again
+            if reply is _Unanswered.DROPPED:  # the node is fine: it may take the call again
                 log.warning(
                     "invocation %s: node %s does not hold it and did not answer: the order or "
                     "its reply was lost on the way; sending it again",
+                    invocation.id,
+                    member.name,
+                )
+                continue
+            if reply is _Unanswered.GONE:
+                # It gets no work until it beats again; then it may take this call too.
+                log.warning(
+                    "invocation %s: node %s is lost, stopped or restarted; sending it again",
                     invocation.id,
                     member.name,
                 )
@@ -87,7 +97,7 @@ class RemoteExecutor:
                 invocation.id,
                 member.name,
             )
-            shunned.add(member.name)
+            shunned.add(member.name)  # listed ready, yet no listener: not again for this call
 
     async def _place(
         self, function: Function, version: FunctionVersion, shunned: set[str]
@@ -124,12 +134,12 @@ class RemoteExecutor:
 
     async def _send(
         self, member: Member, dispatch: str, data: bytes, deadline: float
-    ) -> bytes | _Dropped | None:
-        """The node's reply; None when it is gone, has no listener, or the deadline passed;
-        `_DROPPED` when two heartbeats in a row say it does not hold the order and no reply
-        came: the order or its reply was lost on the way (a NATS server restarted, a connection
-        broke). A reply is sent before the heartbeat that no longer lists its order, and has
-        arrived by the next one."""
+    ) -> bytes | _Unanswered:
+        """The node's reply; GONE when it is lost, stopped or restarted; SILENT when it has
+        no listener or the deadline passed; DROPPED when two heartbeats in a row say it does
+        not hold the order and no reply came: the order or its reply was lost on the way (a
+        NATS server restarted, a connection broke). A reply is sent before the heartbeat that
+        no longer lists its order, and has arrived by the next one."""
         member.sent += 1
         beats_at_send = member.beats
         lacking = 0  # heartbeats in a row that do not list the order
@@ -149,12 +159,12 @@ class RemoteExecutor:
                         nats.errors.NoRespondersError, nats.errors.TimeoutError
                     ):
                         return request.result().data
-                    return None
+                    return _Unanswered.SILENT
                 if gone.done():
-                    return None
+                    return _Unanswered.GONE
                 lacking = lacking + 1 if member.lacks(dispatch, beats_at_send) else 0
                 if lacking >= 2:
-                    return _DROPPED
+                    return _Unanswered.DROPPED
                 beaten.cancel()
         finally:
             for task in (request, gone, beaten):
@@ -164,11 +174,10 @@ class RemoteExecutor:
             self.registry.changed()
 
 
-class _Dropped(enum.Enum):
+class _Unanswered(enum.Enum):
+    GONE = "gone"
+    SILENT = "silent"
     DROPPED = "dropped"
-
-
-_DROPPED = _Dropped.DROPPED
 
 
 def _failed(invocation: Invocation, kind: str, message: str) -> Invocation:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -72,7 +74,7 @@ class Dispatcher:
     ) -> Failed | None:
         """Sends the call until a node answers it (None), or gives up (why)."""
         deadline = time.monotonic() + call.timeout_s + self.start_s
-        shunned: set[str] = set()  # nodes that did not answer this call
+        shunned: set[str] = set()  # nodes with no listener for this call
         while True:
             member = await self._place(call, shunned)
             if member is None:
@@ -87,8 +89,8 @@ class Dispatcher:
                 )
             if on_sent is not None:
                 on_sent(member, dispatch)
-            reply = await self._ask(member, call.subject(member.name), data, deadline)
-            if reply is not None and call.accept(reply, dispatch):
+            reply = await self._ask(member, call.subject(member.name), dispatch, data, deadline)
+            if isinstance(reply, bytes) and call.accept(reply, dispatch):
                 return None
             if time.monotonic() >= deadline:
                 return Failed(
@@ -96,8 +98,25 @@ class Dispatcher:
                     f"node {member.name} did not answer within {call.timeout_s:g} s (the "
                     f"timeout) plus {self.start_s:g} s to start",
                 )
-            log.warning("%s: node %s did not answer; sending it elsewhere", call.what, member.name)
-            shunned.add(member.name)
+            if reply is _Unanswered.DROPPED:  # the node is fine: it may take the call again
+                log.warning(
+                    "%s: node %s does not hold it and did not answer: the order or its reply "
+                    "was lost on the way; sending it again",
+                    call.what,
+                    member.name,
+                )
+            elif reply is _Unanswered.GONE:
+                # It gets no work until it beats again; then it may take this call too.
+                log.warning(
+                    "%s: node %s is lost, stopped or restarted; sending it again",
+                    call.what,
+                    member.name,
+                )
+            else:
+                log.warning(
+                    "%s: node %s did not answer; sending it elsewhere", call.what, member.name
+                )
+                shunned.add(member.name)  # listed ready, yet no listener: not again for this call
 
     async def _place(self, call: Call, shunned: set[str]) -> Member | None:
         function_id, version = call.warm or ("", 0)
@@ -125,27 +144,50 @@ class Dispatcher:
         )
 
     async def _ask(
-        self, member: Member, subject: str, data: bytes, deadline: float
-    ) -> bytes | None:
-        """The node's reply; None when it is gone, has no listener, or the deadline passed."""
+        self, member: Member, subject: str, dispatch: str, data: bytes, deadline: float
+    ) -> bytes | _Unanswered:
+        """The node's reply; GONE when it is lost, stopped or restarted; SILENT when it has
+        no listener or the deadline passed; DROPPED when two heartbeats in a row say it does
+        not hold the order and no reply came: the order or its reply was lost on the way (a
+        NATS server restarted, a connection broke). A reply is sent before the heartbeat that
+        no longer lists its order, and has arrived by the next one."""
         member.sent += 1
+        beats_at_send = member.beats
+        lacking = 0  # heartbeats in a row that do not list the order
         wait_s = deadline - time.monotonic()
         request = asyncio.ensure_future(self.link.nc.request(subject, data, timeout=wait_s))
         gone = asyncio.ensure_future(member.gone.wait())
+        beaten: asyncio.Future[Any] | None = None
         try:
-            await asyncio.wait({request, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not request.done():
-                return None
-            with contextlib.suppress(nats.errors.NoRespondersError, nats.errors.TimeoutError):
-                data = request.result().data
-                member.answered += 1
-                return data
-            return None
+            while True:
+                beaten = asyncio.ensure_future(member.beaten.wait())
+                await asyncio.wait({request, gone, beaten}, return_when=asyncio.FIRST_COMPLETED)
+                if request.done():
+                    with contextlib.suppress(
+                        nats.errors.NoRespondersError, nats.errors.TimeoutError
+                    ):
+                        reply = request.result().data
+                        member.answered += 1
+                        return reply
+                    return _Unanswered.SILENT
+                if gone.done():
+                    return _Unanswered.GONE
+                lacking = lacking + 1 if member.lacks(dispatch, beats_at_send) else 0
+                if lacking >= 2:
+                    return _Unanswered.DROPPED
+                beaten.cancel()
         finally:
-            for task in (request, gone):
-                task.cancel()
+            for task in (request, gone, beaten):
+                if task is not None:
+                    task.cancel()
             member.sent -= 1
             self.registry.changed()
+
+
+class _Unanswered(enum.Enum):
+    GONE = "gone"
+    SILENT = "silent"
+    DROPPED = "dropped"
 
 
 class RemoteExecutor:

@@ -197,6 +197,11 @@ class Heartbeat:
     started_at: float
     sent_at: float
     cpus: int = 0  # the CPUs its instances may use (0: a node from before it told)
+    # The dispatch ids of the orders it has and has not answered yet (running, or waiting for
+    # a slot). A sender whose order is missing here, and unanswered, knows the order or its
+    # reply was lost on the way (NATS restarted, a connection broke). None: a node that does
+    # not tell (older).
+    holding: list[str] | None = None
 
     def encode(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()

@@ -44,6 +44,8 @@ class Member:
     sent: int = 0  # this process's calls to it, not yet answered
     answered: int = 0  # this process's calls to it answered since its last heartbeat
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # lost, stopped or restarted
+    beats: int = 0  # heartbeats heard from this instance
+    beaten: asyncio.Event = field(default_factory=asyncio.Event)  # set at the next heartbeat
 
     @property
     def name(self) -> str:
@@ -57,6 +59,13 @@ class Member:
         """Its slots less those busy: by its last heartbeat, less the calls answered since (a
         heartbeat is up to PRATAI_HEARTBEAT_S old), and at least this process's own."""
         return self.beat.slots - max(self.beat.busy - self.answered, self.sent)
+
+    def lacks(self, dispatch: str, beats_at_send: int) -> bool:
+        """Whether its last heartbeat, a whole beat or more after the order `dispatch` was sent
+        to it (when it had beaten `beats_at_send` times), says it does not hold that order:
+        it has answered it, or never got it."""
+        holding = self.beat.holding
+        return holding is not None and self.beats - beats_at_send >= 2 and dispatch not in holding
 
 
 class Registry:
@@ -107,6 +116,9 @@ class Registry:
             if not member.authorized:
                 log.warning("node %s: its token is not valid; it gets no work", beat.name)
         member.beat, member.seen, member.answered = beat, now, 0
+        member.beats += 1
+        member.beaten.set()
+        member.beaten = asyncio.Event()
         if beat.state == "stopped":
             member.gone.set()
         elif member.gone.is_set():  # back after being lost: what was sent then went elsewhere

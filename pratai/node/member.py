@@ -28,7 +28,7 @@ from pratai.cluster.orders import (
     encode_outcome,
     warm_key,
 )
-from pratai.core.models import Status, new_id
+from pratai.core.models import Status
 from pratai.core.provisioning import host_cpus
 from pratai.drivers.base import failure
 from pratai.node.agent import Node
@@ -59,6 +59,7 @@ class ClusterMember:
         self.state = "ready"
         self.started_at = time.time()
         self.busy = 0
+        self.holding: set[str] = set()  # dispatch ids of the orders received, not answered
         self._slots = asyncio.Semaphore(settings.node_slots)
         self._runs: dict[str, asyncio.Task[None]] = {}  # by dispatch id
         self._beating: asyncio.Task[None] | None = None
@@ -88,6 +89,7 @@ class ClusterMember:
             started_at=self.started_at,
             sent_at=time.time(),
             cpus=host_cpus(),
+            holding=sorted(self.holding),
         )
 
     async def beat(self) -> None:
@@ -102,7 +104,12 @@ class ClusterMember:
             await asyncio.sleep(self.settings.heartbeat_s)
 
     async def _on_order(self, msg: Msg) -> None:
-        self._track(new_id(), self._run(msg))
+        try:
+            order = RunOrder.decode(msg.data)
+        except ValueError as exc:
+            log.warning("ignored a message that is no run order: %s", exc)
+            return
+        self._track(order.dispatch, self._run(msg, order))
 
     async def _on_job(self, msg: Msg) -> None:
         try:
@@ -112,11 +119,19 @@ class ClusterMember:
             return
         self._track(order.dispatch, self._run_job(msg, order))
 
-    def _track(self, key: str, run: Coroutine[Any, Any, None]) -> None:
+    def _track(self, dispatch: str, run: Coroutine[Any, Any, None]) -> None:
+        # Held from now until answered: the heartbeats tell the sender it arrived, and a
+        # heartbeat without it follows the reply (or its attempt).
+        self.holding.add(dispatch)
         # One task per order: the subscription's callbacks run one after another.
         task = asyncio.create_task(run)
-        self._runs[key] = task
-        task.add_done_callback(lambda _: self._runs.pop(key, None))
+        self._runs[dispatch] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._runs.pop(dispatch, None)
+            self.holding.discard(dispatch)
+
+        task.add_done_callback(done)
 
     async def _run_job(self, msg: Msg, order: JobOrder) -> None:
         assert self.jobs is not None
@@ -159,12 +174,7 @@ class ClusterMember:
             f"{self.link.max_payload} bytes NATS carries (its max_payload)",
         )
 
-    async def _run(self, msg: Msg) -> None:
-        try:
-            order = RunOrder.decode(msg.data)
-        except ValueError as exc:
-            log.warning("ignored a message that is no run order: %s", exc)
-            return
+    async def _run(self, msg: Msg, order: RunOrder) -> None:
         invocation = order.invocation
         async with self._slots:
             self.busy += 1

@@ -157,3 +157,21 @@ def test_an_order_and_its_outcome_round_trip() -> None:
     assert invocation.status == Status.QUEUED
     assert apply_outcome(reply, "d1", invocation)
     assert (invocation.status, invocation.result) == (Status.SUCCEEDED, '{"ok": true}')
+
+
+async def test_an_order_a_node_does_not_hold_a_beat_after_its_sending_was_lost(
+    registry: Registry,
+) -> None:
+    await registry.heard(beat("a", holding=[]))
+    member = registry.place("f", 1, 128)
+    assert member is not None
+    sent_at = member.beats  # the order "d1" goes out now
+    await registry.heard(beat("a", holding=[]))  # may have left before the order arrived
+    assert not member.lacks("d1", sent_at)
+    await registry.heard(beat("a", holding=["d1"]))
+    assert not member.lacks("d1", sent_at)
+    await registry.heard(beat("a", holding=[]))  # answered, or the order never came
+    assert member.lacks("d1", sent_at)
+    await registry.heard(beat("a"))  # a node that does not tell what it holds
+    assert not member.lacks("d1", sent_at)
+    assert Heartbeat.decode(beat("a").encode()).holding is None

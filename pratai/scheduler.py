@@ -49,8 +49,11 @@ class Scheduler:
             if due is None or self._fired.get(trigger.id, -1.0) >= due:
                 continue
             self._fired[trigger.id] = due
-            if not await self.store.claim_tick(trigger.id, due, at):
-                continue  # another scheduler fired this tick
+            # The claim makes the tick fire once across schedulers; the invocation's id, made
+            # of the trigger and the tick, makes it so as well. So a scheduler that sees the
+            # tick claimed submits it too (a no-op when it exists): the claimer may have died
+            # between its claim and its submit.
+            claimed = await self.store.claim_tick(trigger.id, due, at)
             payload = {
                 "trigger": trigger.id,
                 "tick": dt.datetime.fromtimestamp(due, dt.UTC).isoformat(),
@@ -62,7 +65,7 @@ class Scheduler:
                 "application/json",
                 invocation_id=invocation_id,
             )
-            fired += 1
+            fired += claimed
         if self.saved_jobs is not None:
             fired += await self.saved_jobs.tick(at)
         return fired

@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +42,7 @@ from pratai.core.node_tokens import NodeTokens
 from pratai.core.ports import Store
 from pratai.core.secrets import Secrets, load_keys
 from pratai.core.workspace import Workspace
-from pratai.errors import SettingsError
+from pratai.errors import SettingsError, Unavailable
 from pratai.node.worker import Worker
 from pratai.scheduler import Scheduler
 from pratai.server import Execution, build_services, first_start, first_start_banner
@@ -248,6 +248,13 @@ def serve_api(settings: Settings) -> None:
     asyncio.run(uvicorn.Server(config).serve())
 
 
+def _run_until_stopped(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    try:
+        asyncio.run(main())
+    except (ConnectionError, Unavailable) as exc:  # NATS out of reach: say so, no traceback
+        raise SystemExit(f"error: {exc}") from None
+
+
 async def _until_stopped() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -267,7 +274,7 @@ def run_scheduler(settings: Settings) -> None:
         finally:
             await plane.close()
 
-    asyncio.run(main())
+    _run_until_stopped(main)
 
 
 def run_node(settings: Settings) -> None:
@@ -284,4 +291,4 @@ def run_node(settings: Settings) -> None:
         finally:
             await node.close()
 
-    asyncio.run(main())
+    _run_until_stopped(main)

@@ -5,6 +5,7 @@ Subjects, under `pratai.cluster.`:
 - `node.<name>.run`: invocations to run on one node, each answered on the sender's inbox;
 - `node.<name>.job`: jobs to run on it, likewise; their output while they run goes to an inbox
   the order names;
+- `evict`: `{"function": id}` to every node: stop its warm instances (it changed or went);
 - `node.<name>.control`: `{"drain": true|false}`, answered with the node's heartbeat, or
   `{"cancel": dispatch}` (a job was cancelled), not answered.
 """
@@ -12,6 +13,8 @@ Subjects, under `pratai.cluster.`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 
 import nats
@@ -21,6 +24,20 @@ from nats.aio.client import Client
 log = logging.getLogger("pratai.cluster")
 
 HEARTBEAT = "pratai.cluster.heartbeat"
+EVICT = "pratai.cluster.evict"  # {"function": id}: a function changed or went; to every node
+
+
+class Evictor:
+    """`InstanceEvictor` of a control-plane process: tells every node to stop the warm
+    instances of a function that changed or was deleted (they would idle on, holding memory:
+    new calls get new instances anyway, by the function's update time)."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    async def evict(self, function_id: str) -> None:
+        with contextlib.suppress(Exception):  # a node that misses it reaps them when idle
+            await self.link.nc.publish(EVICT, json.dumps({"function": function_id}).encode())
 
 
 def run_subject(node: str) -> str:

@@ -33,7 +33,7 @@ from pratai.broker import Broker, open_broker
 from pratai.cluster.connector_lease import ConnectorLease, holder_id
 from pratai.cluster.environments import EnvironmentServer
 from pratai.cluster.executor import Dispatcher, RemoteExecutor, RemoteJobs
-from pratai.cluster.link import Link, servers_of
+from pratai.cluster.link import Evictor, Link, servers_of
 from pratai.cluster.registry import Registry
 from pratai.core.invocations import INVOCATIONS_QUEUE
 from pratai.core.jobs import JOBS_QUEUE, MAX_JOB_TIMEOUT_S
@@ -117,7 +117,7 @@ class ControlPlane:
         execution = Execution(
             invocations=RemoteExecutor(dispatcher, secrets.environment, store.image_archive),
             jobs=RemoteJobs(dispatcher),
-            evictor=None,  # a node's instances are keyed by the function's update time
+            evictor=Evictor(link),
             capacity=registry,
             node_stats=None,
             nodes=registry,
@@ -172,6 +172,9 @@ class ControlPlane:
             # Two apis starting at once on an empty database: one makes the admin key.
             first = await self.store.take_lease("first-start", holder_id(), time.time(), 60.0)
             new_key = await first_start(self.services.tenants, self.settings) if first else None
+            if len(self.settings.secrets_key.split(",")) > 1:  # a rotation is under way
+                rotated = await self.services.secrets.rotate()
+                log.info("re-encrypted %d secrets with the newest key", rotated)
             building = await self.store.versions_with_state(BuildState.BUILDING)
             await self.services.functions.resume_builds(building)
             return new_key

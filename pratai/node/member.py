@@ -18,7 +18,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from pratai.cluster.link import HEARTBEAT, Link, control_subject, job_subject, run_subject
+from pratai.cluster.link import EVICT, HEARTBEAT, Link, control_subject, job_subject, run_subject
 from pratai.cluster.orders import (
     Heartbeat,
     JobOrder,
@@ -70,6 +70,7 @@ class ClusterMember:
         if self.jobs is not None:
             await nc.subscribe(job_subject(self.name), cb=self._on_job)
         await nc.subscribe(control_subject(self.name), cb=self._on_control)
+        await nc.subscribe(EVICT, cb=self._on_evict)
         self._beating = asyncio.create_task(self._beat_forever())
 
     def heartbeat(self) -> Heartbeat:
@@ -200,6 +201,13 @@ class ClusterMember:
             reply = encode_outcome(order.dispatch, invocation)
         with contextlib.suppress(Exception):  # the sender is gone: it sent the call elsewhere
             await msg.respond(reply)
+
+    async def _on_evict(self, msg: Msg) -> None:
+        try:
+            function_id = str(json.loads(msg.data)["function"])
+        except (ValueError, KeyError, TypeError):
+            return
+        await self.node.evict(function_id)
 
     async def _on_control(self, msg: Msg) -> None:
         try:

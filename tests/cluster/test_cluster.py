@@ -260,6 +260,17 @@ def test_requirements_and_node_js_run_on_a_node_that_reaches_only_nats(small: Cl
     answer = json.loads(small.cli("invoke", "js", "--payload", '{"n": 21}', "-o", "json").stdout)
     assert (answer["status"], answer["result"]) == ("succeeded", {"doubled": 42, "node": "a"})
 
+    # A deleted function's warm instances stop on its node at once, not when idle (300 s).
+    js_id = json.loads(small.cli("function-show", "js", "-o", "json").stdout)["id"]
+    with small.http() as http:
+
+        def warm() -> list[str]:
+            return list({n["name"]: n for n in http.get("/v1/nodes").json()}["a"]["warm"])
+
+        wait_for(lambda: any(w.startswith(js_id) for w in warm()), what="js warm on a")
+        small.cli("function-delete", "js")
+        wait_for(lambda: not any(w.startswith(js_id) for w in warm()), what="js stopped on a")
+
 
 ECHO = """
 import os

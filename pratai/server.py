@@ -25,7 +25,7 @@ from pratai.auth.keystone import KeystoneAuthenticator
 from pratai.broker import Broker, open_broker
 from pratai.connectors.registry import make_connector
 from pratai.core.capacity import NodeCapacity, NodeDirectory
-from pratai.core.connectors import Connectors
+from pratai.core.connectors import Connectors, StatusSource
 from pratai.core.events import Events
 from pratai.core.functions import Functions, InstanceEvictor
 from pratai.core.gateway import Gateway
@@ -200,11 +200,12 @@ def build_services(
     secrets: Secrets,
     execution: Execution,
     node_tokens: NodeTokens | None = None,
-    runs_connectors: bool = True,
+    connectors_elsewhere: StatusSource | None = None,
     keeps_image_archives: bool = False,
 ) -> Services:
     """The core's services on these backends, wired to tell each other of changes.
-    `runs_connectors=False` (a cluster's api): connectors are stored here, run elsewhere.
+    `connectors_elsewhere` (a cluster's api): connectors are stored here and run in another
+    process, which this asks for their statuses.
     `keeps_image_archives` (a cluster): a loaded image's archive goes to the artifact store too,
     where the nodes get it."""
     runtimes = detect_runtimes(settings)
@@ -242,7 +243,13 @@ def build_services(
         invocations=invocations,
         events=events,
         triggers=triggers,
-        connectors=Connectors(store, events, make_connector, runs_here=runs_connectors),
+        connectors=Connectors(
+            store,
+            events,
+            make_connector,
+            runs_here=connectors_elsewhere is None,
+            elsewhere=connectors_elsewhere,
+        ),
         secrets=secrets,
         auth=_authenticator(settings, tenants, store),
         gateway=gateway,

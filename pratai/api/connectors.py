@@ -11,6 +11,7 @@ from pratai.api import rules
 from pratai.api.deps import Services, allowed, services
 from pratai.api.errors import AUTHENTICATED, responses
 from pratai.api.schemas import Input
+from pratai.connectors.base import ConnectorStatus
 from pratai.connectors.registry import KINDS, redact_url
 from pratai.core.models import ConnectorRecord
 from pratai.core.tenants import Principal
@@ -87,8 +88,12 @@ class ConnectorOut(BaseModel):
     created_at: float
 
 
-def _out(svc: Services, record: ConnectorRecord) -> ConnectorOut:
-    status = svc.connectors.status(record)
+async def _outs(svc: Services, records: list[ConnectorRecord]) -> list[ConnectorOut]:
+    statuses = await svc.connectors.statuses(records)
+    return [_out(record, statuses[record.id]) for record in records]
+
+
+def _out(record: ConnectorRecord, status: ConnectorStatus) -> ConnectorOut:
     return ConnectorOut(
         name=record.name,
         kind=record.kind,
@@ -108,18 +113,20 @@ async def create_connector(body: ConnectorIn, who: Deployer, svc: Svc) -> Connec
     record = await svc.connectors.create(
         who.project, body.name, body.kind, body.url, body.topic, body.options
     )
-    return _out(svc, record)
+    (created,) = await _outs(svc, [record])
+    return created
 
 
 @router.get("", response_model=list[ConnectorOut])
 async def list_connectors(who: Reader, svc: Svc) -> list[ConnectorOut]:
-    return [_out(svc, r) for r in await svc.connectors.all(who.project)]
+    return await _outs(svc, await svc.connectors.all(who.project))
 
 
 @router.get("/{name}", response_model=ConnectorOut, responses=responses(NotFound))
 async def show_connector(name: str, who: Reader, svc: Svc) -> ConnectorOut:
     """Whether it is connected, how many events it forwarded, and its last error."""
-    return _out(svc, await svc.connectors.get(who.project, name))
+    (shown,) = await _outs(svc, [await svc.connectors.get(who.project, name)])
+    return shown
 
 
 @router.delete("/{name}", status_code=204, responses=responses(NotFound))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import socket
@@ -24,7 +26,11 @@ import time
 import uuid
 from collections.abc import Callable
 
-from pratai.core.connectors import Connectors
+from nats.aio.msg import Msg
+
+from pratai.cluster.link import Link
+from pratai.connectors.base import ConnectorStatus
+from pratai.core.connectors import Connectors, StatusSource
 from pratai.core.ports import LeaseStore
 
 log = logging.getLogger("pratai.connectors")
@@ -104,3 +110,40 @@ class ConnectorLease:
                 await self.store.drop_lease(LEASE, self.holder)
             except Exception:
                 log.exception("cannot drop the connectors lease; it expires by itself")
+
+
+# The statuses of the connectors a scheduler runs, for the apis (`connector-show`): the ids
+# asked for, answered by the scheduler that runs any (the lease's holder) within STATUS_S.
+STATUS = "pratai.cluster.connectors.status"
+STATUS_S = 1.0
+
+
+async def answer_statuses(link: Link, connectors: Connectors) -> None:
+    async def answer(msg: Msg) -> None:
+        running = {record.id: record for record in connectors.running()}
+        if not running:
+            return  # not the holder: the holder answers
+        try:
+            asked = [str(i) for i in json.loads(msg.data)]
+        except (ValueError, TypeError):
+            return
+        found = {
+            i: dataclasses.asdict(connectors.status(running[i])) for i in asked if i in running
+        }
+        await msg.respond(json.dumps(found).encode())
+
+    await link.nc.subscribe(STATUS, cb=answer)
+
+
+def status_source(link: Link) -> StatusSource:
+    """How an api asks; none running, or no answer in STATUS_S: every status unknown."""
+
+    async def ask(ids: list[str]) -> dict[str, ConnectorStatus]:
+        try:
+            reply = await link.nc.request(STATUS, json.dumps(ids).encode(), timeout=STATUS_S)
+            found = json.loads(reply.data)
+            return {str(i): ConnectorStatus(**status) for i, status in found.items()}
+        except Exception:  # no scheduler runs any, NATS away, an odd answer
+            return {}
+
+    return ask

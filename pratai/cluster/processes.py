@@ -30,7 +30,12 @@ from pratai.api.app import create_app
 from pratai.api.deps import Services
 from pratai.artifacts import open_artifacts
 from pratai.broker import Broker, open_broker
-from pratai.cluster.connector_lease import ConnectorLease, holder_id
+from pratai.cluster.connector_lease import (
+    ConnectorLease,
+    answer_statuses,
+    holder_id,
+    status_source,
+)
 from pratai.cluster.environments import EnvironmentServer
 from pratai.cluster.executor import Dispatcher, RemoteExecutor, RemoteJobs
 from pratai.cluster.link import Evictor, Link, servers_of
@@ -130,7 +135,8 @@ class ControlPlane:
             secrets=secrets,
             execution=execution,
             node_tokens=tokens,  # one cache: a revoke here applies at once
-            runs_connectors=role == "scheduler",  # the lease's holder among them
+            # the apis store connectors; the holder of the lease among the schedulers runs them
+            connectors_elsewhere=status_source(link) if role == "api" else None,
             keeps_image_archives=True,  # the nodes load images from their archives
         )
         python = f"python{services.jobs.runtimes.python}"
@@ -191,6 +197,7 @@ class ControlPlane:
         self._sweeper = asyncio.create_task(self._sweep_forever())
         assert self.connector_lease is not None
         self.connector_lease.start()
+        await answer_statuses(self.link, self.services.connectors)
         return None
 
     async def _run_job(self, job_id: str) -> None:

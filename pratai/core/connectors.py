@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +28,8 @@ from pratai.errors import Conflict, NotFound
 log = logging.getLogger("pratai.connectors")
 
 Factory = Callable[[str, str, dict[str, str]], Connector]
+StatusSource = Callable[[list[str]], Awaitable[dict[str, ConnectorStatus]]]
+"""The statuses of connectors (by id) that run in another process; the unknown ones left out."""
 
 
 @dataclass
@@ -51,12 +53,19 @@ class _Store(ConnectorStore, ProjectStore, Protocol):
 
 class Connectors:
     def __init__(
-        self, store: _Store, events: Events, factory: Factory, *, runs_here: bool = True
+        self,
+        store: _Store,
+        events: Events,
+        factory: Factory,
+        *,
+        runs_here: bool = True,
+        elsewhere: StatusSource | None = None,
     ) -> None:
         self.store = store
         self.events = events
         self.factory = factory
         self.runs_here = runs_here  # False: another process runs them (a cluster's scheduler)
+        self.elsewhere = elsewhere  # ... which tells their statuses
         self._running: dict[str, Running] = {}
         self._broken: dict[str, ConnectorRecord] = {}  # could not be made; logged once
         self._lock = asyncio.Lock()  # a create, delete or reconcile at a time
@@ -87,10 +96,18 @@ class Connectors:
         raise NotFound(f"connector {name!r} not found", connector=name)
 
     def status(self, record: ConnectorRecord) -> ConnectorStatus:
-        """Its status when it runs in this process; otherwise (not running here, as in a
-        cluster's api) not connected, nothing forwarded."""
+        """Its status when it runs in this process; otherwise not connected, nothing
+        forwarded."""
         running = self._running.get(record.id)
         return running.connector.status if running else ConnectorStatus()
+
+    async def statuses(self, records: list[ConnectorRecord]) -> dict[str, ConnectorStatus]:
+        """Each one's status by id: from this process when they run here, else from where
+        they run (`elsewhere`, a cluster's scheduler), when it answers."""
+        if self.runs_here or self.elsewhere is None or not records:
+            return {record.id: self.status(record) for record in records}
+        found = await self.elsewhere([record.id for record in records])
+        return {record.id: found.get(record.id, ConnectorStatus()) for record in records}
 
     async def delete(self, project: Project, name: str) -> None:
         record = await self.get(project, name)

@@ -177,6 +177,11 @@ def test_connectors_run_in_one_scheduler_and_move_when_it_is_killed(
         events = http.get("/v1/events/feed", params={"limit": 1000}).json()
     assert len(events) == 20
     assert subscriptions(made, subject) == 1
+    # Any api shows what the scheduler running them says: connected, and what it forwarded.
+    with made.http(1) as http:
+        shown = {c["name"]: c for c in http.get("/v1/connectors").json()}
+    assert (shown["from-nats"]["connected"], shown["from-nats"]["forwarded"]) == (True, 5)
+    assert (shown["from-redis"]["connected"], shown["from-redis"]["forwarded"]) == (True, 5)
 
     # A delete through either api stops it in the scheduler that runs it, within a few rounds.
     with made.http(1) as http:

@@ -10,10 +10,11 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from pratai.core.invocations import Invocations
-from pratai.core.models import TriggerKind
+from pratai.core.models import Trigger, TriggerKind
 from pratai.core.ports import TickStore, TriggerStore
 from pratai.core.saved_jobs import SavedJobs
 from pratai.core.triggers import last_due_tick
@@ -39,6 +40,7 @@ class Scheduler:
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
         self._fired: dict[str, float] = {}  # trigger id -> last tick seen fired (by anyone)
+        self.on_fired: Callable[[Trigger], Awaitable[None]] | None = None  # metrics
 
     async def tick(self, at: float | None = None) -> int:
         """One pass over the timers; returns how many ticks this scheduler fired."""
@@ -66,6 +68,8 @@ class Scheduler:
                 invocation_id=invocation_id,
             )
             fired += claimed
+            if claimed and self.on_fired is not None:
+                await self.on_fired(trigger)
         if self.saved_jobs is not None:
             fired += await self.saved_jobs.tick(at)
         return fired

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +45,7 @@ from pratai.drivers import Driver
 from pratai.drivers.podman import PodmanDriver, PodmanEngine
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SettingsError
+from pratai.metrics import Meter, Metrics
 from pratai.node.agent import Node
 from pratai.node.budget import MemoryBudget
 from pratai.node.jobs import JobRunner, detect_runtimes
@@ -109,10 +110,14 @@ class Platform:
             node_stats=node.stats,
             nodes=node,
         )
+        metrics = Metrics()
+        metrics.watch_node(node.stats)
         services = build_services(
-            settings, store, broker, workspace, secrets=secrets, execution=execution
-        )
+            settings, store, broker, workspace, secrets=secrets, execution=execution,
+            metrics=metrics,
+        )  # fmt: skip
         scheduler = Scheduler(store, services.invocations, services.saved_jobs)
+        scheduler.on_fired = Meter(metrics, project_name_of(store)).fired
         return cls(
             settings=settings,
             store=store,
@@ -202,6 +207,7 @@ def build_services(
     node_tokens: NodeTokens | None = None,
     connectors_elsewhere: StatusSource | None = None,
     keeps_image_archives: bool = False,
+    metrics: Metrics | None = None,
 ) -> Services:
     """The core's services on these backends, wired to tell each other of changes.
     `connectors_elsewhere` (a cluster's api): connectors are stored here and run in another
@@ -236,7 +242,7 @@ def build_services(
     functions.listeners.append(invocations.forget)
     functions.trigger_listeners.append(triggers.forget)
     functions.route_listeners.append(gateway.forget)
-    return Services(
+    services = Services(
         settings=settings,
         tenants=tenants,
         functions=functions,
@@ -259,7 +265,19 @@ def build_services(
         node_stats=execution.node_stats,
         images=images,
         nodes=execution.nodes,
+        metrics=metrics,
     )
+    if metrics is not None:
+        Meter(metrics, project_name_of(store)).attach(services)
+    return services
+
+
+def project_name_of(store: Store) -> Callable[[str], Awaitable[str]]:
+    async def name(project_id: str) -> str:
+        project = await store.get_project(project_id)
+        return project.name if project is not None else "deleted"
+
+    return name
 
 
 async def first_start(tenants: Tenants, settings: Settings) -> str | None:

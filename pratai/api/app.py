@@ -6,7 +6,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request, Response
 from starlette.types import ASGIApp
 
 import pratai
@@ -26,6 +26,7 @@ from pratai.api import (
 )
 from pratai.api.audit import AuditMiddleware
 from pratai.api.deps import Services, allowed
+from pratai.api.metrics import RequestCounter, check_access, metrics_response
 from pratai.core.tenants import Principal
 
 
@@ -60,6 +61,16 @@ def create_app(
     async def node(who: Annotated[Principal, Depends(allowed("operate"))]) -> dict[str, Any]:
         """Warm pools on this process's node and the sandbox features in use."""
         return svc.node_stats() if svc.node_stats else {"pools": [], "driver": None}
+
+    if svc.metrics is not None:
+        metrics = svc.metrics
+        app.add_middleware(RequestCounter, metrics=metrics)
+
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus(request: Request) -> Response:
+            """Prometheus text; not part of the JSON API, so not in the OpenAPI document."""
+            check_access(request, svc.settings.metrics_token)
+            return metrics_response(metrics)
 
     @app.get("/healthz", tags=["platform"])
     async def healthz() -> dict[str, Any]:

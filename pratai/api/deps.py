@@ -24,6 +24,7 @@ from pratai.core.secrets import Secrets
 from pratai.core.tenants import Principal, Tenants
 from pratai.core.triggers import Triggers
 from pratai.errors import Forbidden, PayloadTooLarge, Unauthorized
+from pratai.metrics import Metrics
 from pratai.settings import Settings
 
 
@@ -45,6 +46,7 @@ class Services:
     node_stats: Callable[[], dict[str, Any]] | None = None
     images: Images | None = None
     nodes: NodeDirectory | None = None  # GET /v1/nodes
+    metrics: Metrics | None = None  # GET /metrics
 
 
 def services_of(request: Request) -> Services:

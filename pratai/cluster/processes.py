@@ -48,9 +48,16 @@ from pratai.core.ports import Store
 from pratai.core.secrets import Secrets, load_keys
 from pratai.core.workspace import Workspace
 from pratai.errors import SettingsError, Unavailable
+from pratai.metrics import Meter, Metrics, serve_metrics
 from pratai.node.worker import Worker
 from pratai.scheduler import Scheduler
-from pratai.server import Execution, build_services, first_start, first_start_banner
+from pratai.server import (
+    Execution,
+    build_services,
+    first_start,
+    first_start_banner,
+    project_name_of,
+)
 from pratai.settings import Settings
 from pratai.store import open_store
 
@@ -119,6 +126,7 @@ class ControlPlane:
 
         registry = Registry(link, valid, lost_s=settings.node_lost_s)
         dispatcher = Dispatcher(link, registry)
+        metrics = Metrics()
         execution = Execution(
             invocations=RemoteExecutor(dispatcher, secrets.environment, store.image_archive),
             jobs=RemoteJobs(dispatcher),
@@ -135,6 +143,7 @@ class ControlPlane:
             secrets=secrets,
             execution=execution,
             node_tokens=tokens,  # one cache: a revoke here applies at once
+            metrics=metrics,
             # the apis store connectors; the holder of the lease among the schedulers runs them
             connectors_elsewhere=status_source(link) if role == "api" else None,
             keeps_image_archives=True,  # the nodes load images from their archives
@@ -152,6 +161,7 @@ class ControlPlane:
         )
         if role == "scheduler":
             plane.scheduler = Scheduler(store, services.invocations, services.saved_jobs)
+            plane.scheduler.on_fired = Meter(metrics, project_name_of(store)).fired
             plane.collector = Worker(
                 INVOCATIONS_QUEUE,
                 lease_s=DISPATCH_LEASE_S,
@@ -195,6 +205,8 @@ class ControlPlane:
         self.job_collector.start(self.broker, self._run_job, DISPATCH_CONSUMERS)
         self.scheduler.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
+        assert self.services.metrics is not None
+        serve_metrics(self.settings, self.services.metrics)
         assert self.connector_lease is not None
         self.connector_lease.start()
         await answer_statuses(self.link, self.services.connectors)

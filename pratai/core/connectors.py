@@ -66,6 +66,7 @@ class Connectors:
         self.factory = factory
         self.runs_here = runs_here  # False: another process runs them (a cluster's scheduler)
         self.elsewhere = elsewhere  # ... which tells their statuses
+        self.emitted_listeners: list[Callable[[ConnectorRecord], Awaitable[None]]] = []  # metrics
         self._running: dict[str, Running] = {}
         self._broken: dict[str, ConnectorRecord] = {}  # could not be made; logged once
         self._lock = asyncio.Lock()  # a create, delete or reconcile at a time
@@ -172,6 +173,8 @@ class Connectors:
                     extensions=dict(incoming.extensions),
                 ),
             )
+            for listener in self.emitted_listeners:
+                await listener(record)
 
         task = asyncio.create_task(connector.run(emit), name=f"connector-{record.name}")
         self._running[record.id] = Running(record, connector, task)

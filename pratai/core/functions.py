@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -122,6 +122,9 @@ class Functions:
         # told of the triggers and routes a deploy stored, e.g. to drop cached subscribers
         self.trigger_listeners: list[Callable[[Trigger], None]] = []
         self.route_listeners: list[Callable[[Route], None]] = []
+        # told of functions deleted and of builds ended (metrics)
+        self.delete_listeners: list[Callable[[Function], Awaitable[None]]] = []
+        self.build_listeners: list[Callable[[BuildState], None]] = []
 
     def _changed(self, function: Function) -> None:
         for listener in self.listeners:
@@ -350,6 +353,8 @@ class Functions:
         function = await self.get(project, name)
         await self.store.delete_function(function.id)
         self._changed(function)
+        for listener in self.delete_listeners:
+            await listener(function)
         await self._evict(function.id)
 
     async def wait_built(self) -> None:
@@ -406,6 +411,8 @@ class Functions:
         version.state = state
         version.build_log = build_log[-64_000:]
         await self.store.update_version(version)
+        for listener in self.build_listeners:
+            listener(state)
         if state == BuildState.READY:
             current = await self.store.get_function_by_id(function.id)
             if current is not None and (current.active_version or 0) < version.version:

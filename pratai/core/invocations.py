@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from pratai.core.models import (
 from pratai.core.ports import FunctionReader, InvocationStore, ProjectStore
 from pratai.errors import Conflict, NotFound, PayloadTooLarge
 from pratai.settings import Settings
+
+log = logging.getLogger("pratai.invocations")
 
 INVOCATIONS_QUEUE = "invocations"
 # Another api process may change a function; this process notices within this many seconds.
@@ -73,6 +76,8 @@ class Invocations:
         self._functions: dict[tuple[str, str], tuple[float, Function]] = {}
         # told of every async invocation's final outcome (after its last retry)
         self.finished_listeners: list[Callable[[Invocation, Function], Awaitable[None]]] = []
+        # told of every run's outcome, sync and async, each attempt (metrics)
+        self.ran_listeners: list[Callable[[Invocation, Function], Awaitable[None]]] = []
 
     def forget(self, function: Function) -> None:
         """Called when this process changes a function, so the change applies at once."""
@@ -177,6 +182,7 @@ class Invocations:
             return earlier
         invocation.payload = payload
         await self.executor.execute(invocation, function, version)
+        await self._ran(invocation, function)
         invocation.payload = b""
         await self.store.update_invocation(invocation)
         return invocation
@@ -345,6 +351,7 @@ class Invocations:
             invocation.version = function.active_version
         version = await self._version(function.id, invocation.version)
         await self.executor.execute(invocation, function, version)
+        await self._ran(invocation, function)
         if invocation.status != Status.SUCCEEDED and invocation.attempt <= function.max_retries:
             # Back to the queue; the node redelivers it after retry_delay(attempt).
             invocation.status = Status.QUEUED
@@ -356,6 +363,13 @@ class Invocations:
         for listener in self.finished_listeners:
             await listener(invocation, function)
         return invocation
+
+    async def _ran(self, invocation: Invocation, function: Function) -> None:
+        for listener in self.ran_listeners:
+            try:
+                await listener(invocation, function)
+            except Exception:  # a listener's fault must not lose the outcome
+                log.exception("a listener of invocation %s failed", invocation.id)
 
     async def run_delivery(self, invocation_id: str) -> float | None:
         """`run_queued` for a worker of the invocations queue: None when the delivery is done,

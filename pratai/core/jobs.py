@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -135,6 +135,7 @@ class Jobs:
         self.broker = broker
         self.runtimes = runtimes
         self.executor = executor
+        self.ended_listeners: list[Callable[[Job], Awaitable[None]]] = []  # metrics
         # In-process fast paths (each also works through the store alone, across processes):
         # jobs submitted here and not yet picked up, the event set when one ends here, and the
         # last jobs that ended here, so a waiting caller needs no store read.
@@ -412,6 +413,8 @@ class Jobs:
         done.finished_at = done.finished_at or now()
         if not await self.store.update_job(done, only_if=was):
             return None  # cancelled meanwhile
+        for listener in self.ended_listeners:
+            await listener(done)
         return done
 
     def _cancel_run(self, job_id: str) -> None:

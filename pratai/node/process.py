@@ -12,6 +12,7 @@ from pratai.core.workspace import Workspace
 from pratai.drivers.podman import PodmanDriver, PodmanEngine
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SettingsError
+from pratai.metrics import Metrics, serve_metrics
 from pratai.node.agent import Node
 from pratai.node.budget import MemoryBudget
 from pratai.node.images import NodeImages
@@ -66,6 +67,9 @@ class NodeProcess:
         )
         jobs = JobRunner(settings, workspace, commands=sandbox, budget=budget)
         member = ClusterMember(settings, link, node, runtimes.names(), jobs)
+        metrics = Metrics()
+        metrics.watch_node(node.stats)
+        serve_metrics(settings, metrics)
         return cls(link=link, node=node, jobs=jobs, member=member)
 
     async def start(self) -> None:

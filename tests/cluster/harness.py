@@ -175,10 +175,13 @@ class Cluster:
         wait_for(lambda: api.alive() and _healthy(port), timeout=60, what="pratai api to answer")
         return api
 
-    def start_scheduler(self) -> Proc:
+    def start_scheduler(self, **extra: str) -> Proc:
         home = self.tmp / f"scheduler{len(self.schedulers)}"
         env = self._env(
-            home, PRATAI_DATABASE_URL=self.database_url, PRATAI_SECRETS_KEY=self.secrets_key
+            home,
+            PRATAI_DATABASE_URL=self.database_url,
+            PRATAI_SECRETS_KEY=self.secrets_key,
+            **extra,
         )
         scheduler = Proc("scheduler", home, env)
         scheduler.start()

@@ -13,10 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import pratai
 from tests.cluster.harness import Cluster, can_make_namespaces, cluster
-from tests.helpers import make_zip, wait_for
+from tests.helpers import free_port, make_zip, wait_for
 
 pytestmark = pytest.mark.skipif(
     not can_make_namespaces(), reason="the cluster tests make network namespaces: root and ip"
@@ -37,7 +38,7 @@ def small(tmp_path: Path) -> Iterator[Cluster]:
     """One api, one scheduler, no node yet."""
     with cluster(tmp_path) as made:
         made.start_api()
-        made.start_scheduler()
+        made.start_scheduler(PRATAI_METRICS_PORT=str(free_port()))
         yield made
 
 
@@ -83,6 +84,7 @@ def nodes_of(records: list[dict[str, Any]]) -> Counter[str]:
 def test_a_cluster_runs_sync_and_async_calls_on_nodes_without_the_database(
     small: Cluster,
 ) -> None:
+    small.start_scheduler(PRATAI_METRICS_PORT=str(free_port()))  # a second one
     small.start_node("a")
     small.start_node("b")
     deploy(small, "where")
@@ -95,6 +97,20 @@ def test_a_cluster_runs_sync_and_async_calls_on_nodes_without_the_database(
     assert {r["status"] for r in records} == {"succeeded"}
     assert sorted(r["result"]["n"] for r in records) == list(range(40))
     assert set(nodes_of(records)) == {"a", "b"}  # both took work
+
+    # Each scheduler counts the runs it stored, on /metrics on a port of its own: 40 in all.
+    counted = 0.0
+    for scheduler in small.schedulers:
+        port = scheduler.env["PRATAI_METRICS_PORT"]
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        for family in text_string_to_metric_families(scraped):
+            counted += sum(
+                s.value for s in family.samples
+                if s.name == "pratai_invocations_total"
+                and s.labels == {"project": "default", "function": "where",
+                                 "status": "succeeded", "trigger": "async"}
+            )  # fmt: skip
+    assert counted == 40
 
     listed = {n["name"]: n for n in json.loads(small.cli("node-list", "-o", "json").stdout)}
     assert {name: n["state"] for name, n in listed.items()} == {"a": "ready", "b": "ready"}

@@ -1,0 +1,66 @@
+"""`GET /metrics` (Prometheus text) and the count of HTTP requests by route template.
+
+Access: with PRATAI_METRICS_TOKEN set, a bearer of that token; without it, clients on loopback
+only (a scraper on another machine needs the token).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pratai.errors import Forbidden, Unauthorized
+from pratai.metrics import CONTENT_TYPE, Metrics
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class RequestCounter:
+    """Counts each HTTP request by method, route template (never the raw path) and status
+    class; a path no route matches counts as "unmatched"."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def keep_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, keep_status)
+        finally:
+            route = _template(scope)
+            self.metrics.http.labels(scope["method"], route, f"{status // 100}xx").inc()
+
+
+def _template(scope: Scope) -> str:
+    """The template of the route that answered (the router notes it in the scope)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+def check_access(request: Request, token: str) -> None:
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+            raise Unauthorized("GET /metrics needs `Authorization: Bearer <PRATAI_METRICS_TOKEN>`")
+        return
+    host = request.client.host if request.client else ""
+    if host not in _LOOPBACK:
+        raise Forbidden("/metrics answers loopback only; set PRATAI_METRICS_TOKEN to scrape it")
+
+
+def metrics_response(metrics: Metrics) -> Response:
+    return Response(metrics.render(), media_type=CONTENT_TYPE)

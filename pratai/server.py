@@ -110,14 +110,14 @@ class Platform:
             node_stats=node.stats,
             nodes=node,
         )
-        metrics = Metrics()
-        metrics.watch_node(node.stats)
+        meter = Meter(Metrics(), project_name_of(store))
+        meter.metrics.watch_node(node.stats)
         services = build_services(
             settings, store, broker, workspace, secrets=secrets, execution=execution,
-            metrics=metrics,
+            meter=meter,
         )  # fmt: skip
         scheduler = Scheduler(store, services.invocations, services.saved_jobs)
-        scheduler.on_fired = Meter(metrics, project_name_of(store)).fired
+        scheduler.on_fired = meter.fired
         return cls(
             settings=settings,
             store=store,
@@ -207,7 +207,7 @@ def build_services(
     node_tokens: NodeTokens | None = None,
     connectors_elsewhere: StatusSource | None = None,
     keeps_image_archives: bool = False,
-    metrics: Metrics | None = None,
+    meter: Meter | None = None,
 ) -> Services:
     """The core's services on these backends, wired to tell each other of changes.
     `connectors_elsewhere` (a cluster's api): connectors are stored here and run in another
@@ -265,10 +265,10 @@ def build_services(
         node_stats=execution.node_stats,
         images=images,
         nodes=execution.nodes,
-        metrics=metrics,
+        metrics=meter.metrics if meter is not None else None,
     )
-    if metrics is not None:
-        Meter(metrics, project_name_of(store)).attach(services)
+    if meter is not None:
+        meter.attach(services)
     return services
 
 

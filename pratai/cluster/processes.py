@@ -28,7 +28,7 @@ from typing import Any
 
 from pratai.api.app import create_app
 from pratai.api.deps import Services
-from pratai.artifacts import open_artifacts
+from pratai.artifacts import ArtifactStore, open_artifacts
 from pratai.broker import Broker, open_broker
 from pratai.cluster.connector_lease import (
     ConnectorLease,
@@ -101,6 +101,7 @@ class ControlPlane:
     registry: Registry
     services: Services
     environments: EnvironmentServer
+    artifacts: ArtifactStore
     scheduler: Scheduler | None = None
     collector: Worker | None = None  # of invocations
     job_collector: Worker | None = None
@@ -126,7 +127,7 @@ class ControlPlane:
 
         registry = Registry(link, valid, lost_s=settings.node_lost_s)
         dispatcher = Dispatcher(link, registry)
-        metrics = Metrics()
+        meter = Meter(Metrics(), project_name_of(store))
         execution = Execution(
             invocations=RemoteExecutor(dispatcher, secrets.environment, store.image_archive),
             jobs=RemoteJobs(dispatcher),
@@ -143,7 +144,7 @@ class ControlPlane:
             secrets=secrets,
             execution=execution,
             node_tokens=tokens,  # one cache: a revoke here applies at once
-            metrics=metrics,
+            meter=meter,
             # the apis store connectors; the holder of the lease among the schedulers runs them
             connectors_elsewhere=status_source(link) if role == "api" else None,
             keeps_image_archives=True,  # the nodes load images from their archives
@@ -153,6 +154,7 @@ class ControlPlane:
             settings=settings,
             role=role,
             environments=EnvironmentServer(link, workspace, python),
+            artifacts=artifacts,
             store=store,
             broker=broker,
             link=link,
@@ -161,7 +163,7 @@ class ControlPlane:
         )
         if role == "scheduler":
             plane.scheduler = Scheduler(store, services.invocations, services.saved_jobs)
-            plane.scheduler.on_fired = Meter(metrics, project_name_of(store)).fired
+            plane.scheduler.on_fired = meter.fired
             plane.collector = Worker(
                 INVOCATIONS_QUEUE,
                 lease_s=DISPATCH_LEASE_S,
@@ -180,7 +182,7 @@ class ControlPlane:
     async def start(self) -> str | None:
         await self.store.open()
         await self.broker.open()
-        await asyncio.to_thread(self.services.functions.workspace.artifacts.open)
+        await asyncio.to_thread(self.artifacts.open)
         await self.link.open()
         await self.registry.start()
         await self.environments.start()
@@ -242,7 +244,7 @@ class ControlPlane:
         await self.services.functions.wait_built()
         await self.registry.close()
         await self.link.close()
-        await asyncio.to_thread(self.services.functions.workspace.artifacts.close)
+        await asyncio.to_thread(self.artifacts.close)
         await self.broker.close()
         await self.store.close()
 

@@ -180,14 +180,13 @@ class Node:
     def nodes(self) -> list[dict[str, Any]]:
         """`NodeDirectory`: `pratai serve` has one node, this one."""
         memory = self.budget.stats()
-        pools = self._pools.stats()
         return [
             {
                 "name": self.name,
                 "state": "ready",
                 "memory": {"budget_mb": memory["budget_mb"], "used_mb": memory["used_mb"]},
                 "slots": None,
-                "busy": sum(int(str(pool["busy"])) for pool in pools),
+                "busy": self._pools.busy(),
                 "load": os.getloadavg()[0],
                 "warm": [warm_key(fid, version) for fid, version in self.warm()],
                 "runtimes": None,

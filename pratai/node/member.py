@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -28,7 +28,7 @@ from pratai.cluster.orders import (
     encode_outcome,
     warm_key,
 )
-from pratai.core.models import Status
+from pratai.core.models import Invocation, Job, Status
 from pratai.core.provisioning import host_cpus
 from pratai.drivers.base import failure
 from pratai.node.agent import Node
@@ -136,27 +136,15 @@ class ClusterMember:
 
     async def _run_job(self, msg: Msg, order: JobOrder) -> None:
         assert self.jobs is not None
-        job, changed = order.job, asyncio.Event()
+        changed = asyncio.Event()
         sender = asyncio.create_task(self._send_progress(order, changed))
-        async with self._slots:
-            self.busy += 1
-            try:
-                await self.jobs.run_job(job, lambda _: changed.set())
-            except Exception as exc:  # a fault of this node, not of the job
-                log.exception("job %s could not run", job.id)
-                job.status = Status.FAILED
-                job.error = {**failure("NodeError", f"node {self.name}: {exc}"), "traceback": ""}
-            finally:
-                self.busy -= 1
-                sender.cancel()
-        reply = encode_job_outcome(order.dispatch, job)
-        if len(reply) > self.link.max_payload:
-            job.result, job.stdout, job.stderr = None, "", ""
-            job.status = Status.FAILED
-            job.error = {**self._too_large(len(reply)), "traceback": ""}
-            reply = encode_job_outcome(order.dispatch, job)
-        with contextlib.suppress(Exception):
-            await msg.respond(reply)
+        try:
+            run = self.jobs.run_job(order.job, lambda _: changed.set())
+            await self._answer(
+                msg, order.job, run, lambda: encode_job_outcome(order.dispatch, order.job)
+            )
+        finally:
+            sender.cancel()
 
     async def _send_progress(self, order: JobOrder, changed: asyncio.Event) -> None:
         """The job's output so far, when it changed, at most every PROGRESS_S."""
@@ -168,37 +156,47 @@ class ClusterMember:
                 await self.link.nc.publish(order.progress, update[: self.link.max_payload])
             await asyncio.sleep(PROGRESS_S)
 
-    def _too_large(self, size: int) -> dict[str, str]:
-        return failure(
-            "ResultTooLarge",
-            f"the result and output are {size} bytes, more than the "
-            f"{self.link.max_payload} bytes NATS carries (its max_payload)",
+    async def _run(self, msg: Msg, order: RunOrder) -> None:
+        run = self.node.execute(
+            order.invocation,
+            order.function,
+            order.version,
+            order.secrets,
+            image_archive=order.image_archive,
+        )
+        await self._answer(
+            msg, order.invocation, run, lambda: encode_outcome(order.dispatch, order.invocation)
         )
 
-    async def _run(self, msg: Msg, order: RunOrder) -> None:
-        invocation = order.invocation
+    async def _answer(
+        self,
+        msg: Msg,
+        record: Invocation | Job,
+        run: Awaitable[object],
+        encode: Callable[[], bytes],
+    ) -> None:
+        """Runs it in a slot, then replies with what it came to: failed if the node itself
+        failed, or if the reply would not fit in a NATS message."""
         async with self._slots:
             self.busy += 1
             try:
-                await self.node.execute(
-                    invocation,
-                    order.function,
-                    order.version,
-                    order.secrets,
-                    image_archive=order.image_archive,
-                )
-            except Exception as exc:  # a fault of this node, not of the function
-                log.exception("invocation %s could not run", invocation.id)
-                invocation.status = Status.FAILED
-                invocation.error = failure("NodeError", f"node {self.name}: {exc}")
+                await run
+            except Exception as exc:  # a fault of this node, not of the user's code
+                log.exception("%s could not run", record.id)
+                record.status = Status.FAILED
+                record.error = failure("NodeError", f"node {self.name}: {exc}")
             finally:
                 self.busy -= 1
-        reply = encode_outcome(order.dispatch, invocation)
+        reply = encode()
         if len(reply) > self.link.max_payload:
-            invocation.result, invocation.stdout, invocation.stderr = None, "", ""
-            invocation.status = Status.FAILED
-            invocation.error = self._too_large(len(reply))
-            reply = encode_outcome(order.dispatch, invocation)
+            record.result, record.stdout, record.stderr = None, "", ""
+            record.status = Status.FAILED
+            record.error = failure(
+                "ResultTooLarge",
+                f"the result and output are {len(reply)} bytes, more than the "
+                f"{self.link.max_payload} bytes NATS carries (its max_payload)",
+            )
+            reply = encode()
         with contextlib.suppress(Exception):  # the sender is gone: it sent the call elsewhere
             await msg.respond(reply)
 

@@ -174,6 +174,10 @@ class Pools(Generic[K]):
                 await self._reaper
         await self.evict(lambda key: True)
 
+    def busy(self) -> int:
+        """Calls running in all the pools."""
+        return sum(pool.busy for pool in self._pools.values())
+
     def warm(self) -> list[K]:
         """The keys of the pools that have instances running."""
         return [key for key, pool in self._pools.items() if pool.size]

@@ -26,6 +26,7 @@ $(VENV)/.test-deps: $(BIN)/pratai
 	@touch $@
 
 install-test: install $(VENV)/.test-deps
+	@$(CURDIR)/scripts/ensure-browser
 
 $(VENV)/.bench-deps: $(VENV)/.test-deps
 	$(PIP) -e '.[test,lint,bench]'
@@ -67,4 +68,4 @@ bench: install-test $(VENV)/.bench-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pratai .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pratai .pytest_cache .mypy_cache .ruff_cache .test-artifacts

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -174,6 +175,10 @@ class ApiClient:
         return self.request(
             "POST", "/v1/users", json={"name": name, "project": project, "role": role}
         )
+
+    def set_password(self, name: str, password: str) -> None:
+        path = f"/v1/users/{quote(name, safe='')}/password"
+        self.request("PUT", path, json={"password": password})
 
     def create_key(self, **body: Any) -> Any:
         return self.request(

@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import RedirectResponse
 from starlette.types import ASGIApp
 
 import pratai
@@ -27,6 +28,7 @@ from pratai.api import (
 from pratai.api.audit import AuditMiddleware
 from pratai.api.deps import Services, allowed
 from pratai.api.metrics import RequestCounter, check_access, metrics_response
+from pratai.console import create_console
 from pratai.core.tenants import Principal
 
 
@@ -56,6 +58,11 @@ def create_app(
     app.include_router(nodes.router)
     app.include_router(nodes.nodes_router)
     app.add_middleware(AuditMiddleware, record=svc.tenants.audit)
+    app.mount("/ui", create_console(svc))
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/ui/")
 
     @app.get("/v1/node", tags=["platform"], responses=errors.responses(*errors.AUTHENTICATED))
     async def node(who: Annotated[Principal, Depends(allowed("operate"))]) -> dict[str, Any]:

@@ -17,11 +17,10 @@ from pratai.core.gateway import Gateway
 from pratai.core.images import Images
 from pratai.core.invocations import Invocations
 from pratai.core.jobs import Jobs
-from pratai.core.models import Role
 from pratai.core.node_tokens import NodeTokens
 from pratai.core.saved_jobs import SavedJobs
 from pratai.core.secrets import Secrets
-from pratai.core.tenants import Principal, Tenants
+from pratai.core.tenants import Principal, Tenants, may
 from pratai.core.triggers import Triggers
 from pratai.errors import Forbidden, PayloadTooLarge, Unauthorized
 from pratai.metrics import Metrics
@@ -71,19 +70,10 @@ async def principal(request: Request) -> Principal:
     return who
 
 
-_ALLOWED: dict[str, set[Role]] = {
-    "read": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER, Role.VIEWER},
-    "invoke": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER},
-    "deploy": {Role.ADMIN, Role.DEVELOPER},
-    "administer": {Role.ADMIN},  # users and projects
-    "operate": {Role.ADMIN},  # the machine itself (platform admins only): every project's pools
-}
-
-
 def allowed(action: str) -> Callable[[Request], Awaitable[Principal]]:
     async def check(request: Request) -> Principal:
         who = await principal(request)
-        if who.role not in _ALLOWED[action] or (action == "operate" and not who.platform_admin):
+        if not may(who, action):
             raise Forbidden(f"role {who.role} may not {action}")
         return who
 

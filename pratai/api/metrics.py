@@ -48,7 +48,8 @@ def _template(scope: Scope) -> str:
     """The template of the route that answered (the router notes it in the scope)."""
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
+    # A mounted app's route (the console's) is relative to where it is mounted.
+    return scope.get("root_path", "") + path if isinstance(path, str) else "unmatched"
 
 
 def check_access(request: Request, token: str) -> None:

@@ -13,6 +13,7 @@ from pratai.api.errors import AUTHENTICATED, responses
 from pratai.api.schemas import Input
 from pratai.core.gateway import parse_rate
 from pratai.core.models import ApiKey, Role
+from pratai.core.sessions import MIN_PASSWORD, Sessions
 from pratai.core.tenants import Principal, parse_duration
 from pratai.errors import Conflict, NotFound
 
@@ -142,6 +143,17 @@ async def create_user(body: UserIn, who: Admin, svc: Svc) -> NewUser:
     """Admins create users; the answer holds the user's first key, shown this once."""
     user, token = await svc.tenants.create_user(who, body.name, body.project, body.role)
     return NewUser(id=user.id, name=user.name, project=body.project, role=body.role, token=token)
+
+
+class PasswordIn(Input):
+    password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
+
+
+@router.put("/users/{name}/password", status_code=204, responses=responses(NotFound))
+async def set_password(name: str, body: PasswordIn, who: Anyone, svc: Svc) -> None:
+    """The password a user signs in to the web console with (`/ui`). Users set their own;
+    admins set those of users with a key in their project. Stored as a scrypt hash."""
+    await Sessions(svc.tenants).set_password(who, name, body.password)
 
 
 @router.post("/keys", status_code=201, response_model=NewKey, responses=responses(NotFound))

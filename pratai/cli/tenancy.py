@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -72,6 +73,20 @@ def user_create(name: str, project: str, role: str) -> Answer:
     return Answer.line(
         created, f"created user {name} ({role} of {project})\nkey (shown once): {created['token']}"
     )
+
+
+@command("user-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="read the password from stdin")
+def user_password(name: str, password_stdin: bool) -> Answer:
+    """Set the password NAME signs in to the web console (/ui) with: your own, or (admins) a
+    user's with a key in your project."""
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    ApiClient().set_password(name, password)
+    return Answer.line({"user": name, "password": "set"}, f"password set for {name}")
 
 
 @command("key-create")

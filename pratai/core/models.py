@@ -216,6 +216,7 @@ class User:
     id: str
     name: str
     created_at: float = field(default_factory=now)
+    password_hash: str | None = None  # for the web console; never leaves the store otherwise
 
 
 @dataclass

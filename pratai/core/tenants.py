@@ -39,6 +39,21 @@ class Principal:
 
 
 RANK = {Role.VIEWER: 0, Role.INVOKER: 1, Role.DEVELOPER: 2, Role.ADMIN: 3}
+
+# What each role may do: the API's route checks and the console's buttons read the same table.
+ALLOWED: dict[str, set[Role]] = {
+    "read": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER, Role.VIEWER},
+    "invoke": {Role.ADMIN, Role.DEVELOPER, Role.INVOKER},
+    "deploy": {Role.ADMIN, Role.DEVELOPER},
+    "administer": {Role.ADMIN},  # users and projects
+    "operate": {Role.ADMIN},  # the machine itself (platform admins only): every project's pools
+}
+
+
+def may(who: Principal, action: str) -> bool:
+    return who.role in ALLOWED[action] and (action != "operate" or who.platform_admin)
+
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

@@ -62,6 +62,17 @@ class AdminTables(MemoryBase):
     async def get_user_by_name(self, name: str) -> User | None:
         return self._t.users.first(lambda u: u.name == name)
 
+    async def get_user(self, user_id: str) -> User | None:
+        return self._t.users.first(lambda u: u.id == user_id)
+
+    async def set_password(self, user_id: str, password_hash: str) -> None:
+        user = self._t.users.first(lambda u: u.id == user_id)
+        if user is not None:
+            user.password_hash = password_hash
+
+    async def user_keys(self, user_id: str) -> list[ApiKey]:
+        return self._t.keys.select(lambda k: k.user_id == user_id, lambda k: (k.created_at, k.id))
+
     async def revoke_key(self, key_id: str, at: float, *, keep_admin_in: str | None = None) -> bool:
         key = self._t.keys.rows.get(key_id)
         if key is None:

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from pratai.core.models import (
+    ApiKey,
     AuditEntry,
     NodeToken,
     Project,
@@ -17,7 +18,7 @@ from pratai.core.models import (
     User,
 )
 from pratai.store import tables as t
-from pratai.store._rows import SqlBase, _project
+from pratai.store._rows import SqlBase, _key, _project
 
 
 class AdminRows(SqlBase):
@@ -30,7 +31,23 @@ class AdminRows(SqlBase):
 
     async def create_user(self, user: User) -> None:
         row = {"id": user.id, "name": user.name, "created_at": user.created_at}
+        row["password_hash"] = user.password_hash
         await self._run(lambda c: c.execute(t.users.insert(), row))
+
+    async def get_user(self, user_id: str) -> User | None:
+        q = sa.select(t.users).where(t.users.c.id == user_id)
+        r = await self._run(lambda c: c.execute(q).mappings().first())
+        return User(**r) if r else None
+
+    async def set_password(self, user_id: str, password_hash: str) -> None:
+        q = sa.update(t.users).where(t.users.c.id == user_id).values(password_hash=password_hash)
+        await self._run(lambda c: c.execute(q))
+
+    async def user_keys(self, user_id: str) -> list[ApiKey]:
+        k = t.api_keys
+        q = sa.select(k).where(k.c.user_id == user_id).order_by(k.c.created_at, k.c.id)
+        rows = await self._run(lambda c: c.execute(q).mappings().all())
+        return [_key(r) for r in rows]
 
     async def get_user_by_name(self, name: str) -> User | None:
         q = sa.select(t.users).where(t.users.c.name == name)

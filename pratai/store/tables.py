@@ -205,6 +205,7 @@ users = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("password_hash", sa.String(255), nullable=True),
     sa.UniqueConstraint("name", name="uq_users_name"),
 )
 

@@ -75,6 +75,7 @@ V1_ROUTES = {
     ("POST", "/v1/projects"),
     ("GET", "/v1/projects"),
     ("POST", "/v1/users"),
+    ("PUT", "/v1/users/{name}/password"),
     ("POST", "/v1/keys"),
     ("GET", "/v1/keys"),
     ("DELETE", "/v1/keys/{key_id}"),

@@ -173,7 +173,8 @@ class Platform:
             else:
                 print(
                     f"Pratai is serving on {self.settings.url} (data in {self.settings.home}; "
-                    f"CLI credentials in {self.settings.credentials_file})",
+                    f"CLI credentials in {self.settings.credentials_file}; "
+                    f"web console at {self.settings.url}/ui/)",
                     flush=True,
                 )
             try:
@@ -313,6 +314,7 @@ def first_start_banner(settings: Settings, token: str) -> str:
         f"  Admin API key (shown once): {token}\n"
         f"  Saved to {settings.credentials_file}; the `pratai` CLI and SDK use it when neither\n"
         "  PRATAI_URL/PRATAI_API_KEY nor a `pratai login` says otherwise (`pratai whoami`).\n"
+        f"  Web console: {settings.url}/ui/ (sign in with that key, or a user's password)\n"
     )
 
 

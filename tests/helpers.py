@@ -185,7 +185,7 @@ class Server:
         )
 
     def cli(
-        self, *args: str, check: bool = True, timeout: float = 120
+        self, *args: str, check: bool = True, timeout: float = 120, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Runs the CLI as a user would after `make run`: no flags, credentials from PRATAI_HOME.
 
@@ -199,6 +199,7 @@ class Server:
             capture_output=True,
             text=True,
             timeout=timeout,
+            input=stdin,
         )
         if check and done.returncode != 0:
             raise AssertionError(f"pratai {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")

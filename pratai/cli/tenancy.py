@@ -179,6 +179,7 @@ COMMANDS = (
     project_create,
     project_list,
     user_create,
+    user_password,
     key_create,
     key_list,
     key_revoke,

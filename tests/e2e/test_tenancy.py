@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -262,3 +264,16 @@ def test_a_viewer_can_change_nothing_anywhere(server: Server) -> None:
                 answer = client.request(method.upper(), concrete, json={})
                 assert answer.status_code == 403, (method, path, answer.status_code)
         assert client.post("/v1/keys", json={"role": "invoker"}).status_code == 403
+
+
+def test_user_password_sets_a_password_from_stdin_and_refuses_a_short_one(server: Server) -> None:
+    name = f"pw{os.getpid()}{time.monotonic_ns() % 10**6}"
+    server.cli("user-create", name, "--project", "default", "--role", "viewer")
+    short = server.cli("user-password", name, "--password-stdin", stdin="short\n", check=False)
+    assert short.returncode != 0 and "at least 8 characters" in short.stderr
+    done = server.cli("user-password", name, "--password-stdin", stdin="long enough\n")
+    assert done.stdout.strip() == f"password set for {name}"
+    unknown = server.cli(
+        "user-password", "nobody-here", "--password-stdin", stdin="long enough\n", check=False
+    )
+    assert unknown.returncode != 0 and "not found" in unknown.stderr

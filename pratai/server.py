@@ -37,6 +37,7 @@ from pratai.core.node_tokens import NodeTokens
 from pratai.core.ports import Store
 from pratai.core.saved_jobs import SavedJobs
 from pratai.core.secrets import Secrets, load_keys
+from pratai.core.stats import Stats
 from pratai.core.tenants import Tenants
 from pratai.core.triggers import Triggers
 from pratai.core.workspace import Workspace
@@ -263,6 +264,7 @@ def build_services(
         jobs=jobs,
         saved_jobs=SavedJobs(store, jobs),
         node_tokens=NodeTokens(store) if node_tokens is None else node_tokens,
+        stats=Stats(store),
         node_stats=execution.node_stats,
         images=images,
         nodes=execution.nodes,

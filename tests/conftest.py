@@ -56,6 +56,7 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
     "tests/core/test_packages.py": (),
     "tests/core/test_provisioning.py": (),
     "tests/core/test_scheduler.py": (),
+    "tests/core/test_stats.py": (),
     "tests/drivers/test_runtimes.py": (),
     "tests/node/test_budget.py": (),
     "tests/node/test_worker.py": (),

@@ -20,6 +20,7 @@ from pratai.core.jobs import Jobs
 from pratai.core.node_tokens import NodeTokens
 from pratai.core.saved_jobs import SavedJobs
 from pratai.core.secrets import Secrets
+from pratai.core.stats import Stats
 from pratai.core.tenants import Principal, Tenants, may
 from pratai.core.triggers import Triggers
 from pratai.errors import Forbidden, PayloadTooLarge, Unauthorized
@@ -42,6 +43,7 @@ class Services:
     jobs: Jobs
     saved_jobs: SavedJobs
     node_tokens: NodeTokens
+    stats: Stats  # usage statistics for the console
     node_stats: Callable[[], dict[str, Any]] | None = None
     images: Images | None = None
     nodes: NodeDirectory | None = None  # GET /v1/nodes

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from pratai.core.models import (
     ApiKey,
@@ -122,6 +122,17 @@ class FunctionStore(FunctionReader, Protocol):
         """Across all projects; used to resume builds after a crash."""
 
 
+class InvocationSample(NamedTuple):
+    """What usage statistics read of an invocation (a tuple: thousands are made at a time)."""
+
+    id: str
+    function_id: str
+    status: Status
+    created_at: float
+    duration_ms: float | None
+    cold_start: bool | None
+
+
 class InvocationStore(Protocol):
     async def create_invocation(self, invocation: Invocation) -> None: ...
     async def get_invocation(self, project_id: str, invocation_id: str) -> Invocation | None: ...
@@ -152,6 +163,17 @@ class InvocationStore(Protocol):
         """Across all projects; used to recover work after a crash."""
 
     async def child_invocations(self, parent_id: str) -> list[Invocation]: ...
+    async def invocation_samples(
+        self,
+        project_id: str,
+        *,
+        since: float | None = None,
+        function_id: str | None = None,
+        statuses: Sequence[Status] | None = None,
+        limit: int | None = None,
+    ) -> list[InvocationSample]:
+        """A project's invocations created at or after `since` (of one function, in these
+        statuses), newest first, as the few columns usage statistics need: never payloads."""
 
 
 class EventStore(Protocol):

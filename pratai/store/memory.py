@@ -26,6 +26,7 @@ from pratai.core.models import (
     Trigger,
     TriggerKind,
 )
+from pratai.core.ports import InvocationSample
 from pratai.store._memory_tables import Table, missing
 from pratai.store.memory_admin import AdminTables
 
@@ -167,6 +168,28 @@ class MemoryStore(AdminTables):
         return self._t.invocations.select(
             lambda i: i.status in statuses, lambda i: (i.created_at, i.id)
         )
+
+    async def invocation_samples(
+        self,
+        project_id: str,
+        *,
+        since: float | None = None,
+        function_id: str | None = None,
+        statuses: Sequence[Status] | None = None,
+        limit: int | None = None,
+    ) -> list[InvocationSample]:
+        found = [
+            InvocationSample(
+                i.id, i.function_id, i.status, i.created_at, i.duration_ms, i.cold_start
+            )
+            for i in self._t.invocations.rows.values()
+            if i.project_id == project_id
+            and (since is None or i.created_at >= since)
+            and function_id in (None, i.function_id)
+            and (statuses is None or i.status in statuses)
+        ]
+        found.sort(key=lambda s: (s.created_at, s.id), reverse=True)
+        return found if limit is None else found[: max(0, limit)]
 
     # --- events, triggers, timer ticks ------------------------------------------------
 

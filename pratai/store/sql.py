@@ -52,6 +52,7 @@ from pratai.store.sql_admin import AdminRows
 from pratai.store.sql_events import EventRows
 from pratai.store.sql_images import ImageRows
 from pratai.store.sql_jobs import JobRows
+from pratai.store.sql_stats import StatsRows
 
 T = TypeVar("T")
 
@@ -120,7 +121,7 @@ _UPD_VERSION = (
 _GET_INVOCATION = sa.select(t.invocations).where(t.invocations.c.id == sa.bindparam("id"))
 
 
-class SqlStore(EventRows, AdminRows, JobRows, ImageRows):
+class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows):
     """The `Store` (pratai.core.ports) for `sqlite:///path` and `postgresql://...` URLs."""
 
     def __init__(self, url: str) -> None:

@@ -122,6 +122,18 @@ invocations = sa.Table(
     sa.Column("event_id", sa.String(255), nullable=True),
     sa.Column("parent_id", sa.String(64), nullable=True),
     sa.Index("ix_invocations_project_function_created", "project_id", "function_id", "created_at"),
+    # Usage statistics (`invocation_samples`): a project's window by creation time, read from
+    # the index alone, never from the rows (whose payloads and output may be large).
+    sa.Index(
+        "ix_invocations_project_created",
+        "project_id",
+        "created_at",
+        "status",
+        "duration_ms",
+        "cold_start",
+        "function_id",
+        "id",
+    ),
     sa.Index("ix_invocations_parent", "parent_id"),
     sa.Index("ix_invocations_status", "status"),
     sa.Index("ix_invocations_finished_at", "finished_at"),

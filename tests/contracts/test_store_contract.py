@@ -484,6 +484,57 @@ async def test_invocations_with_status(store: Store) -> None:
     assert await store.invocations_with_status([Status.CANCELLED]) == []
 
 
+async def test_invocation_samples_read_a_window_of_a_project_newest_first(store: Store) -> None:
+    p = await _project(store)
+    other = await _project(store)
+    f = await _function(store, p, "f")
+    g = await _function(store, p, "g")
+    h = await _function(store, other, "f")
+    base = 1_700_000_000.0
+    rows = [
+        (f, Status.SUCCEEDED, 10.0, True),
+        (g, Status.FAILED, 30.0, False),
+        (f, Status.TIMED_OUT, 1000.0, None),
+        (f, Status.QUEUED, None, None),
+        (g, Status.RUNNING, None, False),
+    ]
+    made = []
+    for k, (fn, status, duration, cold) in enumerate(rows):
+        inv = _invocation(
+            fn, status=status, duration_ms=duration, cold_start=cold, created_at=base + k
+        )
+        inv.payload, inv.result = b"x" * 1000, '"big"'
+        await store.create_invocation(inv)
+        made.append(inv)
+    await store.create_invocation(_invocation(h, created_at=base + 2, status=Status.FAILED))
+
+    every = await store.invocation_samples(p.id)
+    assert [s.id for s in every] == [i.id for i in made[::-1]]
+    newest = every[0]
+    assert (newest.function_id, newest.status) == (g.id, Status.RUNNING)
+    assert newest.created_at == base + 4
+    assert (newest.duration_ms, newest.cold_start) == (None, False)
+    third = every[2]
+    assert (third.status, third.duration_ms, third.cold_start) == (Status.TIMED_OUT, 1000.0, None)
+    assert every[4].cold_start is True and every[4].duration_ms == 10.0
+
+    since = await store.invocation_samples(p.id, since=base + 2)  # at or after
+    assert [s.id for s in since] == [made[4].id, made[3].id, made[2].id]
+    of_f = await store.invocation_samples(p.id, function_id=f.id, since=base + 1)
+    assert [s.id for s in of_f] == [made[3].id, made[2].id]
+    errors = await store.invocation_samples(p.id, statuses=[Status.FAILED, Status.TIMED_OUT])
+    assert [s.id for s in errors] == [made[2].id, made[1].id]  # not the other project's
+    assert [s.id for s in await store.invocation_samples(p.id, limit=2)] == [
+        made[4].id,
+        made[3].id,
+    ]
+    newest_of_f = await store.invocation_samples(p.id, function_id=f.id, limit=1)
+    assert [s.id for s in newest_of_f] == [made[3].id]
+    assert await store.invocation_samples(p.id, statuses=[]) == []
+    assert await store.invocation_samples(p.id, since=base + 5) == []
+    assert await store.invocation_samples("nobody") == []
+
+
 async def test_delete_function_cascades(store: Store) -> None:
     p = await _project(store)
     f = await _function(store, p, "doomed", ("GET", "/doomed"))

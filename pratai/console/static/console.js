@@ -5,16 +5,22 @@
   var COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
 
   /* <div data-series='{"x": [unix seconds...], "ys": [{"label": "calls", "values": [...]}]}'>:
-     a uPlot chart; with class "spark", a bare sparkline. */
+     a uPlot chart; with class "spark", a bare sparkline. "integer": true puts whole numbers
+     (counts) on the y axis; a null value is a gap. */
   function chart(el) {
     if (el.dataset.drawn) return;
     var data = JSON.parse(el.dataset.series);
     var spark = el.classList.contains("spark");
     var series = [{}].concat(data.ys.map(function (y, i) {
       var color = COLORS[i % COLORS.length];
+      /* a value between gaps (null: nothing to measure) draws no line: show it as a point */
+      var gaps = y.values.indexOf(null) >= 0;
       return { label: y.label, stroke: color, width: spark ? 1 : 1.5,
-               fill: spark ? color + "22" : undefined, points: { show: !spark && data.x.length < 40 } };
+               fill: spark ? color + "22" : undefined,
+               points: { show: !spark && (data.x.length < 40 || gaps) } };
     }));
+    /* "integer": true for counts: no 0.5 calls on the axis */
+    var yAxis = data.integer ? { size: 56, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6] } : { size: 56 };
     var opts = {
       width: el.clientWidth || (spark ? 120 : 600),
       height: parseInt(el.dataset.height || (spark ? "28" : "180"), 10),
@@ -22,7 +28,7 @@
       legend: { show: !spark },
       cursor: { show: !spark },
       scales: { x: { time: data.time !== false } },
-      axes: spark ? [{ show: false }, { show: false }] : [{}, { size: 56 }]
+      axes: spark ? [{ show: false }, { show: false }] : [{}, yAxis]
     };
     new uPlot(opts, [data.x].concat(data.ys.map(function (y) { return y.values; })), el);
     el.dataset.drawn = "1";

@@ -42,6 +42,7 @@ class Principal:
 class Member:
     """A user of a project: their highest role there and how many active keys hold it."""
 
+    id: str
     name: str
     role: Role
     active_keys: int
@@ -234,7 +235,14 @@ class Tenants:
             user = await self.store.get_user(user_id)
             if user is not None:
                 found.append(
-                    Member(user.name, role, count, user.created_at, user.password_hash is not None)
+                    Member(
+                        user.id,
+                        user.name,
+                        role,
+                        count,
+                        user.created_at,
+                        user.password_hash is not None,
+                    )
                 )
         return sorted(found, key=lambda m: m.name)
 

@@ -8,7 +8,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from pratai.api.deps import Services
-from pratai.console import charts, functions_list, overview, signin
+from pratai.console import (
+    admin,
+    admin_keys,
+    charts,
+    events,
+    functions_list,
+    jobs,
+    overview,
+    platform,
+    signin,
+)
 from pratai.console.web import HERE, SecurityHeaders, SignInNeeded, error_page, guard
 from pratai.errors import PrataiError
 
@@ -25,8 +35,16 @@ def create_console(svc: Services) -> FastAPI:
     app.add_exception_handler(HTTPException, error_page)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.include_router(signin.router)
-    app.include_router(overview.router)
-    app.include_router(functions_list.router)
-    app.include_router(charts.router)
+    for area in (
+        signin,
+        overview,
+        functions_list,
+        charts,
+        events,
+        jobs,
+        platform,
+        admin,
+        admin_keys,
+    ):
+        app.include_router(area.router)
     return app

@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from pratai.core.invocations import Invocations
@@ -46,6 +47,16 @@ TOPIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$"
 _TOPIC = re.compile(TOPIC_PATTERN)
 _CACHE_SECONDS = 1.0
 FLUSH_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class TopicView:
+    """A topic of a project: its events (none yet when only subscribed to) and subscribers."""
+
+    topic: str
+    events: int
+    last_at: float | None
+    subscribers: list[str]  # function names
 
 
 def check_topic(topic: str) -> str:
@@ -172,6 +183,22 @@ class Events:
 
     async def recent(self, project: Project, topic: str, limit: int = 50) -> list[Event]:
         return await self.store.list_events(project.id, check_topic(topic), min(limit, 1000))
+
+    async def topics(self, project: Project) -> list[TopicView]:
+        """Topics with events (the latest-used first), then topics only subscribed to."""
+        subscribed: dict[str, list[str]] = {}
+        names: dict[str, str] = {}
+        for trigger in await self.store.list_triggers(project.id, kind=TriggerKind.MESSAGE):
+            if trigger.function_id not in names:
+                function = await self.store.get_function_by_id(trigger.function_id)
+                names[trigger.function_id] = function.name if function else "?"
+            subscribed.setdefault(trigger.topic or "", []).append(names[trigger.function_id])
+        found = [
+            TopicView(s.topic, s.events, s.last_at, sorted(subscribed.pop(s.topic, [])))
+            for s in await self.store.event_topics(project.id)
+        ]
+        found += [TopicView(t, 0, None, sorted(fns)) for t, fns in sorted(subscribed.items())]
+        return found
 
     async def _hops(self, invocation: Invocation) -> int:
         if invocation.event_seq is None:

@@ -176,6 +176,15 @@ class Event:
     dispatched: bool = False
 
 
+@dataclass(frozen=True)
+class TopicSummary:
+    """A topic that has events: how many, and when the latest was accepted."""
+
+    topic: str
+    events: int
+    last_at: float
+
+
 class TriggerKind(StrEnum):
     WEBHOOK = "webhook"
     MESSAGE = "message"

@@ -27,6 +27,7 @@ from pratai.core.models import (
     Route,
     SavedJob,
     Status,
+    TopicSummary,
     Trigger,
     TriggerKind,
     User,
@@ -64,8 +65,18 @@ class TenancyStore(ProjectStore, Protocol):
         """The user's keys in every project, oldest first."""
 
     async def add_audit(self, entry: AuditEntry) -> None: ...
-    async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
-        """Newest first."""
+    async def list_audit(
+        self,
+        project_id: str,
+        limit: int = 100,
+        *,
+        action: str | None = None,
+        key_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[AuditEntry]:
+        """Newest first; only entries with that action (HTTP method) and key, at or after
+        `since` and before `until`, when given."""
 
 
 class NodeTokenStore(Protocol):
@@ -185,6 +196,9 @@ class EventStore(Protocol):
     async def find_event(self, project_id: str, source: str, event_id: str) -> Event | None: ...
     async def list_events(self, project_id: str, topic: str, limit: int = 50) -> list[Event]:
         """Newest first."""
+
+    async def event_topics(self, project_id: str, limit: int = 200) -> list[TopicSummary]:
+        """The project's topics that have events, the latest-used first."""
 
     async def mark_dispatched(self, seq: int) -> None: ...
     async def mark_dispatched_many(self, seqs: Sequence[int]) -> None: ...

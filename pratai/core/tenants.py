@@ -38,6 +38,18 @@ class Principal:
         return self.role == Role.ADMIN and self.project.name == DEFAULT_PROJECT
 
 
+@dataclass(frozen=True)
+class Member:
+    """A user of a project: their highest role there and how many active keys hold it."""
+
+    id: str
+    name: str
+    role: Role
+    active_keys: int
+    since: float
+    has_password: bool
+
+
 RANK = {Role.VIEWER: 0, Role.INVOKER: 1, Role.DEVELOPER: 2, Role.ADMIN: 3}
 
 # What each role may do: the API's route checks and the console's buttons read the same table.
@@ -132,9 +144,20 @@ class Tenants:
     async def audit(self, entry: AuditEntry) -> None:
         await self.store.add_audit(entry)
 
-    async def audit_log(self, project: Project, limit: int = 100) -> list[AuditEntry]:
-        """Newest first."""
-        return await self.store.list_audit(project.id, limit)
+    async def audit_log(
+        self,
+        project: Project,
+        limit: int = 100,
+        *,
+        action: str | None = None,
+        key_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[AuditEntry]:
+        """Newest first; narrowed to an action (HTTP method), a key and a time window."""
+        return await self.store.list_audit(
+            project.id, limit, action=action, key_id=key_id, since=since, until=until
+        )
 
     # --- administration, as a principal -------------------------------------------------
 
@@ -197,6 +220,31 @@ class Tenants:
         key = await self.store.get_key(token.partition(".")[0])
         assert key is not None
         return key, token
+
+    async def members(self, who: Principal) -> list[Member]:
+        """The users with an active key in `who`'s project, with their highest role there."""
+        best: dict[str, tuple[Role, int]] = {}
+        for key in await self.store.list_keys(who.project.id):
+            active = key.revoked_at is None and (key.expires_at is None or key.expires_at > now())
+            if key.user_id is None or not active:
+                continue
+            role, count = best.get(key.user_id, (Role.VIEWER, 0))
+            best[key.user_id] = (max(role, key.role, key=RANK.__getitem__), count + 1)
+        found = []
+        for user_id, (role, count) in best.items():
+            user = await self.store.get_user(user_id)
+            if user is not None:
+                found.append(
+                    Member(
+                        user.id,
+                        user.name,
+                        role,
+                        count,
+                        user.created_at,
+                        user.password_hash is not None,
+                    )
+                )
+        return sorted(found, key=lambda m: m.name)
 
     async def keys(self, who: Principal, project_name: str | None) -> list[ApiKey]:
         project = await self.project_for(who, project_name)

@@ -23,6 +23,7 @@ from pratai.core.models import (
     Project,
     Route,
     Status,
+    TopicSummary,
     Trigger,
     TriggerKind,
 )
@@ -217,6 +218,15 @@ class MemoryStore(AdminTables):
     async def list_events(self, project_id: str, topic: str, limit: int = 50) -> list[Event]:
         match = lambda e: (e.project_id, e.topic) == (project_id, topic)  # noqa: E731
         return self._t.events.select(match, lambda e: e.seq, reverse=True, limit=limit)
+
+    async def event_topics(self, project_id: str, limit: int = 200) -> list[TopicSummary]:
+        seen: dict[str, tuple[int, float]] = {}
+        for event in self._t.events.rows.values():
+            if event.project_id == project_id:
+                count, last = seen.get(event.topic, (0, 0.0))
+                seen[event.topic] = (count + 1, max(last, event.created_at))
+        found = [TopicSummary(topic, n, last) for topic, (n, last) in seen.items()]
+        return sorted(found, key=lambda s: (-s.last_at, s.topic))[: max(0, limit)]
 
     async def mark_dispatched(self, seq: int) -> None:
         await self.mark_dispatched_many([seq])

@@ -90,8 +90,25 @@ class AdminTables(MemoryBase):
         stored.seq = next(self._t.audit_seq)
         self._t.audit.insert(stored)
 
-    async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
-        match = lambda a: a.project_id == project_id  # noqa: E731
+    async def list_audit(
+        self,
+        project_id: str,
+        limit: int = 100,
+        *,
+        action: str | None = None,
+        key_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[AuditEntry]:
+        def match(a: AuditEntry) -> bool:
+            return (
+                a.project_id == project_id
+                and action in (None, a.action)
+                and key_id in (None, a.key_id)
+                and (since is None or a.at >= since)
+                and (until is None or a.at < until)
+            )
+
         return self._t.audit.select(match, lambda a: a.seq, reverse=True, limit=limit)
 
     # --- node tokens ------------------------------------------------------------------

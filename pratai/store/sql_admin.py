@@ -83,9 +83,27 @@ class AdminRows(SqlBase):
         row = {c.name: getattr(entry, c.name) for c in t.audit.columns if c.name != "seq"}
         await self._run(lambda c: c.execute(t.audit.insert(), row))
 
-    async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEntry]:
+    async def list_audit(
+        self,
+        project_id: str,
+        limit: int = 100,
+        *,
+        action: str | None = None,
+        key_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[AuditEntry]:
         a = t.audit
-        q = sa.select(a).where(a.c.project_id == project_id).order_by(a.c.seq.desc()).limit(limit)
+        q = sa.select(a).where(a.c.project_id == project_id)
+        if action is not None:
+            q = q.where(a.c.action == action)
+        if key_id is not None:
+            q = q.where(a.c.key_id == key_id)
+        if since is not None:
+            q = q.where(a.c.at >= since)
+        if until is not None:
+            q = q.where(a.c.at < until)
+        q = q.order_by(a.c.seq.desc()).limit(limit)
         rows = await self._run(lambda c: c.execute(q).mappings().all())
         return [AuditEntry(**r) for r in rows]
 

@@ -14,6 +14,7 @@ from pratai.core.models import (
     ConnectorRecord,
     Event,
     Invocation,
+    TopicSummary,
     Trigger,
     TriggerKind,
 )
@@ -90,6 +91,19 @@ class EventRows(SqlBase):
         )
         rows = await self._run(lambda c: c.execute(q).mappings().all())
         return [_event(r) for r in rows]
+
+    async def event_topics(self, project_id: str, limit: int = 200) -> list[TopicSummary]:
+        e = t.events
+        last = sa.func.max(e.c.created_at).label("last_at")
+        q = (
+            sa.select(e.c.topic, sa.func.count().label("events"), last)
+            .where(e.c.project_id == project_id)
+            .group_by(e.c.topic)
+            .order_by(last.desc(), e.c.topic)
+            .limit(limit)
+        )
+        rows = await self._run(lambda c: c.execute(q).all())
+        return [TopicSummary(r.topic, int(r.events), float(r.last_at)) for r in rows]
 
     async def mark_dispatched(self, seq: int) -> None:
         e = t.events

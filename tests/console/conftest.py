@@ -44,7 +44,9 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is started, its event loop counts as
+# running in this thread, and pytest-asyncio could not run the async tests of other modules.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"no browser at {CHROMIUM}: run scripts/ensure-browser (make install-test)")

@@ -224,6 +224,23 @@ async def test_audit_is_per_project_newest_first(store: Store) -> None:
     assert [(a.key_id, a.user_id) for a in await store.list_audit(q.id)] == [("k2", "u")]
 
 
+async def test_audit_filters_by_action_key_and_time(store: Store) -> None:
+    p = await _project(store)
+    for n, (key, action) in enumerate([("k1", "POST"), ("k2", "DELETE"), ("k1", "DELETE")] * 2):
+        await store.add_audit(AuditEntry(p.id, key, action, f"/v1/x/{n}", 204, at=100.0 + n))
+    targets = lambda found: [a.target for a in found]  # noqa: E731
+    assert targets(await store.list_audit(p.id, action="DELETE", key_id="k1")) == [
+        "/v1/x/5",
+        "/v1/x/2",
+    ]
+    assert targets(await store.list_audit(p.id, since=102.0, until=104.0)) == [
+        "/v1/x/3",
+        "/v1/x/2",
+    ]
+    assert targets(await store.list_audit(p.id, key_id="k2", limit=1)) == ["/v1/x/4"]
+    assert await store.list_audit(p.id, action="PUT") == []
+
+
 async def test_node_tokens(store: Store) -> None:
     a = NodeToken(id="nt_a", name="rack-1", secret_hash="h1")
     b = NodeToken(id="nt_b", name="rack 2 (spare)", secret_hash="h2", created_at=a.created_at + 1)
@@ -617,6 +634,21 @@ async def test_events_newest_first_and_dispatching(store: Store) -> None:
     await store.mark_dispatched_many([e.seq for e in events[2:5]])  # type: ignore[misc]
     assert [e.id for e in await store.undispatched_events()] == ["e1", "e5"]
     assert (await store.get_event(p.id, events[0].seq)).dispatched  # type: ignore[arg-type, union-attr]
+
+
+async def test_event_topics_count_and_order_by_the_latest_event(store: Store) -> None:
+    p, q = await _project(store), await _project(store)
+    for n, topic in enumerate(["a", "b", "a", "c/d", "a"]):
+        await store.add_event(_event(p, f"e{n}", topic=topic, created_at=10.0 + n))
+    await store.add_event(_event(q, "other", topic="secret-topic"))
+    found = await store.event_topics(p.id)
+    assert [(s.topic, s.events, s.last_at) for s in found] == [
+        ("a", 3, 14.0),
+        ("c/d", 1, 13.0),
+        ("b", 1, 11.0),
+    ]
+    assert [s.topic for s in await store.event_topics(p.id, limit=1)] == ["a"]
+    assert [s.topic for s in await store.event_topics(q.id)] == ["secret-topic"]
 
 
 async def test_triggers(store: Store) -> None:

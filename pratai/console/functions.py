@@ -85,11 +85,13 @@ def _trigger_row(trigger: Trigger, base: str) -> dict[str, Any]:
 
 
 def _tick(at: float, zone: str | None) -> str:
-    """A firing in UTC, and in the timer's own time zone when it has one."""
-    utc = dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    """A firing in the timer's time zone, and in UTC (its date too when it differs)."""
+    utc = dt.datetime.fromtimestamp(at, dt.UTC)
     if not zone:
-        return utc
-    return f"{utc} ({dt.datetime.fromtimestamp(at, ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone})"
+        return f"{utc:%Y-%m-%d %H:%M:%S} UTC"
+    local = dt.datetime.fromtimestamp(at, ZoneInfo(zone))
+    in_utc = utc.strftime("%H:%M" if local.date() == utc.date() else "%Y-%m-%d %H:%M")
+    return f"{local:%Y-%m-%d %H:%M} {zone} · {in_utc} UTC"
 
 
 def bindings_text(secrets: dict[str, str]) -> str:

@@ -213,9 +213,8 @@ def test_configuration_triggers_and_routes_show_and_a_developer_edits_them(
     _allow_charts_until_merged(console)
     name = _name("config")
     with console.server.http() as http:
-        _deploy(
-            http, name, _package(tmp_path), event="timer", cron="0 9 * * *", timezone="Asia/Tokyo"
-        )
+        timer = {"event": "timer", "cron": "0 9 * * *", "timezone": "Asia/Tokyo"}
+        _deploy(http, name, _package(tmp_path), **timer, route=f"POST /{name}/{{id}}")
         hook = http.post("/v1/triggers", json={"function": name, "event": "webhook"}).json()
         secret = {"name": f"token-{name}", "value": "s3cr3t-value"}
         assert http.post("/v1/secrets", json=secret).status_code == 201
@@ -224,13 +223,21 @@ def test_configuration_triggers_and_routes_show_and_a_developer_edits_them(
     expect(timer).to_contain_text("cron 0 9 * * * (Asia/Tokyo)")
     ticks = timer.locator("ol.ticks li")
     expect(ticks).to_have_count(5)
-    for tick in ticks.all_inner_texts():  # 9:00 in Tokyo is midnight in UTC
-        assert re.fullmatch(r"(\S+) 00:00:00 UTC \(\1 09:00 Asia/Tokyo\)", tick), tick
+    for tick in ticks.all_inner_texts():  # 9:00 in Tokyo is midnight in UTC, the same day
+        assert re.fullmatch(r"\S+ 09:00 Asia/Tokyo · 00:00 UTC", tick), tick
     webhook = page.locator("#triggers tr.trigger-webhook")
     expect(webhook.locator("code.url")).to_have_text(hook["url"])
     assert webhook.locator("button[data-copy]").get_attribute("data-copy") == hook["url"]
     webhook.locator("button[data-copy]").click()
     expect(webhook.locator("button[data-copy]")).to_have_text("Copied")
+
+    routes = page.locator("#triggers ul.routes li")
+    expect(routes).to_have_count(1)
+    expect(routes).to_contain_text(f"POST {console.server.url}/fn/default/{name}/{{id}}")
+    expect(routes).to_contain_text("public")
+    docs = page.locator("#triggers a:text('API docs')")
+    assert docs.get_attribute("href") == "/fn/default/docs"
+    assert httpx.get(console.url("/fn/default/docs")).status_code == 200
 
     config = page.locator("#config")
     config.locator("input[name=memory]").fill("256")

@@ -36,6 +36,7 @@ from pratai.core.models import BuildState, Role
 from pratai.core.node_tokens import NodeTokens
 from pratai.core.ports import Store
 from pratai.core.saved_jobs import SavedJobs
+from pratai.core.saved_payloads import SavedPayloads
 from pratai.core.secrets import Secrets, load_keys
 from pratai.core.stats import Stats
 from pratai.core.tenants import Tenants
@@ -263,6 +264,7 @@ def build_services(
         gateway=gateway,
         jobs=jobs,
         saved_jobs=SavedJobs(store, jobs),
+        saved_payloads=SavedPayloads(store, functions),
         node_tokens=NodeTokens(store) if node_tokens is None else node_tokens,
         stats=Stats(store),
         node_stats=execution.node_stats,

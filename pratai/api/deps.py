@@ -19,6 +19,7 @@ from pratai.core.invocations import Invocations
 from pratai.core.jobs import Jobs
 from pratai.core.node_tokens import NodeTokens
 from pratai.core.saved_jobs import SavedJobs
+from pratai.core.saved_payloads import SavedPayloads
 from pratai.core.secrets import Secrets
 from pratai.core.stats import Stats
 from pratai.core.tenants import Principal, Tenants, may
@@ -42,6 +43,7 @@ class Services:
     gateway: Gateway
     jobs: Jobs
     saved_jobs: SavedJobs
+    saved_payloads: SavedPayloads
     node_tokens: NodeTokens
     stats: Stats  # usage statistics for the console
     node_stats: Callable[[], dict[str, Any]] | None = None

@@ -130,6 +130,18 @@ class FunctionVersion:
 
 
 @dataclass
+class SavedPayload:
+    """A named test input of a function, kept for its whole project (the console's Test panel)."""
+
+    id: str
+    project_id: str
+    function_id: str
+    name: str
+    payload: str  # JSON text
+    updated_at: float = field(default_factory=now)
+
+
+@dataclass
 class Invocation:
     id: str
     project_id: str

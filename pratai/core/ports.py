@@ -26,6 +26,7 @@ from pratai.core.models import (
     Project,
     Route,
     SavedJob,
+    SavedPayload,
     Status,
     TopicSummary,
     Trigger,
@@ -124,7 +125,8 @@ class FunctionStore(FunctionReader, Protocol):
     async def list_functions(self, project_id: str) -> list[Function]: ...
     async def update_function(self, function: Function) -> None: ...
     async def delete_function(self, function_id: str) -> None:
-        """Deletes the function, its versions, triggers, routes and invocations."""
+        """Deletes the function, its versions, triggers, routes, invocations and saved
+        payloads."""
 
     async def add_version(self, version: FunctionVersion) -> None: ...
     async def list_versions(self, function_id: str) -> list[FunctionVersion]: ...
@@ -142,6 +144,20 @@ class InvocationSample(NamedTuple):
     created_at: float
     duration_ms: float | None
     cold_start: bool | None
+
+
+class SavedPayloadStore(Protocol):
+    """Named test payloads of functions, shared by everyone in the function's project."""
+
+    async def put_saved_payload(self, saved: SavedPayload) -> None:
+        """Adds it, or gives the function's payload of that name this content (the stored
+        record keeps its id). Raises Conflict when the function does not exist."""
+
+    async def list_saved_payloads(self, function_id: str) -> list[SavedPayload]:
+        """By name."""
+
+    async def delete_saved_payload(self, function_id: str, name: str) -> bool:
+        """False when the function has no payload of that name."""
 
 
 class InvocationStore(Protocol):
@@ -321,6 +337,7 @@ class Store(
     NodeTokenStore,
     RateCounter,
     FunctionStore,
+    SavedPayloadStore,
     InvocationStore,
     EventStore,
     TriggerStore,

@@ -93,6 +93,21 @@ def cron_tick(cron: str, timezone: str | None, since: float, at: float) -> float
     return tick if tick >= since else None
 
 
+def next_ticks(trigger: Trigger, at: float, count: int = 5) -> list[float]:
+    """The timer's next `count` ticks after `at`, as `last_due_tick` counts them."""
+    if trigger.frequency_s:
+        done = max(0, math.floor((at - trigger.created_at) / trigger.frequency_s))
+        first = trigger.created_at + (done + 1) * trigger.frequency_s
+        return [first + i * trigger.frequency_s for i in range(count)]
+    if trigger.cron:
+        start = dt.datetime.fromtimestamp(
+            max(at, trigger.created_at), ZoneInfo(trigger.timezone or "UTC")
+        )
+        ticks = croniter(trigger.cron, start)
+        return [float(ticks.get_next(float)) for _ in range(count)]
+    return []
+
+
 class Triggers:
     def __init__(self, store: TriggerStore, events: Events) -> None:
         self.store = store

@@ -22,6 +22,7 @@ from pratai.core.models import (
     Project,
     Route,
     SavedJob,
+    SavedPayload,
     Trigger,
     User,
 )
@@ -152,6 +153,9 @@ class Tables:
             taken=lambda s: Conflict(f"saved job {s.name!r} already exists", job=s.name),
         )
         self.images = Table[Image]("image", lambda i: i.id, lambda i: (i.project_id, i.ref))
+        self.saved_payloads = Table[SavedPayload](
+            "saved payload", lambda s: s.id, lambda s: (s.function_id, s.name)
+        )
 
 
 class MemoryBase:

@@ -22,6 +22,7 @@ from pratai.core.models import (
     Invocation,
     Project,
     Route,
+    SavedPayload,
     Status,
     TopicSummary,
     Trigger,
@@ -96,6 +97,7 @@ class MemoryStore(AdminTables):
         t.invocations.delete(lambda i: i.function_id == function_id)
         t.triggers.delete(lambda tr: tr.function_id == function_id)
         t.routes.delete(lambda r: r.function_id == function_id)
+        t.saved_payloads.delete(lambda s: s.function_id == function_id)
         t.versions.delete(lambda v: v.function_id == function_id)
         t.functions.delete(lambda f: f.id == function_id)
 
@@ -115,6 +117,30 @@ class MemoryStore(AdminTables):
 
     async def versions_with_state(self, state: BuildState) -> list[FunctionVersion]:
         return self._t.versions.select(lambda v: v.state == state, lambda v: v.created_at)
+
+    # --- saved test payloads -----------------------------------------------------------
+
+    async def put_saved_payload(self, saved: SavedPayload) -> None:
+        if saved.function_id not in self._t.functions.rows:
+            raise missing("function", saved.function_id)
+        table = self._t.saved_payloads
+        kept = table.first(lambda s: (s.function_id, s.name) == (saved.function_id, saved.name))
+        if kept is None:
+            table.insert(saved)
+        else:
+            kept.payload, kept.updated_at = saved.payload, saved.updated_at
+            table.replace(kept)
+
+    async def list_saved_payloads(self, function_id: str) -> list[SavedPayload]:
+        return self._t.saved_payloads.select(
+            lambda s: s.function_id == function_id, lambda s: s.name
+        )
+
+    async def delete_saved_payload(self, function_id: str, name: str) -> bool:
+        table = self._t.saved_payloads
+        before = len(table.rows)
+        table.delete(lambda s: (s.function_id, s.name) == (function_id, name))
+        return len(table.rows) < before
 
     # --- invocations ------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ from pratai.store.sql_admin import AdminRows
 from pratai.store.sql_events import EventRows
 from pratai.store.sql_images import ImageRows
 from pratai.store.sql_jobs import JobRows
+from pratai.store.sql_payloads import PayloadRows
 from pratai.store.sql_stats import StatsRows
 
 T = TypeVar("T")
@@ -121,7 +122,7 @@ _UPD_VERSION = (
 _GET_INVOCATION = sa.select(t.invocations).where(t.invocations.c.id == sa.bindparam("id"))
 
 
-class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows):
+class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows):
     """The `Store` (pratai.core.ports) for `sqlite:///path` and `postgresql://...` URLs."""
 
     def __init__(self, url: str) -> None:
@@ -307,6 +308,9 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows):
             c.execute(t.invocations.delete().where(t.invocations.c.function_id == function_id))
             c.execute(t.triggers.delete().where(t.triggers.c.function_id == function_id))
             c.execute(t.routes.delete().where(t.routes.c.function_id == function_id))
+            c.execute(
+                t.saved_payloads.delete().where(t.saved_payloads.c.function_id == function_id)
+            )
             c.execute(
                 t.function_versions.delete().where(t.function_versions.c.function_id == function_id)
             )

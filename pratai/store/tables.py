@@ -338,3 +338,21 @@ images = sa.Table(
     sa.Column("archive", sa.String(64), nullable=True),
     sa.UniqueConstraint("project_id", "ref", name="uq_images_project_ref"),
 )
+
+# Test payloads of the console's Test panel, named per function and shared by its project.
+saved_payloads = sa.Table(
+    "saved_payloads",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column(
+        "function_id",
+        sa.String(64),
+        sa.ForeignKey("functions.id", name="fk_saved_payloads_function", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+    sa.UniqueConstraint("function_id", "name", name="uq_saved_payloads_function_name"),
+)

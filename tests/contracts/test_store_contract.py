@@ -33,6 +33,7 @@ from pratai.core.models import (
     Role,
     Route,
     SavedJob,
+    SavedPayload,
     Status,
     Trigger,
     TriggerKind,
@@ -572,6 +573,33 @@ async def test_delete_function_cascades(store: Store) -> None:
     assert [r.function_id for r in await store.list_routes(p.id)] == [keep.id]
     await store.delete_function(f.id)  # deleting again is harmless
     await _function(store, p, "doomed")  # the name is free again
+
+
+async def test_saved_payloads_are_named_per_function_and_a_save_replaces(store: Store) -> None:
+    p = await _project(store)
+    f, g = await _function(store, p, "f"), await _function(store, p, "g")
+    await store.put_saved_payload(SavedPayload(new_id(), p.id, f.id, "small", '{"n": 1}'))
+    big = SavedPayload(new_id(), p.id, f.id, "big", '{"n": 1000}', updated_at=5.0)
+    await store.put_saved_payload(big)
+    await store.put_saved_payload(SavedPayload(new_id(), p.id, g.id, "small", '{"g": 1}'))
+    listed = await store.list_saved_payloads(f.id)
+    assert [(s.name, s.payload) for s in listed] == [("big", '{"n": 1000}'), ("small", '{"n": 1}')]
+    assert listed[0] == big
+    # Saving a name again replaces its payload and keeps one record, with its first id.
+    await store.put_saved_payload(SavedPayload(new_id(), p.id, f.id, "big", "[]", updated_at=9.0))
+    again = await store.list_saved_payloads(f.id)
+    assert (again[0].name, again[0].payload, again[0].updated_at) == ("big", "[]", 9.0)
+    assert again[0].id == big.id and len(again) == 2
+    assert [s.payload for s in await store.list_saved_payloads(g.id)] == ['{"g": 1}']
+
+    assert await store.delete_saved_payload(f.id, "small") is True
+    assert await store.delete_saved_payload(f.id, "small") is False
+    assert [s.name for s in await store.list_saved_payloads(f.id)] == ["big"]
+    with pytest.raises(Conflict):
+        await store.put_saved_payload(SavedPayload(new_id(), p.id, "no-such-function", "x", "1"))
+    await store.delete_function(f.id)
+    assert await store.list_saved_payloads(f.id) == []
+    assert len(await store.list_saved_payloads(g.id)) == 1
 
 
 async def test_concurrent_calls(store: Store) -> None:

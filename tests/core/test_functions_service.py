@@ -13,10 +13,12 @@ import pytest
 import pytest_asyncio
 
 from pratai.artifacts.filesystem import FilesystemArtifacts
+from pratai.core.code import MAX_SHOWN_BYTES, Code, PackageFile
 from pratai.core.functions import DeploySpec, FunctionOptions, Functions, FunctionView
 from pratai.core.gateway import RouteSpec
 from pratai.core.models import BuildState, Function, FunctionVersion, Project, new_id
 from pratai.core.ports import Store
+from pratai.core.saved_payloads import SavedPayloads
 from pratai.core.tenants import Tenants
 from pratai.core.triggers import TriggerSpec
 from pratai.core.workspace import Workspace
@@ -27,6 +29,7 @@ from tests.helpers import make_zip
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
 HELLO = make_zip({"main.py": "def main(p):\n    return 'v1'\n"})
+HELLO_SOURCE = "def main(p):\n    return 'v3'\n"
 HELLO_2 = make_zip({"main.py": "def main(p):\n    return 'v2'\n"})
 MISSING_REQUIREMENT = "pratai-no-such-package-zzz==1.0"
 BROKEN = make_zip(
@@ -320,3 +323,53 @@ async def test_resume_builds_finishes_a_version_left_building(env: Env) -> None:
         assert view.function.active_version == 1
         assert (env.workspace.code_root / view.latest.package_digest / "main.py").is_file()
     assert await env.store.versions_with_state(BuildState.BUILDING) == []
+
+
+async def test_the_code_of_the_live_version_lists_its_files_and_reads_one(env: Env) -> None:
+    await env.create(package=make_zip({"app/main.py": "def main(p):\n    return 'v1'\n"}))
+    blob = bytes(range(256)) * 2
+    big = "x = 1\n" * 60_000  # over the size shown
+    package = make_zip({"main.py": "def main(p):\n    return 'v2'\n", "lib/data.bin": blob})
+    await env.functions.update(env.project, "hello", package, FunctionOptions())
+    await env.functions.update(
+        env.project, "hello", make_zip({"main.py": HELLO_SOURCE, "big.py": big}), FunctionOptions()
+    )
+    code = Code(env.functions)
+    await env.functions.rollback(env.project, "hello", 2)
+    live = await code.version(env.project, "hello")
+    assert live is not None and live.version == 2
+    assert await code.files(live) == [PackageFile("lib/data.bin", 512), PackageFile("main.py", 29)]
+    source = await code.read(live, "main.py")
+    assert source.text == "def main(p):\n    return 'v2'\n" and not source.truncated
+    binary = await code.read(live, "lib/data.bin")
+    assert binary.text is None and binary.size == 512
+    with pytest.raises(NotFound, match=r"no file 'nope\.py'"):
+        await code.read(live, "nope.py")
+    # A zip of one folder reads as the sandbox sees it: without the folder.
+    first = await code.version(env.project, "hello", 1)
+    assert first is not None and [f.path for f in await code.files(first)] == ["main.py"]
+    third = await code.version(env.project, "hello", 3)
+    assert third is not None
+    shown = await code.read(third, "big.py")
+    assert shown.truncated and shown.size == len(big) and len(shown.text or "") == MAX_SHOWN_BYTES
+    with pytest.raises(NotFound):
+        await code.version(env.project, "hello", 9)
+
+
+async def test_saved_payloads_are_json_named_per_function_and_replace(env: Env) -> None:
+    await env.create()
+    payloads = SavedPayloads(env.store, env.functions)
+    await payloads.save(env.project, "hello", "small", '{"n": 1}')
+    await payloads.save(env.project, "hello", "small", '{"n": 2}')
+    assert [(s.name, s.payload) for s in await payloads.all(env.project, "hello")] == [
+        ("small", '{"n": 2}')
+    ]
+    with pytest.raises(InvalidInput, match="not valid JSON: Expecting"):
+        await payloads.save(env.project, "hello", "bad", "{nope")
+    with pytest.raises(InvalidName):
+        await payloads.save(env.project, "hello", "Has Spaces", "1")
+    with pytest.raises(NotFound):
+        await payloads.save(env.project, "nobody", "small", "1")
+    await payloads.delete(env.project, "hello", "small")
+    with pytest.raises(NotFound, match="no saved payload 'small'"):
+        await payloads.delete(env.project, "hello", "small")

@@ -18,7 +18,7 @@ from pratai.core.models import (
     new_id,
 )
 from pratai.core.saved_jobs import SavedJobs
-from pratai.core.triggers import last_due_tick
+from pratai.core.triggers import last_due_tick, next_ticks
 from pratai.scheduler import Scheduler
 from pratai.settings import Settings
 from pratai.store.sql import SqlStore
@@ -46,6 +46,23 @@ def test_cron_ticks_follow_the_time_zone() -> None:
     tick = last_due_tick(trigger, at)
     assert tick is not None
     assert dt.datetime.fromtimestamp(tick, dt.UTC) == dt.datetime(2026, 3, 10, 0, 0, tzinfo=dt.UTC)
+
+
+def test_the_next_ticks_of_a_timer_are_those_it_will_fire() -> None:
+    every = Trigger("t", "p", "f", TriggerKind.TIMER, frequency_s=60, created_at=1000.0)
+    assert next_ticks(every, 1000.0 + 60 * 7 + 5, 3) == [1480.0, 1540.0, 1600.0]
+    assert next_ticks(every, 1060.0, 1) == [1120.0]  # a tick at `at` is not next
+    created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+    daily = Trigger(
+        "t", "p", "f", TriggerKind.TIMER, cron="0 9 * * *", timezone="Asia/Tokyo",
+        created_at=created,
+    )  # fmt: skip
+    at = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC).timestamp()
+    assert [dt.datetime.fromtimestamp(t, dt.UTC).isoformat() for t in next_ticks(daily, at, 2)] == [
+        "2026-03-11T00:00:00+00:00",
+        "2026-03-12T00:00:00+00:00",
+    ]
+    assert next_ticks(Trigger("t", "p", "f", TriggerKind.WEBHOOK), at) == []
 
 
 async def test_two_schedulers_fire_each_tick_once(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ async def test_open_is_idempotent_and_schema_matches_tables(db_url: str) -> None
     engine.dispose()
     assert diffs == []
     assert names == set(metadata.tables) | {"alembic_version"}
-    assert version == "0011"
+    assert version == "0012"
     if db_url.startswith("sqlite"):
         assert Path(db_url.removeprefix("sqlite:///")).exists()
 

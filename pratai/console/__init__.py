@@ -8,7 +8,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from pratai.api.deps import Services
-from pratai.console import overview, signin
+from pratai.console import invocations, logs, overview, signin
 from pratai.console.web import HERE, SecurityHeaders, SignInNeeded, error_page, guard
 from pratai.errors import PrataiError
 
@@ -27,4 +27,6 @@ def create_console(svc: Services) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(signin.router)
     app.include_router(overview.router)
+    app.include_router(invocations.router)
+    app.include_router(logs.router)
     return app

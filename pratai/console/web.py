@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pratai
-from pratai.api.deps import Services, services_of
+from pratai.api.deps import Services, services, services_of
 from pratai.core.sessions import Sessions, csrf_token
 from pratai.core.tenants import Principal, may
 from pratai.errors import Forbidden, NotFound, PrataiError, Unauthorized
@@ -103,7 +103,9 @@ def role(action: str) -> Any:
 
 
 Viewer = Annotated[Principal, Depends(viewer)]
-Svc = Annotated[Services, Depends(lambda request: services_of(request))]
+Svc = Annotated[
+    Services, Depends(services)
+]  # typed: an untyped lambda read "request" as a query parameter
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -25,6 +25,7 @@ from pratai.core.models import (
     Invocation,
     Job,
     Trigger,
+    trigger_of,
 )
 
 if TYPE_CHECKING:
@@ -39,17 +40,6 @@ _MEGABYTES = tuple(mb * 1024 * 1024 for mb in (8, 16, 32, 64, 128, 256, 512, 102
 
 ProjectName = Callable[[str], Awaitable[str]]
 """A project's name by its id."""
-
-
-def trigger_of(invocation: Invocation) -> str:
-    """How it started, as a bounded label: sync, async, event or chain."""
-    if invocation.mode == "sync":
-        return "sync"
-    if invocation.parent_id is not None:
-        return "chain"
-    if invocation.event_id is not None:
-        return "event"
-    return "async"
 
 
 class NodeGauges(Collector):

@@ -66,6 +66,7 @@ class Scheduler:
                 json.dumps(payload).encode(),
                 "application/json",
                 invocation_id=invocation_id,
+                timer_id=trigger.id,
             )
             fired += claimed
             if claimed and self.on_fired is not None:

@@ -340,4 +340,6 @@ def serve(settings: Settings) -> None:
         loop="auto",
         http="auto",
     )
-    asyncio.run(uvicorn.Server(config).serve())
+    server = uvicorn.Server(config)
+    platform.services.stopping = lambda: server.should_exit
+    asyncio.run(server.serve())

@@ -50,6 +50,9 @@ class Services:
     images: Images | None = None
     nodes: NodeDirectory | None = None  # GET /v1/nodes
     metrics: Metrics | None = None  # GET /metrics
+    # True once the process is shutting down: endless streams (the console's live logs) end
+    # then, since the server waits for open requests before it stops.
+    stopping: Callable[[], bool] = lambda: False
 
 
 def services_of(request: Request) -> Services:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pratai.core.functions import FunctionView
 from pratai.core.invocations import decode_result
-from pratai.core.models import FunctionVersion, Invocation, Trigger
+from pratai.core.models import TRIGGERS, FunctionVersion, Invocation, Trigger, trigger_of
 from pratai.core.provisioning import WEIGHT_MAX, WEIGHT_MIN, Provisioning
 
 
@@ -167,6 +167,9 @@ class InvocationOut(BaseModel):
     duration_ms: float | None = None
     peak_memory_kb: int | None = None
     attempt: int = 1
+    trigger: str = Field(
+        "sync", description="how it started: " + ", ".join(TRIGGERS) + " (as metrics label it)"
+    )
     event_id: str | None = None
     parent_id: str | None = None
     created_at: float
@@ -191,6 +194,7 @@ class InvocationOut(BaseModel):
             "duration_ms": inv.duration_ms,
             "peak_memory_kb": inv.peak_memory_kb,
             "attempt": inv.attempt,
+            "trigger": trigger_of(inv),
             "event_id": inv.event_id,
             "parent_id": inv.parent_id,
             "created_at": inv.created_at,

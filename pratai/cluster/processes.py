@@ -269,7 +269,9 @@ def serve_api(settings: Settings) -> None:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False
     )
-    asyncio.run(uvicorn.Server(config).serve())
+    server = uvicorn.Server(config)
+    plane.services.stopping = lambda: server.should_exit
+    asyncio.run(server.serve())
 
 
 def _run_until_stopped(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -13,17 +13,19 @@ from typing import Any, Protocol
 
 from pratai.broker import Broker
 from pratai.core.models import (
+    TRIGGERS,
     BuildState,
     Function,
     FunctionVersion,
     Invocation,
+    InvocationFilter,
     Project,
     Status,
     new_id,
     now,
 )
 from pratai.core.ports import FunctionReader, InvocationStore, ProjectStore
-from pratai.errors import Conflict, NotFound, PayloadTooLarge
+from pratai.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from pratai.settings import Settings
 
 log = logging.getLogger("pratai.invocations")
@@ -177,13 +179,13 @@ class Invocations:
             project, name, payload, content_type, "sync", invocation_id
         )
         invocation.status, invocation.started_at = Status.RUNNING, now()
-        # stored without the payload: nobody reruns a sync invocation
+        # Stored with its payload (the console shows it and runs it again); the update after
+        # the run does not write the payload twice.
+        invocation.payload = payload
         if earlier := await self._create_once(invocation, idempotent=invocation_id is not None):
             return earlier
-        invocation.payload = payload
         await self.executor.execute(invocation, function, version)
         await self._ran(invocation, function)
-        invocation.payload = b""
         await self.store.update_invocation(invocation)
         return invocation
 
@@ -261,8 +263,10 @@ class Invocations:
         event_seq: int | None = None,
         parent_id: str | None = None,
         event_id: str | None = None,
+        timer_id: str | None = None,
     ) -> Invocation | None:
-        """A queued invocation caused by an event, not yet stored; None if the function is gone."""
+        """A queued invocation caused by an event (or a timer's tick), not yet stored; None if
+        the function is gone."""
         self._check_payload(payload)
         function = await self._function_by_id(function_id)
         if function is None:
@@ -279,6 +283,7 @@ class Invocations:
             event_seq=event_seq,
             parent_id=parent_id,
             event_id=event_id,
+            timer_id=timer_id,
         )
 
     async def enqueue(self, invocation: Invocation) -> None:
@@ -297,9 +302,11 @@ class Invocations:
         event_seq: int | None = None,
         parent_id: str | None = None,
         event_id: str | None = None,
+        timer_id: str | None = None,
     ) -> Invocation | None:
-        """Queue an invocation caused by an event. Idempotent by `invocation_id`: a repeat
-        publishes the id again (the broker ignores it while queued) and creates nothing."""
+        """Queue an invocation caused by an event (or a timer's tick). Idempotent by
+        `invocation_id`: a repeat publishes the id again (the broker ignores it while queued)
+        and creates nothing."""
         invocation = await self.prepare_for(
             function_id,
             payload,
@@ -308,6 +315,7 @@ class Invocations:
             event_seq=event_seq,
             parent_id=parent_id,
             event_id=event_id,
+            timer_id=timer_id,
         )
         if invocation is not None:
             await self.store_and_enqueue(invocation)
@@ -436,6 +444,35 @@ class Invocations:
         if invocation is None:
             raise NotFound(f"invocation {invocation_id!r} not found", invocation=invocation_id)
         return invocation
+
+    async def again(self, project: Project, invocation_id: str) -> Invocation:
+        """Run again with the same input: a new async invocation of the same function (at its
+        live version), queued as `submit` queues one."""
+        earlier = await self.get(project, invocation_id)
+        return await self.submit(
+            project, earlier.function_name, earlier.payload, earlier.content_type
+        )
+
+    async def find(
+        self,
+        project: Project,
+        function: Function | None = None,
+        where: InvocationFilter | None = None,
+        limit: int = 50,
+    ) -> list[Invocation]:
+        """A page of the project's invocations, newest first, without their large fields
+        (payload, result, stdout, stderr): for lists."""
+        if where is not None and where.trigger not in (None, *TRIGGERS):
+            raise InvalidInput(
+                f"unknown trigger {where.trigger!r}: use one of {', '.join(TRIGGERS)}"
+            )
+        return await self.store.list_invocations(
+            project.id,
+            function.id if function else None,
+            limit=min(max(limit, 1), 1000),
+            where=where,
+            brief=True,
+        )
 
     async def recent(
         self, project: Project, function: Function | None = None, limit: int = 50

@@ -167,6 +167,49 @@ class Invocation:
     event_seq: int | None = None  # the event that caused it (store order, all projects)
     event_id: str | None = None  # ... and its CloudEvent id, as users know it
     parent_id: str | None = None  # the invocation whose result event caused it (chaining)
+    timer_id: str | None = None  # the timer trigger whose tick caused it
+
+
+TRIGGERS = ("sync", "async", "event", "chain", "timer")
+"""How an invocation started, as `trigger_of` names it (a bounded set: metrics labels use it)."""
+
+
+def trigger_of(invocation: Invocation) -> str:
+    """sync: a caller waited (API, webhook, route); chain: another invocation's result event;
+    event: a message on a topic; timer: a timer's tick; async: queued by a caller (API,
+    webhook, route). Stores filter by the same rules (list_invocations' `trigger`)."""
+    if invocation.mode == "sync":
+        return "sync"
+    if invocation.parent_id is not None:
+        return "chain"
+    if invocation.event_id is not None:
+        return "event"
+    if invocation.timer_id is not None:
+        return "timer"
+    return "async"
+
+
+@dataclass(frozen=True)
+class InvocationFilter:
+    """Which of a project's invocations a list keeps; an empty filter keeps them all."""
+
+    statuses: tuple[Status, ...] = ()  # any of these
+    trigger: str | None = None  # one of TRIGGERS
+    created_after: float | None = None  # created at or after
+    created_before: float | None = None  # created strictly before
+    # A page's cursor: only those older than this (created_at, id), newest first.
+    older_than: tuple[float, str] | None = None
+
+    def matches(self, invocation: Invocation) -> bool:
+        """The rule the stores' queries follow."""
+        at = invocation.created_at
+        return (
+            (not self.statuses or invocation.status in self.statuses)
+            and (self.trigger is None or trigger_of(invocation) == self.trigger)
+            and (self.created_after is None or at >= self.created_after)
+            and (self.created_before is None or at < self.created_before)
+            and (self.older_than is None or (at, invocation.id) < self.older_than)
+        )
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pratai.core.models import (
     FunctionVersion,
     Image,
     Invocation,
+    InvocationFilter,
     Job,
     NodeToken,
     Project,
@@ -182,9 +183,13 @@ class InvocationStore(Protocol):
         limit: int = 50,
         finished_after: float | None = None,
         oldest_first: bool = False,
+        where: InvocationFilter | None = None,
+        brief: bool = False,
     ) -> list[Invocation]:
-        """Newest first by created_at (or oldest first). `finished_after` keeps only invocations
-        that finished strictly after that time, ordered by finished_at (used to follow logs)."""
+        """Newest first by (created_at, id) (or oldest first). `finished_after` keeps only
+        invocations that finished strictly after that time, ordered by finished_at (used to
+        follow logs). `where` keeps those it matches (InvocationFilter.matches). `brief` leaves
+        out the large fields (payload, result, stdout and stderr come back empty): for lists."""
 
     async def invocations_with_status(self, statuses: Sequence[Status]) -> list[Invocation]:
         """Across all projects; used to recover work after a crash."""

@@ -95,7 +95,8 @@ def _version_row(v: FunctionVersion) -> dict[str, Any]:
 def _invocation(r: RowMapping) -> Invocation:
     d = dict(r)
     d["status"] = Status(d["status"])
-    d["payload"] = bytes(d["payload"]) if d["payload"] is not None else b""
+    payload = d.get("payload")  # a brief row has none
+    d["payload"] = bytes(payload) if payload is not None else b""
     d["error"] = json.loads(d["error"]) if d["error"] is not None else None
     return Invocation(**d)
 

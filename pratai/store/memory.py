@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from pratai.core.models import (
@@ -20,6 +21,7 @@ from pratai.core.models import (
     Function,
     FunctionVersion,
     Invocation,
+    InvocationFilter,
     Project,
     Route,
     SavedPayload,
@@ -160,6 +162,8 @@ class MemoryStore(AdminTables):
         stored = self._t.invocations.rows.get(invocation.id)
         if attempt is not None and (stored is None or stored.attempt != attempt):
             return False
+        if stored is not None and invocation.payload != stored.payload:
+            invocation = replace(invocation, payload=stored.payload)  # written once, as SQL does
         return self._t.invocations.replace(invocation)
 
     async def start_invocation(self, invocation_id: str, started_at: float) -> Invocation | None:
@@ -177,19 +181,29 @@ class MemoryStore(AdminTables):
         limit: int = 50,
         finished_after: float | None = None,
         oldest_first: bool = False,
+        where: InvocationFilter | None = None,
+        brief: bool = False,
     ) -> list[Invocation]:
 
         def match(i: Invocation) -> bool:
             if i.project_id != project_id or function_id not in (None, i.function_id):
                 return False
+            if where is not None and not where.matches(i):
+                return False
             finished = i.finished_at
             return finished_after is None or (finished is not None and finished > finished_after)
 
         if finished_after is not None:
-            return self._t.invocations.select(match, lambda i: (i.finished_at, i.id), limit=limit)
-        newest = not oldest_first
-        by_created = lambda i: (i.created_at, i.id)  # noqa: E731
-        return self._t.invocations.select(match, by_created, reverse=newest, limit=limit)
+            found = self._t.invocations.select(match, lambda i: (i.finished_at, i.id), limit=limit)
+        else:
+            by_created = lambda i: (i.created_at, i.id)  # noqa: E731
+            found = self._t.invocations.select(
+                match, by_created, reverse=not oldest_first, limit=limit
+            )
+        if brief:  # as the SQL store's brief rows: without the large fields
+            for i in found:
+                i.payload, i.result, i.stdout, i.stderr = b"", None, "", ""
+        return found
 
     async def invocations_with_status(self, statuses: Sequence[Status]) -> list[Invocation]:
         return self._t.invocations.select(

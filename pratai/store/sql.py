@@ -26,6 +26,7 @@ from pratai.core.models import (
     Function,
     FunctionVersion,
     Invocation,
+    InvocationFilter,
     Project,
     Route,
     Status,
@@ -51,6 +52,7 @@ from pratai.store.batching import GroupCommitter
 from pratai.store.sql_admin import AdminRows
 from pratai.store.sql_events import EventRows
 from pratai.store.sql_images import ImageRows
+from pratai.store.sql_invocations import select_invocations
 from pratai.store.sql_jobs import JobRows
 from pratai.store.sql_payloads import PayloadRows
 from pratai.store.sql_stats import StatsRows
@@ -98,7 +100,8 @@ _INS_INVOCATION = t.invocations.insert()
 _UPD_INVOCATION = (
     t.invocations.update()
     .where(t.invocations.c.id == sa.bindparam("_id"))
-    .values({name: sa.bindparam(name) for name in _INV_COLS if name != "id"})
+    # The payload is written once, by the insert: an update never rewrites its bytes.
+    .values({name: sa.bindparam(name) for name in _INV_COLS if name not in ("id", "payload")})
 )
 _UPD_FUNCTION = (
     t.functions.update()
@@ -378,6 +381,7 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows)
     ) -> bool:
         row = _invocation_row(invocation)
         row["_id"] = row.pop("id")
+        del row["payload"]
         if attempt is None:
             statement = _UPD_INVOCATION
         else:
@@ -392,13 +396,13 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows)
         limit: int = 50,
         finished_after: float | None = None,
         oldest_first: bool = False,
+        where: InvocationFilter | None = None,
+        brief: bool = False,
     ) -> list[Invocation]:
         """Newest first by created_at (or oldest first). With `finished_after`: only those that
         finished strictly after it, oldest finish first (so a follower can page forward)."""
         i = t.invocations
-        q = sa.select(i).where(i.c.project_id == project_id)
-        if function_id is not None:
-            q = q.where(i.c.function_id == function_id)
+        q = select_invocations(project_id, function_id, where, brief=brief)
         if finished_after is not None:
             q = q.where(i.c.finished_at > finished_after).order_by(i.c.finished_at, i.c.id)
         elif oldest_first:

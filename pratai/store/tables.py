@@ -121,6 +121,7 @@ invocations = sa.Table(
     sa.Column("event_seq", sa.BigInteger(), nullable=True),
     sa.Column("event_id", sa.String(255), nullable=True),
     sa.Column("parent_id", sa.String(64), nullable=True),
+    sa.Column("timer_id", sa.String(64), nullable=True),
     sa.Index("ix_invocations_project_function_created", "project_id", "function_id", "created_at"),
     # Usage statistics (`invocation_samples`): a project's window by creation time, read from
     # the index alone, never from the rows (whose payloads and output may be large).

@@ -485,10 +485,12 @@ async def test_sync_invoke_answers_with_the_invocation(api: Api) -> None:
     body = answer.json()
     assert set(body) == {
         "id", "function", "version", "mode", "status", "result", "error", "stdout", "stderr",
-        "cold_start", "init_ms", "duration_ms", "peak_memory_kb", "attempt", "event_id",
-        "parent_id", "created_at", "started_at", "finished_at",
+        "cold_start", "init_ms", "duration_ms", "peak_memory_kb", "attempt", "trigger",
+        "event_id", "parent_id", "created_at", "started_at", "finished_at",
     }  # fmt: skip
-    assert (body["function"], body["version"], body["mode"]) == ("echo", 1, "sync")
+    assert (body["function"], body["version"], body["mode"], body["trigger"]) == (
+        "echo", 1, "sync", "sync",
+    )  # fmt: skip
     assert (body["status"], body["result"], body["error"]) == (
         "succeeded",
         {"echo": {"n": 2}},

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from pratai.core.models import (
+    TRIGGERS,
     ApiKey,
     AuditEntry,
     BuildState,
@@ -26,6 +27,7 @@ from pratai.core.models import (
     FunctionVersion,
     Image,
     Invocation,
+    InvocationFilter,
     Job,
     JobKind,
     NodeToken,
@@ -39,6 +41,7 @@ from pratai.core.models import (
     TriggerKind,
     User,
     new_id,
+    trigger_of,
 )
 from pratai.core.ports import Store
 from pratai.errors import Conflict
@@ -487,6 +490,83 @@ async def test_list_invocations(store: Store) -> None:
     assert await store.list_invocations(p.id, finished_after=base + 99) == []
     assert len(await store.list_invocations(p.id, finished_after=-1.0)) == 3  # finished ones
     assert await store.list_invocations("nobody") == []
+
+
+async def test_list_invocations_filtered_by_status_trigger_and_time(store: Store) -> None:
+    p = await _project(store)
+    f = await _function(store, p, "f")
+    g = await _function(store, p, "g")
+    base = 1_700_000_000.0
+    causes: list[dict[str, object]] = [
+        {"mode": "sync"},
+        {"mode": "async"},
+        {"mode": "async", "event_id": "e1", "event_seq": 7},
+        {"mode": "async", "event_id": "e2", "parent_id": "up"},  # a result event: chained
+        {"mode": "async", "timer_id": "t1"},
+        {"mode": "async", "status": Status.RUNNING},
+        {"mode": "sync", "status": Status.FAILED},
+    ]
+    invs = []
+    for n, cause in enumerate(causes):
+        inv = _invocation(f if n % 2 == 0 else g, created_at=base + n)
+        for key, value in cause.items():
+            setattr(inv, key, value)
+        await store.create_invocation(inv)
+        invs.append(inv)
+    ids = [i.id for i in invs]
+
+    async def found(function_id: str | None = None, **where: object) -> list[str]:
+        wanted = InvocationFilter(**where)  # type: ignore[arg-type]
+        listed = await store.list_invocations(p.id, function_id, where=wanted)
+        assert all(wanted.matches(i) for i in listed)  # the stores follow the core's rule
+        return [i.id for i in listed]
+
+    assert await found() == ids[::-1]
+    for trigger in TRIGGERS:
+        expected = [i.id for i in reversed(invs) if trigger_of(i) == trigger]
+        assert await found(trigger=trigger) == expected, trigger
+    assert await found(trigger="chain") == [ids[3]]
+    assert await found(trigger="timer") == [ids[4]]
+    assert await found(statuses=(Status.RUNNING, Status.FAILED)) == [ids[6], ids[5]]
+    assert await found(statuses=(Status.FAILED,), trigger="async") == []
+    assert await found(f.id, statuses=(Status.QUEUED,)) == [ids[4], ids[2], ids[0]]
+    assert await found(created_after=base + 2, created_before=base + 4) == [ids[3], ids[2]]
+    # Pages: a cursor of the last row shown gives the older ones, ties on created_at by id.
+    twin = _invocation(f, created_at=base + 3)
+    await store.create_invocation(twin)
+    newest = await store.list_invocations(p.id, limit=4)
+    assert [i.id for i in newest[:3]] == [ids[6], ids[5], ids[4]]
+    last = newest[3]
+    older = await found(older_than=(last.created_at, last.id))
+    assert [last.id, *older] == sorted([ids[3], twin.id], reverse=True) + ids[2::-1]
+    assert await found(older_than=(base, ids[0])) == []
+    assert await store.list_invocations("nobody", where=InvocationFilter(trigger="sync")) == []
+
+
+async def test_brief_invocations_leave_out_the_large_fields(store: Store) -> None:
+    f = await _function(store, await _project(store))
+    inv = _invocation(f, payload=b'{"in": 1}', status=Status.FAILED)
+    await store.create_invocation(inv)
+    inv.result, inv.stdout, inv.stderr = '"r"', "out\n", "err\n"
+    inv.error = {"type": "ValueError", "message": "no", "traceback": "..."}
+    inv.duration_ms = 3.5
+    await store.update_invocation(inv)
+    [brief] = await store.list_invocations(f.project_id, brief=True)
+    assert (brief.payload, brief.result, brief.stdout, brief.stderr) == (b"", None, "", "")
+    assert (brief.error, brief.duration_ms, brief.status) == (inv.error, 3.5, Status.FAILED)
+    [full] = await store.list_invocations(f.project_id)
+    assert full == inv
+
+
+async def test_an_update_keeps_the_payload_given_at_creation(store: Store) -> None:
+    f = await _function(store, await _project(store))
+    inv = _invocation(f, payload=b'{"keep": true}')
+    await store.create_invocation(inv)
+    changed = copy.deepcopy(inv)
+    changed.payload, changed.status = b"", Status.SUCCEEDED
+    assert await store.update_invocation(changed)
+    got = await store.get_invocation_by_id(inv.id)
+    assert got is not None and (got.payload, got.status) == (b'{"keep": true}', Status.SUCCEEDED)
 
 
 async def test_invocations_with_status(store: Store) -> None:

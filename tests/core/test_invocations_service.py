@@ -130,8 +130,21 @@ async def test_sync_invoke_runs_and_records_the_outcome(env: Env) -> None:
 
     stored = await env.stored(done.id)
     assert stored.status == Status.SUCCEEDED and decode_result(stored) == decode_result(done)
-    assert stored.payload == b""  # a sync payload is handed over, never stored
+    assert stored.payload == b'{"n": 1}'  # kept: the console shows it and runs it again
     assert (await env.invocations.get(env.project, done.id)).id == done.id
+
+
+async def test_again_queues_a_new_run_with_the_same_input(env: Env) -> None:
+    await env.deploy("counter", COUNTER)
+    done = await env.invocations.invoke(env.project, "counter", b'{"n": 5}')
+    again = await env.invocations.again(env.project, done.id)
+    assert again.id != done.id and (again.mode, again.status) == ("async", Status.QUEUED)
+    assert (await env.stored(again.id)).payload == b'{"n": 5}'
+    ran = await env.invocations.run_queued(again.id)
+    assert ran is not None and decode_result(ran) == {"calls": 2, "payload": {"n": 5}}
+    other = Project(id=new_id(), name="other")
+    with pytest.raises(NotFound):
+        await env.invocations.again(other, done.id)
 
 
 async def test_changed_settings_get_fresh_instances(env: Env) -> None:

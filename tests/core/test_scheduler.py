@@ -16,6 +16,7 @@ from pratai.core.models import (
     Trigger,
     TriggerKind,
     new_id,
+    trigger_of,
 )
 from pratai.core.saved_jobs import SavedJobs
 from pratai.core.triggers import last_due_tick, next_ticks
@@ -93,6 +94,8 @@ async def test_two_schedulers_fire_each_tick_once(tmp_path: Path) -> None:
         assert fired == 4
         invocations = await stores[0].list_invocations(project.id, function.id, limit=100)
         assert len(invocations) == 4
+        # each says which timer fired it, so lists and metrics tell timer runs apart
+        assert {(i.timer_id, trigger_of(i)) for i in invocations} == {(trigger.id, "timer")}
         assert await stores[1].last_tick(trigger.id) == 90.0
     finally:
         await broker.close()

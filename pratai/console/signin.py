@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from pratai.console.web import COOKIE, Viewer, render, sessions, set_session
 from pratai.core.sessions import SESSION_S
-from pratai.errors import Forbidden, Unauthorized
+from pratai.errors import Forbidden, RateLimited, Unauthorized
 
 router = APIRouter()
 
@@ -39,7 +39,7 @@ async def signin(
             token = await sessions(request).with_key(key.strip())
         else:
             token = await sessions(request).with_password(name.strip(), password, project.strip())
-    except (Unauthorized, Forbidden) as exc:
+    except (Unauthorized, Forbidden, RateLimited) as exc:
         return render(request, "signin.html", status=exc.status, next=_next(next), problem=str(exc))
     response = RedirectResponse(_next(next), status_code=303)
     set_session(response, request, token, SESSION_S)

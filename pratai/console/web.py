@@ -140,13 +140,15 @@ async def guard(request: Request) -> None:
     if request.url.path.endswith("/signin"):
         return  # no session yet; the Origin check is what stands against login CSRF
     token = request.cookies.get(COOKIE, "")
+    if not token:  # refused before a body (an upload, say) is read
+        raise Forbidden("missing or wrong CSRF token: reload the page and try again")
     given = request.headers.get("x-csrf-token", "")
     if not given and request.headers.get("content-type", "").startswith(
         ("application/x-www-form-urlencoded", "multipart/form-data")
     ):
         field = (await request.form()).get("csrf")
         given = field if isinstance(field, str) else ""
-    if not token or not given or not hmac.compare_digest(given, csrf_token(token)):
+    if not given or not hmac.compare_digest(given, csrf_token(token)):
         raise Forbidden("missing or wrong CSRF token: reload the page and try again")
 
 

@@ -14,11 +14,14 @@ import secrets
 
 from pratai.core.models import ApiKey, Project, Role, now
 from pratai.core.tenants import RANK, Principal, Tenants
-from pratai.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from pratai.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
 
 SESSION_S = 12 * 3600
 SESSION_KEY_NAME = "console session"
 MIN_PASSWORD = 8
+# Passwords are guessed by trying: each user name gets this many tries per window.
+SIGNIN_TRIES = 10
+SIGNIN_WINDOW_S = 300
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -68,6 +71,12 @@ class Sessions:
 
     async def with_password(self, name: str, password: str, project: str = "") -> str:
         """A session for a user; in `project`, or where the user's role is highest."""
+        window = int(now() // SIGNIN_WINDOW_S)
+        if await self.tenants.store.hit(f"signin:{name}", window) > SIGNIN_TRIES:
+            raise RateLimited(
+                f"too many sign-in attempts for {name!r}; try again later",
+                (window + 1) * SIGNIN_WINDOW_S - now(),
+            )
         user = await self.tenants.store.get_user_by_name(name)
         if user is None or not password_matches(password, user.password_hash):
             hash_password(password)  # as slow for an unknown name as for a wrong password

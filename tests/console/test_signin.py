@@ -110,3 +110,14 @@ def test_users_set_their_own_password_and_only_admins_set_anothers(console: Cons
         assert short.status_code == 400 and "password" in short.json()["message"]
     page = console.sign_in(name, "my own secret")
     page.wait_for_url(console.url("/ui/"))
+
+
+def test_guessing_a_password_is_cut_short_after_ten_tries(console: Console) -> None:
+    name = _user(console)
+    console.expect_error(r"status of 40[13]|status of 429")
+    for _ in range(10):
+        console.sign_in(name, "a wrong guess")
+        assert console.page.get_by_role("alert").inner_text() == "wrong user name or password"
+    console.sign_in(name, "correct horse 1")  # even the right one, for the rest of the window
+    assert "too many sign-in attempts" in console.page.get_by_role("alert").inner_text()
+    assert not [c for c in console.page.context.cookies() if c["name"] == "pratai_session"]

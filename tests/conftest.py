@@ -33,7 +33,9 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
         "test_invoking_a_function_whose_build_failed_is_409",  # the package index
     ),
     "tests/api/test_node_tokens.py": (),
-    "tests/api/test_metrics.py": (),
+    "tests/api/test_metrics.py": (
+        "test_connectors_up_or_down_and_the_messages_they_forward",  # a nats-server
+    ),
     "tests/artifacts/test_filesystem.py": (),
     "tests/artifacts/test_open.py": (),
     "tests/broker/test_delivery.py": (),

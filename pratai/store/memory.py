@@ -168,6 +168,11 @@ class MemoryStore(AdminTables):
             lambda i: i.status in statuses, lambda i: (i.created_at, i.id)
         )
 
+    async def count_invocations(self, statuses: Sequence[Status]) -> dict[tuple[str, Status], int]:
+        return self._t.invocations.tally(
+            lambda i: i.status in statuses, lambda i: (i.project_id, i.status)
+        )
+
     # --- events, triggers, timer ticks ------------------------------------------------
 
     async def add_event(self, event: Event, invocations: Sequence[Invocation] = ()) -> Event | None:

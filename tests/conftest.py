@@ -42,6 +42,7 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
     "tests/broker/test_embedded.py": (),
     "tests/cli/test_imports.py": (),
     "tests/cli/test_nodes.py": (),
+    "tests/cli/test_progress.py": ("test_a_build_shows_a_spinner_and_the_time_it_takes",),
     "tests/compat/test_multyvac.py": (),
     "tests/contracts/test_artifacts_contract.py": None,
     "tests/contracts/test_driver_contract.py": None,

@@ -2,11 +2,13 @@
 
     python -m bench metrics
 
-Two `pratai serve` run side by side, one with metrics (the default) and one with
-PRATAI_METRICS=off (the peer); each serves a trivial function, warm. Warm sync invokes over
-HTTP are measured on them in turns (on, off, off, on, ...) so that a drift of the machine
-weighs on both alike: p50 and p99 at concurrency 1, and the rate at concurrency 16. Beside
-them, what one run's bookkeeping costs in-process (`Metrics.ran`) and the time of a scrape.
+Three `pratai serve` run side by side, one with metrics (the default) and two with
+PRATAI_METRICS=off (the peer, and a second one whose difference from the first is the noise of
+the measure: an "on / off" ratio within it is no cost at all); each serves a trivial function,
+warm. Warm sync invokes over HTTP are measured on them in turns (forward, then backward) so
+that a drift of the machine weighs on all alike: p50 and p99 at concurrency 1, and the rate at
+concurrency 16. Beside them, what one run's bookkeeping costs in-process (`Metrics.ran`) and
+the time of a scrape.
 Prints a table and writes bench/results/metrics.json.
 """
 
@@ -119,8 +121,14 @@ def _scrapes(server: Running) -> dict[str, float]:
 
 
 def main() -> None:
-    with pratai_server() as on, pratai_server(PRATAI_METRICS="off") as off:
-        servers = {"on": on, "off": off}
+    # Started in this order, "on" in the middle: a server's rank weighs on its figures (the
+    # first started was the slowest here by a few %), which "off" and "off again" then show.
+    with (
+        pratai_server(PRATAI_METRICS="off") as off,
+        pratai_server() as on,
+        pratai_server(PRATAI_METRICS="off") as again,
+    ):
+        servers = {"on": on, "off": off, "off again": again}
         for server in servers.values():
             _deploy(server)
         results: dict[str, Any] = {
@@ -135,30 +143,36 @@ def main() -> None:
 def _report(r: dict[str, Any]) -> None:
     c1, c16 = r["c1"], r["c16"]
     r["ratios"] = {
-        "c1_p50_on_vs_off": c1["on"]["p50_ms"] / c1["off"]["p50_ms"],
-        "c1_p99_on_vs_off": c1["on"]["p99_ms"] / c1["off"]["p99_ms"],
-        "c16_rate_on_vs_off": c16["on"]["per_s"] / c16["off"]["per_s"],
-    }
-    ratios = r["ratios"]
+        f"{name}_{versus}": c[on][key] / c["off"][key]
+        for name, c, key in (("c1_p50", c1, "p50_ms"), ("c1_p99", c1, "p99_ms"),
+                             ("c16_rate", c16, "per_s"))
+        for on, versus in (("on", "on_vs_off"), ("off again", "noise"))
+    }  # fmt: skip
+    q = r["ratios"]
+
+    def compared(label: str, on: str, off: str, name: str) -> tuple[str, ...]:
+        return label, on, off, f"{q[f'{name}_on_vs_off']:.3f}", f"{q[f'{name}_noise']:.3f}"
+
     rows = [
-        ("warm sync invoke, c=1: p50", f"{c1['on']['p50_ms']:.2f} ms",
-         f"{c1['off']['p50_ms']:.2f} ms", f"{ratios['c1_p50_on_vs_off']:.3f}"),
-        ("warm sync invoke, c=1: p99", f"{c1['on']['p99_ms']:.2f} ms",
-         f"{c1['off']['p99_ms']:.2f} ms", f"{ratios['c1_p99_on_vs_off']:.3f}"),
-        ("warm sync invoke, c=16: rate", f"{c16['on']['per_s']:.0f}/s",
-         f"{c16['off']['per_s']:.0f}/s", f"{ratios['c16_rate_on_vs_off']:.3f}"),
+        compared("warm sync invoke, c=1: p50", f"{c1['on']['p50_ms']:.2f} ms",
+                 f"{c1['off']['p50_ms']:.2f} ms", "c1_p50"),
+        compared("warm sync invoke, c=1: p99", f"{c1['on']['p99_ms']:.2f} ms",
+                 f"{c1['off']['p99_ms']:.2f} ms", "c1_p99"),
+        compared("warm sync invoke, c=16: rate", f"{c16['on']['per_s']:.0f}/s",
+                 f"{c16['off']['per_s']:.0f}/s", "c16_rate"),
         ("warm sync invoke, c=16: p50 / p99",
          f"{c16['on']['p50_ms']:.1f} / {c16['on']['p99_ms']:.1f} ms",
-         f"{c16['off']['p50_ms']:.1f} / {c16['off']['p99_ms']:.1f} ms", ""),
-        ("Metrics.ran, in-process, per run", f"{r['bookkeeping_us_per_run']:.1f} µs", "", ""),
+         f"{c16['off']['p50_ms']:.1f} / {c16['off']['p99_ms']:.1f} ms", "", ""),
+        ("Metrics.ran, in-process, per run", f"{r['bookkeeping_us_per_run']:.1f} µs", "", "", ""),
         ("GET /metrics: p50 / p99", f"{r['scrape']['p50_ms']:.2f} / "
-         f"{r['scrape']['p99_ms']:.2f} ms", "", f"{r['scrape']['bytes']} bytes"),
+         f"{r['scrape']['p99_ms']:.2f} ms", f"{r['scrape']['bytes']} bytes", "", ""),
     ]  # fmt: skip
-    header = ("benchmark", "metrics on", "metrics off", "on / off")
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(4)]
+    header = ("benchmark", "metrics on", "metrics off", "on / off", "noise (off / off)")
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(5)]
     for row in (header, *rows):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-    print(f"turns: {ROUNDS} of each server, alternating; c=1 {C1_REQUESTS}, c=16 {C16_REQUESTS}")
+    print(f"turns: {ROUNDS} of each server, in turn; requests a turn: c=1 {C1_REQUESTS}, "
+          f"c=16 {C16_REQUESTS}")  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     r["machine"] = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
     (RESULTS / "metrics.json").write_text(json.dumps(r, indent=2))

@@ -11,13 +11,14 @@ queue's depth from the store, the connectors' state, a node's pools.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from pratai.core.models import (
@@ -154,6 +155,9 @@ class Metrics:
         self.node_calls = Counter(
             "pratai_node_calls", "Calls this node ran, by outcome", ["status"], registry=r
         )
+        self._node_calls = functools.cache(self.node_calls.labels)  # a few statuses
+        # bounded: methods, route templates, status classes
+        self.http_requests = functools.cache(self.http.labels)
         queue = "the same in every api and scheduler of a cluster, from the database"
         self.queued = self._snapshot(
             "pratai_invocations_queued", f"Invocations waiting to run ({queue})", sticky=True
@@ -171,7 +175,9 @@ class Metrics:
             ["project", "connector", "kind"], sticky=False,
         )  # fmt: skip
         self.samplers: list[Callable[[], Awaitable[None]]] = []  # what `refresh` reads
-        self._functions: dict[tuple[str, str], set[tuple[str, ...]]] = {}  # their label sets
+        # The labelled series of functions, by (metric, labels): `labels()` checks and locks on
+        # every call, a third of a warm run's cost of metrics; a function's go when it is deleted.
+        self._series: dict[tuple[int, Labels], tuple[MetricWrapperBase, Any]] = {}
 
     def _snapshot(
         self, name: str, documentation: str, labels: list[str] | None = None, *, sticky: bool
@@ -184,7 +190,7 @@ class Metrics:
         self.registry.register(NodeGauges(stats))
 
     def node_ran(self, invocation: Invocation) -> None:
-        self.node_calls.labels(str(invocation.status)).inc()
+        self._node_calls(str(invocation.status)).inc()
 
     async def refresh(self) -> None:
         """Reads the scrape-time gauges; one that fails or is slow keeps its last values."""
@@ -197,33 +203,36 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def _of(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """The series of a per-function metric (labels: project, function, ...)."""
+        key = (id(metric), labels)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = (metric, metric.labels(*labels))
+        return found[1]
+
     def ran(self, project: str, invocation: Invocation) -> None:
         """One run's outcome (each attempt counts)."""
         labels = (project, invocation.function_name)
-        status, trigger = str(invocation.status), trigger_of(invocation)
-        self._functions.setdefault(labels, set()).add((status, trigger))
-        self.invocations.labels(*labels, status, trigger).inc()
+        self._of(self.invocations, *labels, str(invocation.status), trigger_of(invocation)).inc()
         if invocation.duration_ms is not None:
-            self.duration.labels(*labels).observe(invocation.duration_ms / 1000)
+            self._of(self.duration, *labels).observe(invocation.duration_ms / 1000)
         if invocation.mode == "async" and invocation.started_at is not None:
             wait = max(0.0, invocation.started_at - invocation.created_at)
-            self.queue_wait.labels(*labels).observe(wait)
+            self._of(self.queue_wait, *labels).observe(wait)
         if invocation.cold_start:
-            self.cold_starts.labels(*labels).inc()
+            self._of(self.cold_starts, *labels).inc()
             if invocation.init_ms is not None:
-                self.init.labels(*labels).observe(invocation.init_ms / 1000)
+                self._of(self.init, *labels).observe(invocation.init_ms / 1000)
         if invocation.peak_memory_kb is not None:
-            self.peak_memory.labels(*labels).observe(invocation.peak_memory_kb * 1024)
+            self._of(self.peak_memory, *labels).observe(invocation.peak_memory_kb * 1024)
 
     def forget(self, project: str, function: str) -> None:
         """A deleted function's series go."""
-        labels = (project, function)
-        for status, trigger in self._functions.pop(labels, set()):
-            self.invocations.remove(*labels, status, trigger)
-        for metric in (self.duration, self.queue_wait, self.cold_starts, self.init,
-                       self.peak_memory):  # fmt: skip
-            with contextlib.suppress(KeyError):  # never observed
-                metric.remove(*labels)
+        for key, (metric, _) in list(self._series.items()):
+            if key[1][:2] == (project, function):
+                del self._series[key]
+                metric.remove(*key[1])
 
 
 class Meter:

@@ -13,6 +13,9 @@ from pratai.errors import Forbidden, Unauthorized
 from pratai.metrics import CONTENT_TYPE, Metrics
 from pratai.metrics_port import refusal
 
+# A client may send any method name: the rest count as "other", keeping the labels bounded.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class RequestCounter:
     """Counts each HTTP request by method, route template (never the raw path) and status
@@ -37,8 +40,8 @@ class RequestCounter:
         try:
             await self.app(scope, receive, keep_status)
         finally:
-            route = _template(scope)
-            self.metrics.http.labels(scope["method"], route, f"{status // 100}xx").inc()
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.http_requests(method, _template(scope), f"{status // 100}xx").inc()
 
 
 def _template(scope: Scope) -> str:

@@ -79,6 +79,7 @@ async def test_the_counts_of_known_work(platform: tuple[Platform, str]) -> None:
         for payload in ({"n": 1}, {"n": 2}, {"fail": True}):
             await http.post("/v1/functions/echo/invoke", json=payload, headers=auth)
         assert (await http.get("/v1/nothing-here", headers=auth)).status_code == 404
+        assert (await http.request("BREW", "/v1/functions", headers=auth)).status_code == 405
         answer = await http.get("/metrics")
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("text/plain")
@@ -94,10 +95,14 @@ async def test_the_counts_of_known_work(platform: tuple[Platform, str]) -> None:
     assert value(found, "pratai_http_requests_total", **invoke, status="2xx") == 3
     assert value(found, "pratai_http_requests_total", method="GET", route="unmatched",
                  status="4xx") == 1  # fmt: skip
+    # any method name a client sends would be a new series: the unknown ones are "other"
+    assert value(found, "pratai_http_requests_total", method="other", route="/v1/functions",
+                 status="4xx") == 1  # fmt: skip
     assert value(found, "pratai_warm_instances", state="idle") == 1
     assert value(found, "pratai_node_memory_budget_bytes") == made.settings.node_memory_mb * 2**20
     # bounded labels: no ids, keys or raw paths
     assert admin.split(".")[0] not in answer.text and "nothing-here" not in answer.text
+    assert "BREW" not in answer.text
 
     async with client(made) as http:
         assert (await http.delete("/v1/functions/echo", headers=auth)).status_code == 204

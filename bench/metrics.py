@@ -7,8 +7,9 @@ PRATAI_METRICS=off (the peer, and a second one whose difference from the first i
 the measure: an "on / off" ratio within it is no cost at all); each serves a trivial function,
 warm. Warm sync invokes over HTTP are measured on them in turns (forward, then backward) so
 that a drift of the machine weighs on all alike: p50 and p99 at concurrency 1, and the rate at
-concurrency 16. Beside them, what one run's bookkeeping costs in-process (`Metrics.ran`) and
-the time of a scrape.
+concurrency 16. Beside them, a warm invoke through the app itself with metrics on and off
+(no sockets: a finer measure), what one run's bookkeeping costs (`Metrics.ran`) and the time of
+a scrape.
 Prints a table and writes bench/results/metrics.json.
 """
 
@@ -17,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,11 @@ import httpx
 from bench.http_load import LoadResult, run_load
 from bench.server import Running, pratai_server
 from pratai.core.models import Invocation, Status
+from pratai.drivers.fake import FakeDriver
 from pratai.metrics import Metrics
+from pratai.server import Platform
+from pratai.settings import Settings
+from pratai.store.memory import MemoryStore
 
 RESULTS = Path(__file__).parent / "results"
 ROUNDS = 6  # turns of each server
@@ -104,6 +111,43 @@ def _bookkeeping_us(runs: int = 100_000) -> float:
     return (time.perf_counter() - started) / runs * 1e6
 
 
+async def _in_process(requests: int = 6000) -> dict[str, float]:
+    """p50 of a warm sync invoke through the app itself (httpx's ASGI transport: no sockets,
+    so less noise), with metrics on and off, a request to each in turn; the FakeDriver runs
+    the function (no sandbox)."""
+    apps: dict[str, tuple[Platform, httpx.AsyncClient]] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="pratai-bench-metrics-"))
+    try:
+        for label in ("on", "off"):
+            env = {"PRATAI_HOME": str(scratch / label), "PRATAI_METRICS": label}
+            settings = Settings.from_env(env)
+            made = Platform.assemble(settings, store=MemoryStore(), driver=FakeDriver(settings))
+            key = await made.start()
+            transport = httpx.ASGITransport(app=made.app(), client=("127.0.0.1", 40000))
+            http = httpx.AsyncClient(transport=transport, base_url="http://bench",
+                                     headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+            answer = await http.post("/v1/functions", data={"name": "trivial"},
+                                     files={"file": ("f.zip", _zip())})  # fmt: skip
+            assert answer.status_code == 201, answer.text
+            apps[label] = (made, http)
+        took: dict[str, list[float]] = {label: [] for label in apps}
+        for n in range(requests + 200):
+            for label in ("on", "off") if n % 2 == 0 else ("off", "on"):
+                started = time.perf_counter()
+                answer = await apps[label][1].post(PATH, json={})
+                if n >= 200:  # warm-up
+                    took[label].append((time.perf_counter() - started) * 1e6)
+                assert answer.status_code == 200, answer.text
+        return {f"{label}_p50_us": statistics.median(took[label]) for label in took}
+    finally:
+        for made, http in apps.values():
+            await http.aclose()
+            await made.close()
+        shutil.rmtree(Settings.from_env({"PRATAI_HOME": str(scratch)}).sandbox_dir,
+                      ignore_errors=True)  # fmt: skip
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _scrapes(server: Running) -> dict[str, float]:
     took: list[float] = []
     with httpx.Client(base_url=server.url, timeout=60) as http:
@@ -137,6 +181,7 @@ def main() -> None:
             "scrape": _scrapes(on),
         }
     results["bookkeeping_us_per_run"] = _bookkeeping_us()
+    results["in_process"] = asyncio.run(_in_process())
     _report(results)
 
 
@@ -163,6 +208,9 @@ def _report(r: dict[str, Any]) -> None:
         ("warm sync invoke, c=16: p50 / p99",
          f"{c16['on']['p50_ms']:.1f} / {c16['on']['p99_ms']:.1f} ms",
          f"{c16['off']['p50_ms']:.1f} / {c16['off']['p99_ms']:.1f} ms", "", ""),
+        ("warm sync invoke in-process, ASGI: p50", f"{r['in_process']['on_p50_us']:.0f} µs",
+         f"{r['in_process']['off_p50_us']:.0f} µs",
+         f"{r['in_process']['on_p50_us'] / r['in_process']['off_p50_us']:.3f}", ""),
         ("Metrics.ran, in-process, per run", f"{r['bookkeeping_us_per_run']:.1f} µs", "", "", ""),
         ("GET /metrics: p50 / p99", f"{r['scrape']['p50_ms']:.2f} / "
          f"{r['scrape']['p99_ms']:.2f} ms", f"{r['scrape']['bytes']} bytes", "", ""),

@@ -4,7 +4,10 @@
 
 `core` prints a table and writes bench/results/core.json; `sdk` (bench/sdk.py) writes
 bench/results/sdk.json; `cluster` (bench/cluster.py, about 1.5 minutes; it needs PostgreSQL and
-nats-server, as the cluster tests do) writes bench/results/cluster.json.
+nats-server, as the cluster tests do) writes bench/results/cluster.json; `metrics`
+(bench/metrics.py: a warm invocation with metrics on and off) writes bench/results/metrics.json;
+`console` (bench/console.py: the console's pages with 10,000 invocations) writes
+bench/results/console.json.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from bench import cluster, events, sdk
+from bench import cluster, console, events, metrics, sdk
 from bench.http_load import LoadResult, run_load
 from bench.server import free_port, pratai_server, wait_http
 
@@ -46,7 +49,8 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m bench [core] [sdk] [cluster]`: the named benchmarks, all of them by default."""
+    """`python -m bench [core] [sdk] [cluster] [metrics] [console]`: the named benchmarks, all
+    of them by default."""
     names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
     unknown = set(names) - set(BENCHMARKS)
     if unknown:
@@ -234,6 +238,8 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "core": core,
     "sdk": sdk.main,
     "cluster": cluster.main,
+    "metrics": metrics.main,
+    "console": console.main,
 }
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -71,13 +71,14 @@ class ApiClient:
             raise unreachable(self.url, exc) from exc
 
     # functions
-    def create_function(self, name: str, package: bytes | None, **options: Any) -> Any:
-        """`package` None: an image function (options image=REF, contract=http|stdio)."""
+    def create_function(self, name: str, package: bytes | BinaryIO | None, **options: Any) -> Any:
+        """`package` None: an image function (options image=REF, contract=http|stdio). A file
+        object is read by chunks as it is sent (the CLI counts them for its progress)."""
         form = {**fields(options), "name": name}
         files = {"file": ("package.zip", package)} if package is not None else None
         return self.request("POST", "/v1/functions", data=form, files=files)
 
-    def update_function(self, name: str, package: bytes | None, **options: Any) -> Any:
+    def update_function(self, name: str, package: bytes | BinaryIO | None, **options: Any) -> Any:
         form = fields(options)
         files = {"file": ("package.zip", package)} if package is not None else None
         return self.request("PATCH", f"/v1/functions/{name}", data=form, files=files)
@@ -98,10 +99,11 @@ class ApiClient:
         self.request("DELETE", f"/v1/functions/{name}")
 
     # container images
-    def load_image(self, path: str | Path) -> Any:
-        """Uploads an OCI or docker-save archive (streamed from disk)."""
-        with Path(path).open("rb") as archive:
-            files = {"file": (Path(path).name, archive, "application/x-tar")}
+    def load_image(self, path: str | Path, archive: BinaryIO | None = None) -> Any:
+        """Uploads an OCI or docker-save archive, streamed from disk (from `archive`, the file
+        opened, when given)."""
+        with Path(path).open("rb") if archive is None else archive as stream:
+            files = {"file": (Path(path).name, stream, "application/x-tar")}
             return self.request("POST", "/v1/images", files=files)
 
     def list_images(self) -> Any:

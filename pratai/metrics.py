@@ -4,18 +4,21 @@ Labels stay bounded: project and function *names* (a function's series go when i
 statuses, trigger kinds, route templates and status classes; never ids, keys, users or raw
 paths. What a process does not do (a node stores nothing, an api runs no timers) it leaves at
 zero. `GET /metrics` serves them on the api; a scheduler or node run apart serves them on
-PRATAI_METRICS_PORT.
+PRATAI_METRICS_PORT (`pratai.metrics_port`). Some gauges are read when scraped (`refresh`): the
+queue's depth from the store, the connectors' state, a node's pools.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from pratai.core.models import (
@@ -24,13 +27,13 @@ from pratai.core.models import (
     Function,
     Invocation,
     Job,
+    Status,
     Trigger,
     trigger_of,
 )
 
 if TYPE_CHECKING:
     from pratai.api.deps import Services
-    from pratai.settings import Settings
 
 log = logging.getLogger("pratai.metrics")
 
@@ -38,8 +41,11 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 _MEGABYTES = tuple(mb * 1024 * 1024 for mb in (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096))
 
+REFRESH_S = 5.0  # the most a scrape waits for one scrape-time reading (the store's)
+
 ProjectName = Callable[[str], Awaitable[str]]
 """A project's name by its id."""
+Labels = tuple[str, ...]
 
 
 class NodeGauges(Collector):
@@ -71,6 +77,25 @@ class NodeGauges(Collector):
             "Memory limits of this node's instances, added up",
             int(memory.get("used_mb", 0)) * 1024 * 1024,
         )
+
+
+class Snapshot(Collector):
+    """A gauge whose values each refresh replaces. With `sticky`, a label set once seen stays,
+    at 0, when a refresh no longer has it (a queue that emptied reads 0, not nothing)."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str], *, sticky: bool) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.sticky = sticky
+        self.values: dict[Labels, float] = {}
+
+    def set(self, values: dict[Labels, float]) -> None:
+        self.values = {**dict.fromkeys(self.values, 0.0), **values} if self.sticky else values
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, value in sorted(self.values.items()):
+            family.add_metric(list(labels), value)
+        yield family
 
 
 class Metrics:
@@ -117,41 +142,87 @@ class Metrics:
             "pratai_http_requests", "HTTP requests, by route template and status class",
             ["method", "route", "status"], registry=r,
         )  # fmt: skip
-        self._functions: dict[tuple[str, str], set[tuple[str, ...]]] = {}  # their label sets
+        self.node_calls = Counter(
+            "pratai_node_calls", "Calls this node ran, by outcome", ["status"], registry=r
+        )
+        self._node_calls = functools.cache(self.node_calls.labels)  # a few statuses
+        # bounded: methods, route templates, status classes
+        self.http_requests = functools.cache(self.http.labels)
+        queue = "the same in every api and scheduler of a cluster, from the database"
+        self.queued = self._snapshot(
+            "pratai_invocations_queued", f"Invocations waiting to run ({queue})", sticky=True
+        )
+        self.running = self._snapshot(
+            "pratai_invocations_running", f"Invocations running ({queue})", sticky=True
+        )
+        self.jobs_queued = self._snapshot(
+            "pratai_jobs_queued", f"Jobs waiting to run ({queue})", sticky=True
+        )
+        self.jobs_running = self._snapshot("pratai_jobs_running", f"Jobs running ({queue})",
+                                           sticky=True)  # fmt: skip
+        self.connector_up = self._snapshot(
+            "pratai_connector_up", "1 while a connector this process runs is connected, else 0",
+            ["project", "connector", "kind"], sticky=False,
+        )  # fmt: skip
+        self.samplers: list[Callable[[], Awaitable[None]]] = []  # what `refresh` reads
+        # The labelled series of functions, by (metric, labels): `labels()` checks and locks on
+        # every call, a third of a warm run's cost of metrics; a function's go when it is deleted.
+        self._series: dict[tuple[int, Labels], tuple[MetricWrapperBase, Any]] = {}
+
+    def _snapshot(
+        self, name: str, documentation: str, labels: list[str] | None = None, *, sticky: bool
+    ) -> Snapshot:
+        gauge = Snapshot(name, documentation, labels or ["project"], sticky=sticky)
+        self.registry.register(gauge)
+        return gauge
 
     def watch_node(self, stats: Callable[[], dict[str, Any]]) -> None:
         self.registry.register(NodeGauges(stats))
 
+    def node_ran(self, invocation: Invocation) -> None:
+        self._node_calls(str(invocation.status)).inc()
+
+    async def refresh(self) -> None:
+        """Reads the scrape-time gauges; one that fails or is slow keeps its last values."""
+        for sampler in self.samplers:
+            try:
+                await asyncio.wait_for(sampler(), REFRESH_S)
+            except Exception:
+                log.warning("a metrics reading failed; its gauges keep their values", exc_info=True)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def _of(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """The series of a per-function metric (labels: project, function, ...)."""
+        key = (id(metric), labels)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = (metric, metric.labels(*labels))
+        return found[1]
 
     def ran(self, project: str, invocation: Invocation) -> None:
         """One run's outcome (each attempt counts)."""
         labels = (project, invocation.function_name)
-        status, trigger = str(invocation.status), trigger_of(invocation)
-        self._functions.setdefault(labels, set()).add((status, trigger))
-        self.invocations.labels(*labels, status, trigger).inc()
+        self._of(self.invocations, *labels, str(invocation.status), trigger_of(invocation)).inc()
         if invocation.duration_ms is not None:
-            self.duration.labels(*labels).observe(invocation.duration_ms / 1000)
+            self._of(self.duration, *labels).observe(invocation.duration_ms / 1000)
         if invocation.mode == "async" and invocation.started_at is not None:
             wait = max(0.0, invocation.started_at - invocation.created_at)
-            self.queue_wait.labels(*labels).observe(wait)
+            self._of(self.queue_wait, *labels).observe(wait)
         if invocation.cold_start:
-            self.cold_starts.labels(*labels).inc()
+            self._of(self.cold_starts, *labels).inc()
             if invocation.init_ms is not None:
-                self.init.labels(*labels).observe(invocation.init_ms / 1000)
+                self._of(self.init, *labels).observe(invocation.init_ms / 1000)
         if invocation.peak_memory_kb is not None:
-            self.peak_memory.labels(*labels).observe(invocation.peak_memory_kb * 1024)
+            self._of(self.peak_memory, *labels).observe(invocation.peak_memory_kb * 1024)
 
     def forget(self, project: str, function: str) -> None:
         """A deleted function's series go."""
-        labels = (project, function)
-        for status, trigger in self._functions.pop(labels, set()):
-            self.invocations.remove(*labels, status, trigger)
-        for metric in (self.duration, self.queue_wait, self.cold_starts, self.init,
-                       self.peak_memory):  # fmt: skip
-            with contextlib.suppress(KeyError):  # never observed
-                metric.remove(*labels)
+        for key, (metric, _) in list(self._series.items()):
+            if key[1][:2] == (project, function):
+                del self._series[key]
+                metric.remove(*key[1])
 
 
 class Meter:
@@ -187,24 +258,38 @@ class Meter:
     def built(self, state: BuildState) -> None:
         self.metrics.builds.labels(str(state)).inc()
 
+    async def _by_project(
+        self, counts: dict[tuple[str, Status], int], status: Status
+    ) -> dict[Labels, float]:
+        found: dict[Labels, float] = {}
+        for (project_id, of), n in counts.items():
+            if of == status:
+                labels = (await self._name(project_id),)
+                found[labels] = found.get(labels, 0.0) + n  # two deleted ones: one "deleted"
+        return found
+
+    async def _queues(self, services: Services) -> None:
+        m = self.metrics
+        invocations = await services.invocations.unfinished()
+        jobs = await services.jobs.unfinished()
+        m.queued.set(await self._by_project(invocations, Status.QUEUED))
+        m.running.set(await self._by_project(invocations, Status.RUNNING))
+        m.jobs_queued.set(await self._by_project(jobs, Status.QUEUED))
+        m.jobs_running.set(await self._by_project(jobs, Status.RUNNING))
+
+    async def _connectors(self, services: Services) -> None:
+        up: dict[Labels, float] = {}
+        for record, status in services.connectors.here():
+            labels = (await self._name(record.project_id), record.name, record.kind)
+            up[labels] = 1.0 if status.connected else 0.0
+        self.metrics.connector_up.set(up)
+
     def attach(self, services: Services) -> None:
-        """Listens to what the services report."""
+        """Listens to what the services report, and reads what they hold when scraped."""
         services.invocations.ran_listeners.append(self.ran)
         services.functions.delete_listeners.append(self.deleted)
         services.functions.build_listeners.append(self.built)
         services.jobs.ended_listeners.append(self.job_ended)
         services.connectors.emitted_listeners.append(self.emitted)
-
-
-def serve_metrics(settings: Settings, metrics: Metrics) -> None:
-    """For a scheduler or node run apart: /metrics on PRATAI_HOST:PRATAI_METRICS_PORT (if
-    set), in a thread. Without PRATAI_METRICS_TOKEN it answers anyone who can reach it: keep
-    PRATAI_HOST on loopback, or the port behind a firewall."""
-    if not settings.metrics_port:
-        return
-    from prometheus_client import start_http_server
-
-    try:
-        start_http_server(settings.metrics_port, settings.host, registry=metrics.registry)
-    except OSError as exc:
-        log.warning("metrics not served on port %d: %s", settings.metrics_port, exc)
+        self.metrics.samplers.append(lambda: self._queues(services))
+        self.metrics.samplers.append(lambda: self._connectors(services))

@@ -112,14 +112,16 @@ class Platform:
             node_stats=node.stats,
             nodes=node,
         )
-        meter = Meter(Metrics(), project_name_of(store))
-        meter.metrics.watch_node(node.stats)
+        meter = make_meter(settings, store)
+        if meter is not None:
+            meter.metrics.watch_node(node.stats)
+            node.ran_listeners.append(meter.metrics.node_ran)
         services = build_services(
             settings, store, broker, workspace, secrets=secrets, execution=execution,
             meter=meter,
         )  # fmt: skip
         scheduler = Scheduler(store, services.invocations, services.saved_jobs)
-        scheduler.on_fired = meter.fired
+        scheduler.on_fired = meter.fired if meter is not None else None
         return cls(
             settings=settings,
             store=store,
@@ -275,6 +277,11 @@ def build_services(
     if meter is not None:
         meter.attach(services)
     return services
+
+
+def make_meter(settings: Settings, store: Store) -> Meter | None:
+    """The process's metrics, unless PRATAI_METRICS=off."""
+    return Meter(Metrics(), project_name_of(store)) if settings.metrics == "on" else None
 
 
 def project_name_of(store: Store) -> Callable[[str], Awaitable[str]]:

@@ -32,6 +32,7 @@
 | PRATAI_NODE_SLOTS | 32 | integer >= 1 | `pratai node`: calls it runs at once, at most |
 | PRATAI_HEARTBEAT_S | 2 | seconds > 0 | `pratai node`: how often it tells its state |
 | PRATAI_NODE_LOST_S | 10 | seconds > 0 | a node silent this long is lost; its calls move |
+| PRATAI_METRICS | on | on, off | off: no /metrics, and nothing is counted |
 | PRATAI_METRICS_TOKEN | | any | bearer token of GET /metrics (unset: loopback clients only) |
 | PRATAI_METRICS_PORT | 0 | integer 0-65535 | a scheduler or node serves /metrics here (0: no) |
 
@@ -300,6 +301,7 @@ VARIABLES: dict[str, _Variable] = {
     "PRATAI_NODE_SLOTS": _Variable("node_slots", _integer(1)),
     "PRATAI_HEARTBEAT_S": _Variable("heartbeat_s", _positive_seconds),
     "PRATAI_NODE_LOST_S": _Variable("node_lost_s", _positive_seconds),
+    "PRATAI_METRICS": _Variable("metrics", _choice("on", "off")),
     "PRATAI_METRICS_TOKEN": _Variable("metrics_token", _text, secret=True),
     "PRATAI_METRICS_PORT": _Variable("metrics_port", _integer(0, 65535)),
 }
@@ -348,6 +350,7 @@ class Settings:
     node_slots: int = 32
     heartbeat_s: float = 2.0
     node_lost_s: float = 10.0
+    metrics: str = "on"
     metrics_token: str = ""
     metrics_port: int = 0
 

@@ -33,13 +33,16 @@ FAST_MODULES: dict[str, tuple[str, ...] | None] = {
         "test_invoking_a_function_whose_build_failed_is_409",  # the package index
     ),
     "tests/api/test_node_tokens.py": (),
-    "tests/api/test_metrics.py": (),
+    "tests/api/test_metrics.py": (
+        "test_connectors_up_or_down_and_the_messages_they_forward",  # a nats-server
+    ),
     "tests/artifacts/test_filesystem.py": (),
     "tests/artifacts/test_open.py": (),
     "tests/broker/test_delivery.py": (),
     "tests/broker/test_embedded.py": (),
     "tests/cli/test_imports.py": (),
     "tests/cli/test_nodes.py": (),
+    "tests/cli/test_progress.py": ("test_a_build_shows_a_spinner_and_the_time_it_takes",),
     "tests/compat/test_multyvac.py": (),
     "tests/contracts/test_artifacts_contract.py": None,
     "tests/contracts/test_driver_contract.py": None,

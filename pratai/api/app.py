@@ -77,7 +77,7 @@ def create_app(
         async def prometheus(request: Request) -> Response:
             """Prometheus text; not part of the JSON API, so not in the OpenAPI document."""
             check_access(request, svc.settings.metrics_token)
-            return metrics_response(metrics)
+            return await metrics_response(metrics)
 
     @app.get("/healthz", tags=["platform"])
     async def healthz() -> dict[str, Any]:

@@ -6,15 +6,15 @@ only (a scraper on another machine needs the token).
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pratai.errors import Forbidden, Unauthorized
 from pratai.metrics import CONTENT_TYPE, Metrics
+from pratai.metrics_port import refusal
 
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# A client may send any method name: the rest count as "other", keeping the labels bounded.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestCounter:
@@ -40,8 +40,8 @@ class RequestCounter:
         try:
             await self.app(scope, receive, keep_status)
         finally:
-            route = _template(scope)
-            self.metrics.http.labels(scope["method"], route, f"{status // 100}xx").inc()
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.http_requests(method, _template(scope), f"{status // 100}xx").inc()
 
 
 def _template(scope: Scope) -> str:
@@ -53,15 +53,13 @@ def _template(scope: Scope) -> str:
 
 
 def check_access(request: Request, token: str) -> None:
-    if token:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
-            raise Unauthorized("GET /metrics needs `Authorization: Bearer <PRATAI_METRICS_TOKEN>`")
-        return
-    host = request.client.host if request.client else ""
-    if host not in _LOOPBACK:
-        raise Forbidden("/metrics answers loopback only; set PRATAI_METRICS_TOKEN to scrape it")
+    authorization = request.headers.get("authorization", "")
+    refused = refusal(token, authorization, request.client.host if request.client else "")
+    if refused is not None:
+        status, message = refused
+        raise (Unauthorized if status == 401 else Forbidden)(message)
 
 
-def metrics_response(metrics: Metrics) -> Response:
+async def metrics_response(metrics: Metrics) -> Response:
+    await metrics.refresh()
     return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import click
 
 from pratai.api_client import ApiClient
 from pratai.cli.group import Answer, command
 from pratai.cli.output import describe_trigger, fields, when
+from pratai.cli.progress import CountedBytes, Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,20 +59,27 @@ def _cpu(provisioned: dict[str, Any]) -> str:
 
 
 def _wait_ready(client: ApiClient, name: str, fn: dict[str, Any]) -> dict[str, Any]:
-    started = time.monotonic()
-    tty = sys.stderr.isatty()
-    while fn["state"] == "building":
-        if tty:
-            click.echo(
-                f"\rbuilding {name} v{fn['latest_version']}... {time.monotonic() - started:.0f}s",
-                nl=False,
-                err=True,
-            )
-        time.sleep(0.2)
-        fn = client.get_function(name)
-    if tty:
-        click.echo("\r\033[K", nl=False, err=True)
+    if fn["state"] != "building":
+        return dict(fn)
+    with Progress(f"building {name} v{fn['latest_version']}"):
+        while fn["state"] == "building":
+            time.sleep(0.2)
+            fn = client.get_function(name)
     return dict(fn)
+
+
+def _send(
+    file_: str | None, call: Callable[[bytes | BinaryIO | None], dict[str, Any]]
+) -> dict[str, Any]:
+    """`call` with the zip `file_` (or None), showing the upload's progress at a terminal."""
+    if file_ is None:
+        return call(None)
+    package = _read_zip(file_)
+    progress = Progress(f"uploading {Path(file_).name}", total=len(package))
+    if not progress.shown:
+        return call(package)
+    with progress:
+        return call(CountedBytes(package, progress.advance))
 
 
 def _deployed(client: ApiClient, fn: dict[str, Any], wait: bool) -> Answer:
@@ -156,8 +163,8 @@ def function_create(name: str, file_: str | None, wait: bool, type_: str, **opti
         raise click.UsageError("give either --file ZIP or --image REF")
     client = ApiClient()
     form = {**options, "type": type_ if options.get("event") else None}
-    package = _read_zip(file_) if file_ else None
-    return _deployed(client, client.create_function(name, package, **form), wait)
+    created = _send(file_, lambda package: client.create_function(name, package, **form))
+    return _deployed(client, created, wait)
 
 
 @command("function-update")
@@ -169,8 +176,8 @@ def function_create(name: str, file_: str | None, wait: bool, type_: str, **opti
 def function_update(name: str, file_: str | None, wait: bool, **options: Any) -> Answer:
     """Deploy a new version, or change settings."""
     client = ApiClient()
-    package = _read_zip(file_) if file_ else None
-    return _deployed(client, client.update_function(name, package, **options), wait)
+    updated = _send(file_, lambda package: client.update_function(name, package, **options))
+    return _deployed(client, updated, wait)
 
 
 @command("function-list")

@@ -18,7 +18,7 @@ import click
 from pratai.cli.output import emit_json, fields, table
 from pratai.errors import ApiError, SettingsError
 
-__all__ = ["Answer", "Group", "Stream", "command"]
+__all__ = ["Answer", "Group", "Stream", "command", "output_format"]
 
 _OUTPUT = "pratai.output"  # the key of the chosen format in the context's meta
 
@@ -68,6 +68,12 @@ Result = Answer | Stream | None
 
 def _remember_output(ctx: click.Context, param: click.Parameter, value: str) -> None:
     ctx.meta[_OUTPUT] = value
+
+
+def output_format() -> str:
+    """The format the running command was asked for: "table" (the default) or "json"."""
+    ctx = click.get_current_context(silent=True)
+    return str(ctx.meta.get(_OUTPUT, "table")) if ctx is not None else "table"
 
 
 def command(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -9,6 +10,7 @@ import click
 from pratai.api_client import ApiClient
 from pratai.cli.group import Answer, command
 from pratai.cli.output import when
+from pratai.cli.progress import CountedFile, Progress
 
 
 def _size(n: int) -> str:
@@ -19,7 +21,14 @@ def _size(n: int) -> str:
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
 def image_load(archive: str) -> Answer:
     """Load an OCI or docker-save archive (podman save, docker save) into the project."""
-    loaded = ApiClient().load_image(archive)
+    client = ApiClient()
+    then = "the server loads the image"
+    progress = Progress(f"uploading {Path(archive).name}", Path(archive).stat().st_size, then)
+    if not progress.shown:
+        loaded = client.load_image(archive)
+    else:
+        with progress:
+            loaded = client.load_image(archive, CountedFile(archive, progress.advance))
     return Answer(loaded, lambda: _print_loaded(loaded))
 
 

@@ -48,7 +48,7 @@ from pratai.core.ports import Store
 from pratai.core.secrets import Secrets, load_keys
 from pratai.core.workspace import Workspace
 from pratai.errors import SettingsError, Unavailable
-from pratai.metrics import Meter, Metrics, serve_metrics
+from pratai.metrics_port import MetricsPort
 from pratai.node.worker import Worker
 from pratai.scheduler import Scheduler
 from pratai.server import (
@@ -56,7 +56,7 @@ from pratai.server import (
     build_services,
     first_start,
     first_start_banner,
-    project_name_of,
+    make_meter,
 )
 from pratai.settings import Settings
 from pratai.store import open_store
@@ -106,6 +106,7 @@ class ControlPlane:
     collector: Worker | None = None  # of invocations
     job_collector: Worker | None = None
     connector_lease: ConnectorLease | None = None
+    metrics_port: MetricsPort | None = None
     _sweeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -127,7 +128,7 @@ class ControlPlane:
 
         registry = Registry(link, valid, lost_s=settings.node_lost_s)
         dispatcher = Dispatcher(link, registry)
-        meter = Meter(Metrics(), project_name_of(store))
+        meter = make_meter(settings, store)
         execution = Execution(
             invocations=RemoteExecutor(dispatcher, secrets.environment, store.image_archive),
             jobs=RemoteJobs(dispatcher),
@@ -163,7 +164,7 @@ class ControlPlane:
         )
         if role == "scheduler":
             plane.scheduler = Scheduler(store, services.invocations, services.saved_jobs)
-            plane.scheduler.on_fired = meter.fired
+            plane.scheduler.on_fired = meter.fired if meter is not None else None
             plane.collector = Worker(
                 INVOCATIONS_QUEUE,
                 lease_s=DISPATCH_LEASE_S,
@@ -207,8 +208,9 @@ class ControlPlane:
         self.job_collector.start(self.broker, self._run_job, DISPATCH_CONSUMERS)
         self.scheduler.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
-        assert self.services.metrics is not None
-        serve_metrics(self.settings, self.services.metrics)
+        if self.services.metrics is not None:
+            self.metrics_port = MetricsPort(self.settings, self.services.metrics)
+            await self.metrics_port.start()
         assert self.connector_lease is not None
         self.connector_lease.start()
         await answer_statuses(self.link, self.services.connectors)
@@ -237,6 +239,8 @@ class ControlPlane:
                 await self._sweeper
         if self.scheduler is not None:
             await self.scheduler.close()
+        if self.metrics_port is not None:
+            await self.metrics_port.close()
         for worker in (self.collector, self.job_collector):
             if worker is not None:
                 await worker.stop()

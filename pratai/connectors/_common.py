@@ -159,6 +159,11 @@ class ReconnectingConnector:
                 self._record_error(exc)
             finally:
                 self.status.connected = False
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A client library swallowed the cancellation (nats-py's connect does, in a
+                # window): stop anyway, or a delete of this connector would wait forever.
+                raise asyncio.CancelledError
             await self._backoff.sleep()
 
     async def _session(self, emit: Emit) -> None:  # pragma: no cover - abstract

@@ -143,6 +143,12 @@ class Connectors:
         """The connectors that run in this process."""
         return [running.record for running in self._running.values()]
 
+    def here(self) -> list[tuple[ConnectorRecord, ConnectorStatus]]:
+        """Those this process runs or failed to make (never connected), with their statuses
+        (metrics: which are up)."""
+        found = [(running.record, running.connector.status) for running in self._running.values()]
+        return found + [(record, ConnectorStatus()) for record in self._broken.values()]
+
     def _make_and_start(self, record: ConnectorRecord) -> None:
         try:
             connector = self.factory(record.kind, record.url, record.options)

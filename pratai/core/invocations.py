@@ -81,6 +81,11 @@ class Invocations:
         # told of every run's outcome, sync and async, each attempt (metrics)
         self.ran_listeners: list[Callable[[Invocation, Function], Awaitable[None]]] = []
 
+    async def unfinished(self) -> dict[tuple[str, Status], int]:
+        """How many are queued and running, by (project id, status), in every project
+        (metrics: the queue's depth)."""
+        return await self.store.count_invocations([Status.QUEUED, Status.RUNNING])
+
     def forget(self, function: Function) -> None:
         """Called when this process changes a function, so the change applies at once."""
         self._functions.pop((function.project_id, function.name), None)

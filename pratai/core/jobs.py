@@ -144,6 +144,10 @@ class Jobs:
         self._done: OrderedDict[str, Job] = OrderedDict()
         self._running: dict[str, asyncio.Task[Job | None]] = {}  # id -> its run here
 
+    async def unfinished(self) -> dict[tuple[str, Status], int]:
+        """How many are queued and running, by (project id, status), in every project."""
+        return await self.store.count_jobs([Status.QUEUED, Status.RUNNING])
+
     # ------------------------------------------------------------------ submitting
 
     async def submit_command(

@@ -194,6 +194,10 @@ class InvocationStore(Protocol):
     async def invocations_with_status(self, statuses: Sequence[Status]) -> list[Invocation]:
         """Across all projects; used to recover work after a crash."""
 
+    async def count_invocations(self, statuses: Sequence[Status]) -> dict[tuple[str, Status], int]:
+        """How many invocations have each of these statuses, by (project id, status), across
+        all projects; a pair with none is left out (metrics: the queue's depth)."""
+
     async def child_invocations(self, parent_id: str) -> list[Invocation]: ...
     async def invocation_samples(
         self,
@@ -303,6 +307,8 @@ class JobStore(Protocol):
         self, project_id: str, limit: int = 50, status: Status | None = None
     ) -> list[Job]: ...
     async def unfinished_jobs(self) -> list[Job]: ...
+    async def count_jobs(self, statuses: Sequence[Status]) -> dict[tuple[str, Status], int]:
+        """As `count_invocations`, of jobs."""
 
 
 class SavedJobStore(Protocol):

@@ -61,6 +61,7 @@ class Node:
         self._worker = Worker(
             INVOCATIONS_QUEUE, lease_s=LEASE_S, what="invocation", pools=self._pools
         )
+        self.ran_listeners: list[Callable[[Invocation], None]] = []  # metrics: each call's outcome
 
     async def _pool(
         self, function: Function, version: FunctionVersion, secrets: dict[str, str] | None
@@ -118,6 +119,19 @@ class Node:
         """Runs it in a warm instance of the version. `secrets` are the function's secret values
         when the caller brings them (a node of a cluster); else the node's `secret_env` reads
         them. `image_archive`: where a node of a cluster gets the version's image."""
+        await self._execute(invocation, function, version, secrets, image_archive)
+        for listener in self.ran_listeners:
+            listener(invocation)
+        return invocation
+
+    async def _execute(
+        self,
+        invocation: Invocation,
+        function: Function,
+        version: FunctionVersion,
+        secrets: dict[str, str] | None,
+        image_archive: str | None,
+    ) -> Invocation:
         if function.runtime == "image":
             try:
                 await self._image_ready(version, image_archive)

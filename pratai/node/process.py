@@ -12,7 +12,8 @@ from pratai.core.workspace import Workspace
 from pratai.drivers.podman import PodmanDriver, PodmanEngine
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SettingsError
-from pratai.metrics import Metrics, serve_metrics
+from pratai.metrics import Metrics
+from pratai.metrics_port import MetricsPort
 from pratai.node.agent import Node
 from pratai.node.budget import MemoryBudget
 from pratai.node.images import NodeImages
@@ -40,6 +41,7 @@ class NodeProcess:
     node: Node
     jobs: JobRunner
     member: ClusterMember
+    metrics_port: MetricsPort | None = None  # its own /metrics, on PRATAI_METRICS_PORT
 
     @classmethod
     def assemble(cls, settings: Settings) -> NodeProcess:
@@ -67,10 +69,13 @@ class NodeProcess:
         )
         jobs = JobRunner(settings, workspace, commands=sandbox, budget=budget)
         member = ClusterMember(settings, link, node, runtimes.names(), jobs)
-        metrics = Metrics()
-        metrics.watch_node(node.stats)
-        serve_metrics(settings, metrics)
-        return cls(link=link, node=node, jobs=jobs, member=member)
+        port = None
+        if settings.metrics == "on":
+            metrics = Metrics()
+            metrics.watch_node(node.stats)
+            node.ran_listeners.append(metrics.node_ran)
+            port = MetricsPort(settings, metrics)
+        return cls(link=link, node=node, jobs=jobs, member=member, metrics_port=port)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.node.workspace.artifacts.open)
@@ -78,8 +83,12 @@ class NodeProcess:
         self.node.start_pools()
         self.jobs.start_pools()
         await self.member.start()
+        if self.metrics_port is not None:
+            await self.metrics_port.start()
 
     async def close(self) -> None:
+        if self.metrics_port is not None:
+            await self.metrics_port.close()
         await self.member.close()
         await self.node.close()
         await self.jobs.close()

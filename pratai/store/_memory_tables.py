@@ -29,6 +29,7 @@ from pratai.core.models import (
 from pratai.errors import Conflict
 
 R = TypeVar("R")
+K = TypeVar("K", bound=Hashable)
 Key = Callable[[R], Hashable]
 
 
@@ -82,6 +83,14 @@ class Table(Generic[R]):
         if limit is not None:
             found = found[: max(0, limit)]
         return copy.deepcopy(found)
+
+    def tally(self, match: Callable[[R], bool], by: Callable[[R], K]) -> dict[K, int]:
+        """How many rows match, by `by(row)` (the rows are not copied)."""
+        counts: dict[K, int] = {}
+        for row in self.rows.values():
+            if match(row):
+                counts[by(row)] = counts.get(by(row), 0) + 1
+        return counts
 
     def replace(self, row: R) -> bool:
         """Overwrites the row of the same key; False (changing nothing) when there is none."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -36,6 +36,20 @@ class SqlBase:
 
     async def _run(self, fn: Callable[[Connection], T]) -> T:
         raise NotImplementedError
+
+    async def _count(
+        self, table: sa.Table, statuses: Sequence[Status]
+    ) -> dict[tuple[str, Status], int]:
+        """Rows of `table` by (project id, status), for these statuses (on its status index)."""
+        if not statuses:
+            return {}
+        q = (
+            sa.select(table.c.project_id, table.c.status, sa.func.count())
+            .where(table.c.status.in_([str(s) for s in statuses]))
+            .group_by(table.c.project_id, table.c.status)
+        )
+        rows = await self._run(lambda c: c.execute(q).all())
+        return {(project_id, Status(status)): int(n) for project_id, status, n in rows}
 
 
 _INV_COLS = [c.name for c in t.invocations.columns]

@@ -232,6 +232,11 @@ class MemoryStore(AdminTables):
         found.sort(key=lambda s: (s.created_at, s.id), reverse=True)
         return found if limit is None else found[: max(0, limit)]
 
+    async def count_invocations(self, statuses: Sequence[Status]) -> dict[tuple[str, Status], int]:
+        return self._t.invocations.tally(
+            lambda i: i.status in statuses, lambda i: (i.project_id, i.status)
+        )
+
     # --- events, triggers, timer ticks ------------------------------------------------
 
     async def add_event(self, event: Event, invocations: Sequence[Invocation] = ()) -> Event | None:

@@ -4,6 +4,7 @@ container images."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 from pratai.core.models import (
     JOB_OUTCOME,
@@ -197,6 +198,11 @@ class AdminTables(MemoryBase):
 
     async def unfinished_jobs(self) -> list[Job]:
         return self._t.jobs.select(lambda j: not j.status.finished)
+
+    async def count_jobs(self, statuses: Sequence[Status]) -> dict[tuple[str, Status], int]:
+        return self._t.jobs.tally(
+            lambda j: j.status in statuses, lambda j: (j.project_id, j.status)
+        )
 
     async def create_saved_job(self, saved: SavedJob) -> None:
         self._t.saved_jobs.insert(saved)

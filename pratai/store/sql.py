@@ -424,3 +424,6 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows)
         )
         rows = await self._run(lambda c: c.execute(q).mappings().all())
         return [_invocation(r) for r in rows]
+
+    async def count_invocations(self, statuses: Sequence[Status]) -> dict[tuple[str, Status], int]:
+        return await self._count(t.invocations, statuses)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -86,6 +87,9 @@ class JobRows(SqlBase):
         q = sa.select(t.jobs).where(t.jobs.c.status.in_([str(Status.QUEUED), str(Status.RUNNING)]))
         rows = await self._run(lambda c: c.execute(q).mappings().all())
         return [_job(r) for r in rows]
+
+    async def count_jobs(self, statuses: Sequence[Status]) -> dict[tuple[str, Status], int]:
+        return await self._count(t.jobs, statuses)
 
     async def create_saved_job(self, saved: SavedJob) -> None:
         row = _saved_row(saved)

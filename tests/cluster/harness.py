@@ -48,6 +48,7 @@ class Bridge:
         default_factory=lambda: f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
     )
     namespaces: list[str] = field(default_factory=list)
+    addresses: dict[str, str] = field(default_factory=dict)  # a namespace's, on the bridge
 
     @property
     def name(self) -> str:
@@ -73,7 +74,8 @@ class Bridge:
         _ip("link", "set", outside, "master", self.name)
         _ip("link", "set", outside, "up")
         _ip("link", "set", inside, "netns", ns)
-        _ip("-n", ns, "addr", "add", f"{self.subnet}.{index}/24", "dev", inside)
+        self.addresses[ns] = f"{self.subnet}.{index}"
+        _ip("-n", ns, "addr", "add", f"{self.addresses[ns]}/24", "dev", inside)
         _ip("-n", ns, "link", "set", inside, "up")
         _ip("-n", ns, "link", "set", "lo", "up")
         return ns
@@ -196,6 +198,7 @@ class Cluster:
         slots: int = 8,
         wait: bool = True,
         own_podman: bool = False,
+        **extra: str,
     ) -> Proc:
         """`own_podman`: the node runs container images with an image store of its own (not
         the host's, which the apis load into), and sees the host's cgroups, which runc needs:
@@ -212,6 +215,7 @@ class Cluster:
             PRATAI_NODE_MEMORY_MB=str(memory_mb),
             PRATAI_NODE_SLOTS=str(slots),
             **(self.podman_env(name) if own_podman else {}),
+            **extra,
         )
         netns = self.bridge.namespace() if self.bridge else None
         node = Proc("node", home, env, netns=netns, host_sys=own_podman)

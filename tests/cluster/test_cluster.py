@@ -85,8 +85,11 @@ def test_a_cluster_runs_sync_and_async_calls_on_nodes_without_the_database(
     small: Cluster,
 ) -> None:
     small.start_scheduler(PRATAI_METRICS_PORT=str(free_port()))  # a second one
-    small.start_node("a")
-    small.start_node("b")
+    # Each node serves its own metrics, to the scraper on the host that has the token.
+    scrape = {"PRATAI_HOST": "0.0.0.0", "PRATAI_METRICS_PORT": "9464",
+              "PRATAI_METRICS_TOKEN": "scraper-token"}  # fmt: skip
+    small.start_node("a", **scrape)
+    small.start_node("b", **scrape)
     deploy(small, "where")
 
     answer = json.loads(small.cli("invoke", "where", "--payload", '{"n": 1}', "-o", "json").stdout)
@@ -97,6 +100,21 @@ def test_a_cluster_runs_sync_and_async_calls_on_nodes_without_the_database(
     assert {r["status"] for r in records} == {"succeeded"}
     assert sorted(r["result"]["n"] for r in records) == list(range(40))
     assert set(nodes_of(records)) == {"a", "b"}  # both took work
+
+    ran = nodes_of(records) + Counter([answer["result"]["node"]])
+    for node in small.nodes:
+        assert small.bridge is not None and node.netns is not None
+        url = f"http://{small.bridge.addresses[node.netns]}:9464/metrics"
+        assert httpx.get(url).status_code == 401  # no token, and not on the node's loopback
+        scraped = httpx.get(url, headers={"Authorization": "Bearer scraper-token"})
+        assert scraped.status_code == 200
+        found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                 for family in text_string_to_metric_families(scraped.text)
+                 for s in family.samples}  # fmt: skip
+        name = node.env["PRATAI_NODE_NAME"]
+        assert found[("pratai_node_calls_total", (("status", "succeeded"),))] == ran[name]
+        assert found[("pratai_warm_instances", (("state", "idle"),))] >= 1  # still warm
+        assert found[("pratai_node_memory_budget_bytes", ())] == 2048 * 2**20
 
     # Each scheduler counts the runs it stored, on /metrics on a port of its own: 40 in all.
     counted = 0.0

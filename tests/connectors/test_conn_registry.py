@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
-from pratai.connectors._common import Backoff, decode_payload, scrub
+from pratai.connectors._common import Backoff, ReconnectingConnector, decode_payload, scrub
 from pratai.connectors.amqp import AmqpConnector
+from pratai.connectors.base import Emit
 from pratai.connectors.mqtt import MqttConnector
 from pratai.connectors.nats import NatsConnector
 from pratai.connectors.postgres import PostgresConnector
@@ -156,3 +160,30 @@ async def test_unreachable_server_sets_a_redacted_error_and_keeps_trying(
         assert connector.status.connected is False
         assert "sekrit" not in (connector.status.last_error or "")
         assert got.calls == 0
+
+
+class Swallowing(ReconnectingConnector):
+    """A session whose client library swallows a cancellation, as nats-py's connect can."""
+
+    kind = "swallowing"
+
+    def __init__(self) -> None:
+        super().__init__("swallowing://nowhere")
+        self.sessions = 0
+
+    async def _session(self, emit: Emit) -> None:
+        self.sessions += 1
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        raise ConnectionError("gave up")
+
+
+async def test_a_cancelled_connector_stops_even_if_its_library_swallowed_the_cancel() -> None:
+    connector = Swallowing()
+    task = asyncio.create_task(connector.run(Collector()))
+    await wait_for_async(lambda: connector.sessions == 1, what="a session")
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done, "the connector kept going after its cancel (another session after a backoff)"
+    assert task.cancelled()
+    assert connector.sessions == 1 and connector.status.last_error == "ConnectionError: gave up"

@@ -633,6 +633,23 @@ async def test_invocation_samples_read_a_window_of_a_project_newest_first(store:
     assert await store.invocation_samples("nobody") == []
 
 
+async def test_count_invocations_and_jobs_by_project_and_status(store: Store) -> None:
+    p, q = await _project(store), await _project(store)
+    f, g = await _function(store, p), await _function(store, q)
+    statuses = [Status.QUEUED, Status.QUEUED, Status.RUNNING, Status.SUCCEEDED]
+    for fn, status in [(f, st) for st in statuses] + [(g, Status.QUEUED)]:
+        await store.create_invocation(_invocation(fn, status=status))
+        job = Job(new_id(), fn.project_id, JobKind.COMMAND, "sh")
+        job.status = status
+        await store.create_job(job)
+    for count in (store.count_invocations, store.count_jobs):
+        got = await count([Status.QUEUED, Status.RUNNING])
+        mine = {key: n for key, n in got.items() if key[0] in (p.id, q.id)}  # a shared database
+        assert mine == {(p.id, Status.QUEUED): 2, (p.id, Status.RUNNING): 1,
+                        (q.id, Status.QUEUED): 1}  # fmt: skip
+        assert await count([]) == {}
+
+
 async def test_delete_function_cascades(store: Store) -> None:
     p = await _project(store)
     f = await _function(store, p, "doomed", ("GET", "/doomed"))

@@ -4,6 +4,7 @@ on PostgreSQL and NATS, each node in a network namespace from which it reaches o
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from collections import Counter
@@ -133,6 +134,21 @@ def test_a_cluster_runs_sync_and_async_calls_on_nodes_without_the_database(
     listed = {n["name"]: n for n in json.loads(small.cli("node-list", "-o", "json").stdout)}
     assert {name: n["state"] for name, n in listed.items()} == {"a": "ready", "b": "ready"}
     assert listed["a"]["memory"]["budget_mb"] == 2048
+
+    # The api's console works on the cluster: its overview counts the runs, its nodes page
+    # lists the nodes from their heartbeats.
+    url = small.api_url()
+    with httpx.Client(base_url=url, headers={"origin": url}) as browser:
+        signed = browser.post("/ui/signin", data={"key": small.admin_key})
+        assert signed.status_code == 303 and "pratai_session" in browser.cookies
+        overview = browser.get("/ui/")
+        calls = re.search(r'data-stat="calls">\s*<div class="label">Invocations</div>\s*'
+                          r'<div class="value">(\d+)</div>', overview.text)  # fmt: skip
+        assert calls is not None and calls.group(1) == "41"  # the 1 sync call and the 40 async
+
+        nodes = browser.get("/ui/nodes")
+        assert nodes.status_code == 200
+        assert {"a", "b"} <= set(re.findall(r"<td><strong>([^<]+)</strong>", nodes.text))
 
     # A node's namespace reaches NATS, and not PostgreSQL (nor anything else on the host).
     node = small.nodes[0]

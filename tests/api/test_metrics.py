@@ -84,6 +84,7 @@ async def test_the_counts_of_known_work(platform: tuple[Platform, str]) -> None:
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("text/plain")
         found = samples(answer.text)
+        assert "_created" not in answer.text  # no second series of creation times
 
     fn = {"project": "default", "function": "echo"}
     assert value(found, "pratai_invocations_total", **fn, status="succeeded", trigger="sync") == 2

@@ -87,6 +87,9 @@ async def create_function(
         float | None, Form(description="seconds", json_schema_extra=rules.FUNCTION_TIMEOUT_S)
     ] = None,
     network: Annotated[bool | None, Form()] = None,
+    fresh_per_call: Annotated[
+        bool | None, Form(description="a new sandbox for every call (no warm reuse)")
+    ] = None,
     concurrency: Annotated[int | None, Form(json_schema_extra=rules.CONCURRENCY)] = None,
     handler: Annotated[str | None, Form(description="module.func")] = None,
     max_retries: Annotated[
@@ -129,6 +132,7 @@ async def create_function(
         description=description, memory_mb=memory, timeout_s=timeout, network=network,
         concurrency=concurrency, handler=handler, max_retries=max_retries, runtime=runtime,
         secrets=_bindings(secret, secret_file), image=image, contract=contract,
+        fresh_per_call=fresh_per_call,
     )  # fmt: skip
     trigger = TriggerSpec(
         kind=event, mode=type, topic=subscribe_to, frequency_minutes=frequency, cron=cron,
@@ -202,6 +206,9 @@ async def update_function(
     memory: Annotated[int | None, Form(json_schema_extra=rules.FUNCTION_MEMORY_MB)] = None,
     timeout: Annotated[float | None, Form(json_schema_extra=rules.FUNCTION_TIMEOUT_S)] = None,
     network: Annotated[bool | None, Form()] = None,
+    fresh_per_call: Annotated[
+        bool | None, Form(description="a new sandbox for every call (no warm reuse)")
+    ] = None,
     concurrency: Annotated[int | None, Form(json_schema_extra=rules.CONCURRENCY)] = None,
     handler: Annotated[str | None, Form()] = None,
     max_retries: Annotated[int | None, Form(json_schema_extra=rules.RETRIES)] = None,
@@ -218,6 +225,7 @@ async def update_function(
         description=description, memory_mb=memory, timeout_s=timeout, network=network,
         concurrency=concurrency, handler=handler, max_retries=max_retries, runtime=runtime,
         secrets=_bindings(secret, secret_file), image=image, contract=contract,
+        fresh_per_call=fresh_per_call,
     )  # fmt: skip
     view = await svc.functions.update(who.project, name, package, options)
     return await _out(svc, who.project, view, str(request.base_url))

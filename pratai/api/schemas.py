@@ -104,6 +104,7 @@ class FunctionOut(BaseModel):
     provisioned: ProvisionedOut
     timeout_s: float
     network: bool
+    fresh_per_call: bool = False  # a new sandbox for every call
     concurrency: int
     max_retries: int
     secrets: dict[str, str]  # env var -> secret name (never values)
@@ -130,6 +131,7 @@ class FunctionOut(BaseModel):
             provisioned=ProvisionedOut.of(view.provisioned),
             timeout_s=f.timeout_s,
             network=f.network,
+            fresh_per_call=f.fresh_per_call,
             concurrency=f.concurrency,
             max_retries=f.max_retries,
             secrets=f.secrets,

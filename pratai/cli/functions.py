@@ -40,6 +40,7 @@ def _show_function(fn: dict[str, Any]) -> None:
             *([("cpu", _cpu(fn["provisioned"]))] if fn.get("provisioned") else []),
             ("timeout", f"{fn['timeout_s']:g} s"),
             ("network", "yes" if fn["network"] else "no"),
+            ("sandbox", "fresh per call" if fn.get("fresh_per_call") else "warm reuse"),
             ("concurrency", fn["concurrency"]),
             ("max retries", fn.get("max_retries")),
             ("secrets", ", ".join(f"{k}={v}" for k, v in fn.get("secrets", {}).items()) or None),
@@ -103,6 +104,11 @@ def _function_options(f: F) -> F:
             click.option("--timeout", type=float, help="time limit in seconds (default 30)"),
             click.option("--network/--no-network", default=None, help="allow network access"),
             click.option("--concurrency", type=int, help="invocations one node runs at once"),
+            click.option(
+                "--fresh-per-call/--warm",
+                default=None,
+                help="a new sandbox for every call, or reuse warm ones (the default)",
+            ),
             click.option("--handler", help="module.func (default: main.main; node20: index.main)"),
             click.option("--runtime", help="python (default) or node20"),
             click.option(

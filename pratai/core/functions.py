@@ -71,6 +71,7 @@ class FunctionOptions:
     runtime: str | None = None  # "python" (the default) or "node20"
     image: str | None = None  # a container image ref of the project (runtime "image")
     contract: str | None = None  # image functions: http | stdio (the version's handler)
+    fresh_per_call: bool | None = None  # True: a new sandbox per call; False: warm reuse
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,6 +242,7 @@ class Functions:
             runtime="image" if package is None else options.runtime or PYTHON,
             latest_version=1,
             active_version=1 if package is None else None,  # an image needs no build
+            fresh_per_call=bool(options.fresh_per_call),
         )
 
     async def update(
@@ -272,6 +274,8 @@ class Functions:
             function.max_retries = options.max_retries
         if options.secrets is not None:
             function.secrets = options.secrets
+        if options.fresh_per_call is not None:
+            function.fresh_per_call = options.fresh_per_call
         function.updated_at = now()
         if function.runtime == "image" or options.image is not None:
             if package is not None:

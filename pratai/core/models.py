@@ -113,6 +113,7 @@ class Function:
     max_retries: int = 2
     secrets: dict[str, str] = field(default_factory=dict)  # env var -> secret name
     image: str | None = None  # runtime "image": the container image ref it runs
+    fresh_per_call: bool = False  # a new sandbox for each call, stopped after it (no reuse)
     created_at: float = field(default_factory=now)
     updated_at: float = field(default_factory=now)
 

@@ -104,7 +104,9 @@ class Node:
                 "PRATAI_NODE": self.name,
             },
         )
-        pool = VersionPool(driver, spec, function.concurrency, budget=self.budget)
+        pool = VersionPool(
+            driver, spec, function.concurrency, budget=self.budget, fresh=function.fresh_per_call
+        )
         pool.secret_values = sorted(secrets.values(), key=len, reverse=True)
         return pool
 

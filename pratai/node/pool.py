@@ -1,4 +1,5 @@
-"""Warm instances of one function version: reuse, a concurrency cap, scale to zero."""
+"""Warm instances of one function version: reuse, a concurrency cap, scale to zero (or, for
+a function that asks for it, a fresh instance per call)."""
 
 from __future__ import annotations
 
@@ -24,15 +25,24 @@ class Outcome:
 
 class VersionPool:
     """Calls beyond `concurrency` wait their turn instead of failing. Each instance holds its
-    memory limit in the node's `budget` from its start to its stop."""
+    memory limit in the node's `budget` from its start to its stop. With `fresh`, no instance
+    serves two calls: each is stopped after its call, so nothing of one event (files, module
+    state, memory) reaches the next, and every call is a cold start."""
 
     def __init__(
-        self, driver: Driver, spec: InstanceSpec, concurrency: int, *, budget: MemoryBudget
+        self,
+        driver: Driver,
+        spec: InstanceSpec,
+        concurrency: int,
+        *,
+        budget: MemoryBudget,
+        fresh: bool = False,
     ) -> None:
         self.driver = driver
         self.spec = spec
         self.concurrency = concurrency
         self.budget = budget
+        self.fresh = fresh
         self._slots = asyncio.Semaphore(concurrency)
         self._idle: list[tuple[float, Instance]] = []  # (last used, instance), newest last
         self._live: dict[int, Instance] = {}  # by id(): each instance holding its memory
@@ -91,7 +101,7 @@ class VersionPool:
         return instance, True
 
     async def _give_back(self, instance: Instance) -> None:
-        if instance.alive and not self.closed:
+        if instance.alive and not self.closed and not self.fresh:
             self._idle.append((time.monotonic(), instance))
             self.budget.changed()  # a call waiting for room may take it, or stop it
         else:

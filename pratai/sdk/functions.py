@@ -151,8 +151,9 @@ class BaseFunctions(Generic[Inv]):
         **form: Any,
     ) -> Exchange[dict[str, Any]]:
         """Deploys a folder (zipped in memory) or a zip file; other keywords are the form fields
-        of `POST /v1/functions` (network, concurrency, handler, event, subscribe_to, ...).
-        Waits until the build is ready (raises BuildFailed) unless `wait=False`."""
+        of `POST /v1/functions` (network, concurrency, fresh_per_call, handler, event,
+        subscribe_to, ...). Waits until the build is ready (raises BuildFailed) unless
+        `wait=False`."""
         data = package if package is not None else package_bytes(_required(path))
         fields = {"memory": memory, "timeout": timeout, **form, "name": name}
         return deployed(form_request("POST", "/v1/functions", fields, data), wait)

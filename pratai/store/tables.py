@@ -70,6 +70,7 @@ functions = sa.Table(
     sa.Column("max_retries", sa.Integer(), nullable=False, server_default="2"),
     sa.Column("secrets", sa.Text(), nullable=False, server_default="{}"),  # env name -> secret
     sa.Column("image", sa.String(512), nullable=True),  # container functions: the image ref
+    sa.Column("fresh_per_call", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.Column("updated_at", sa.Double(), nullable=False),
     sa.UniqueConstraint("project_id", "name", name="uq_functions_project_name"),

@@ -286,6 +286,7 @@ async def test_functions(store: Store) -> None:
         latest_version=3,
         active_version=2,
         secrets={"TOKEN": "api-token"},
+        fresh_per_call=True,
     )
     await store.create_function(f, _version(f))
     g = await _function(store, p, "alpha")
@@ -296,6 +297,7 @@ async def test_functions(store: Store) -> None:
     got = await store.get_function(p.id, "music_tag")
     assert got == f
     assert got is not None and got.network is True and isinstance(got.timeout_s, float)
+    assert got.fresh_per_call is True
     assert await store.get_function_by_id(f.id) == f
     assert await store.get_function(q.id, "alpha") is None
     assert await store.get_function_by_id("missing") is None

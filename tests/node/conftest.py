@@ -42,6 +42,7 @@ async def make_pool(settings: Settings, driver: Recording, handler: str) -> Asyn
         concurrency: int = 1,
         memory_mb: int = 128,
         source: str = handler,
+        fresh: bool = False,
     ) -> VersionPool:
         digest = workspace.artifacts.put(make_zip({"main.py": source}))
         spec = InstanceSpec(
@@ -53,7 +54,7 @@ async def make_pool(settings: Settings, driver: Recording, handler: str) -> Asyn
             name="pooltest",
         )
         budget = MemoryBudget(settings.node_memory_mb) if budget is None else budget
-        pool = VersionPool(driver, spec, concurrency, budget=budget)
+        pool = VersionPool(driver, spec, concurrency, budget=budget, fresh=fresh)
         pools.append(pool)
         return pool
 

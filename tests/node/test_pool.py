@@ -14,6 +14,7 @@ import pytest
 
 from pratai.drivers.process import ProcessDriver
 from pratai.errors import SandboxError
+from pratai.node.budget import MemoryBudget
 from pratai.node.pool import Outcome, VersionPool
 from pratai.settings import Settings
 from tests.helpers import code, wait_for_async
@@ -99,6 +100,31 @@ async def test_warm_instance_is_reused(make_pool: MakePool, driver: Recording) -
     assert second.cold_start is False and second.init_ms is None
     assert pool.size == 1 and pool.busy == 0
     assert len(driver.started) == 1
+
+
+async def test_fresh_pool_starts_and_stops_an_instance_per_call(
+    make_pool: MakePool, driver: Recording
+) -> None:
+    budget = MemoryBudget(1024)
+    pool = await make_pool(budget, fresh=True)
+    outcomes = [await call(pool) for _ in range(3)]
+    answers = [answer(o) for o in outcomes]
+    assert len({a["token"] for a in answers}) == 3  # a new sandbox each time
+    assert [a["calls"] for a in answers] == [1, 1, 1]  # no module state carried over
+    assert all(o.cold_start and o.init_ms is not None and o.init_ms > 0 for o in outcomes)
+    assert not any(inst.alive for inst in driver.started)  # each stopped after its call
+    assert pool.size == 0 and budget.used_mb == 0  # its memory given back
+
+
+async def test_fresh_pool_keeps_its_concurrency_cap(make_pool: MakePool, driver: Recording) -> None:
+    pool = await make_pool(concurrency=2, fresh=True)
+    async with PeakSize(pool) as size:
+        outcomes = await asyncio.gather(
+            *(call(pool, {"action": "sleep", "seconds": 0.1}) for _ in range(5))
+        )
+    assert len({answer(o)["token"] for o in outcomes}) == 5
+    assert size.peak <= 2 and len(driver.started) == 5
+    assert not any(inst.alive for inst in driver.started)
 
 
 async def test_concurrency_one_serialises_calls_on_one_instance(

@@ -1,0 +1,84 @@
+"""A function may ask for a fresh sandbox for every call: nothing of one event reaches the
+next (a file in /tmp, module state), and every call is a cold start."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tests.helpers import Server, code
+
+REMEMBERS = {
+    "main.py": code("""
+        import os
+        calls = 0
+        def main(payload):
+            global calls
+            calls += 1
+            seen = os.path.exists("/tmp/left-behind")
+            with open("/tmp/left-behind", "w") as f:
+                f.write("from an earlier event")
+            return {"calls": calls, "file_seen": seen}
+    """)
+}
+
+
+def _twice(server: Server, name: str) -> list[dict[str, Any]]:
+    return [server.cli_json("invoke", name) for _ in range(2)]
+
+
+def test_fresh_per_call_leaves_nothing_to_the_next_event(server: Server, deploy) -> None:
+    name = deploy(REMEMBERS, "--fresh-per-call")
+    assert server.cli_json("function-show", name)["fresh_per_call"] is True
+    assert "fresh per call" in server.cli("function-show", name).stdout
+    first, second = _twice(server, name)
+    assert first["result"] == second["result"] == {"calls": 1, "file_seen": False}
+    assert first["cold_start"] is True and second["cold_start"] is True
+    assert first["init_ms"] > 0 and second["init_ms"] > 0
+    with server.http() as http:  # no instance is kept once the calls are over
+        pools = http.get("/v1/node").json()["pools"]
+    assert not [p for p in pools if p["instances"]]
+
+
+def test_warm_functions_keep_their_state_between_calls(server: Server, deploy) -> None:
+    name = deploy(REMEMBERS)
+    assert server.cli_json("function-show", name)["fresh_per_call"] is False
+    assert "warm reuse" in server.cli("function-show", name).stdout
+    first, second = _twice(server, name)
+    assert first["result"] == {"calls": 1, "file_seen": False}
+    assert second["result"] == {"calls": 2, "file_seen": True}
+    assert (first["cold_start"], second["cold_start"]) == (True, False)
+
+
+def test_function_update_switches_it_both_ways(server: Server, deploy) -> None:
+    name = deploy(REMEMBERS)
+    assert server.cli_json("invoke", name)["result"]["calls"] == 1  # a warm instance now
+
+    shown = server.cli_json("function-update", name, "--fresh-per-call")
+    assert shown["fresh_per_call"] is True
+    first, second = _twice(server, name)  # the warm instance is not used again
+    assert first["result"] == second["result"] == {"calls": 1, "file_seen": False}
+    assert first["cold_start"] and second["cold_start"]
+
+    assert server.cli_json("function-update", name, "--warm")["fresh_per_call"] is False
+    first, second = _twice(server, name)
+    assert [first["result"]["calls"], second["result"]["calls"]] == [1, 2]
+    assert second["result"]["file_seen"] is True and second["cold_start"] is False
+
+
+def test_the_api_field_round_trips(server: Server, make_zip_file) -> None:
+    package = make_zip_file({"main.py": "def main(p):\n    return p\n"}).read_bytes()
+    name = f"fresh-api-{os.getpid()}"
+    with server.http() as http:
+        created = http.post(
+            "/v1/functions",
+            data={"name": name, "fresh_per_call": "true"},
+            files={"file": ("f.zip", package, "application/zip")},
+        )
+        assert created.status_code in (200, 201), created.text
+        assert created.json()["fresh_per_call"] is True
+        changed = http.patch(f"/v1/functions/{name}", data={"fresh_per_call": "false"})
+        assert changed.status_code == 200 and changed.json()["fresh_per_call"] is False
+        assert http.get(f"/v1/functions/{name}").json()["fresh_per_call"] is False
+        refused = http.patch(f"/v1/functions/{name}", data={"fresh_per_call": "maybe"})
+        assert refused.status_code == 400 and "fresh_per_call" in refused.text

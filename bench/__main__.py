@@ -7,7 +7,8 @@ bench/results/sdk.json; `cluster` (bench/cluster.py, about 1.5 minutes; it needs
 nats-server, as the cluster tests do) writes bench/results/cluster.json; `metrics`
 (bench/metrics.py: a warm invocation with metrics on and off) writes bench/results/metrics.json;
 `console` (bench/console.py: the console's pages with 10,000 invocations) writes
-bench/results/console.json.
+bench/results/console.json; `fresh` (bench/fresh.py: fresh-per-call beside warm reuse) writes
+bench/results/fresh.json.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench import cluster, console, events, metrics, sdk
+from bench import cluster, console, events, fresh, metrics, sdk
 from bench.http_load import LoadResult, run_load
 from bench.server import free_port, pratai_server, wait_http
 
@@ -49,8 +50,8 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m bench [core] [sdk] [cluster] [metrics] [console]`: the named benchmarks, all
-    of them by default."""
+    """`python -m bench [core] [sdk] [cluster] [metrics] [console] [fresh]`: the named
+    benchmarks, all of them by default."""
     names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
     unknown = set(names) - set(BENCHMARKS)
     if unknown:
@@ -240,6 +241,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "cluster": cluster.main,
     "metrics": metrics.main,
     "console": console.main,
+    "fresh": fresh.main,
 }
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -14,6 +15,10 @@ from pratai.drivers import CallResult, Driver, Instance, InstanceSpec
 from pratai.node.budget import MemoryBudget
 
 K = TypeVar("K", bound=Hashable)
+log = logging.getLogger(__name__)
+
+# The event loop keeps only weak references to tasks: these stops must not be collected.
+_retiring: set[asyncio.Task[None]] = set()
 
 
 @dataclass
@@ -50,6 +55,7 @@ class VersionPool:
         self.last_used = time.monotonic()
         self.closed = False
         self.secret_values: list[str] = []  # masked in what the function prints
+        self._retiring: set[asyncio.Task[None]] = set()  # fresh instances being stopped
         budget.add(self)
 
     @property
@@ -66,7 +72,9 @@ class VersionPool:
         """`on_start` is called once the call has its turn (a slot), before any cold start. A
         cold start waits for room in the memory budget up to `timeout_s` (NodeMemoryFull)."""
         self.last_used = time.monotonic()
-        async with self._slots:
+        await self._slots.acquire()
+        retiring = False  # a fresh instance stops after the answer, its slot held till then
+        try:
             if on_start is not None:
                 on_start()
             self.busy += 1
@@ -77,11 +85,38 @@ class VersionPool:
                 except asyncio.CancelledError:  # mid-call: its late answer would confuse the
                     await self._stop(instance)  # next caller, so this instance goes
                     raise
-                finally:
+                except BaseException:
+                    await self._give_back(instance)
+                    raise
+                if self.fresh and not self.closed:
+                    self._retire(instance)
+                    retiring = True
+                else:
                     await self._give_back(instance)
                 return Outcome(result, cold, instance.init_ms if cold else None)
             finally:
                 self.busy -= 1
+        finally:
+            if not retiring:
+                self._slots.release()
+
+    def _retire(self, instance: Instance) -> None:
+        """Stops a fresh instance after its answer has gone back (a stop takes some ms), still
+        holding its call's slot and its memory until it is gone."""
+
+        async def stop_then_free() -> None:
+            try:
+                await self._stop(instance)
+            except Exception:  # nobody awaits this task: say so here
+                log.exception("stopping a fresh instance of %s failed", self.spec.key)
+            finally:
+                self._slots.release()
+
+        task = asyncio.create_task(stop_then_free())
+        _retiring.add(task)
+        task.add_done_callback(_retiring.discard)
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _take(self, deadline: float) -> tuple[Instance, bool]:
         while True:
@@ -136,6 +171,8 @@ class VersionPool:
         idle, self._idle = self._idle, []
         for _, instance in idle:
             await self._stop(instance)
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
 
 
 class Pools(Generic[K]):

@@ -112,8 +112,13 @@ async def test_fresh_pool_starts_and_stops_an_instance_per_call(
     assert len({a["token"] for a in answers}) == 3  # a new sandbox each time
     assert [a["calls"] for a in answers] == [1, 1, 1]  # no module state carried over
     assert all(o.cold_start and o.init_ms is not None and o.init_ms > 0 for o in outcomes)
-    assert not any(inst.alive for inst in driver.started)  # each stopped after its call
-    assert pool.size == 0 and budget.used_mb == 0  # its memory given back
+    # each is stopped right after its answer (in the background), its memory given back
+    await wait_for_async(
+        lambda: not any(inst.alive for inst in driver.started) and budget.used_mb == 0,
+        timeout=5,
+        what="fresh instances to stop",
+    )
+    assert pool.size == 0
 
 
 async def test_fresh_pool_keeps_its_concurrency_cap(make_pool: MakePool, driver: Recording) -> None:
@@ -124,7 +129,18 @@ async def test_fresh_pool_keeps_its_concurrency_cap(make_pool: MakePool, driver:
         )
     assert len({answer(o)["token"] for o in outcomes}) == 5
     assert size.peak <= 2 and len(driver.started) == 5
+    await pool.close()  # waits for the last stops
     assert not any(inst.alive for inst in driver.started)
+
+
+async def test_fresh_instances_never_outnumber_the_concurrency(
+    make_pool: MakePool, driver: Recording
+) -> None:
+    """An instance still stopping holds its call's slot: alive sandboxes stay within the cap."""
+    pool = await make_pool(concurrency=1, fresh=True)
+    for _ in range(4):
+        await call(pool)
+        assert sum(inst.alive for inst in driver.started) <= 1
 
 
 async def test_concurrency_one_serialises_calls_on_one_instance(

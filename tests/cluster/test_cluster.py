@@ -385,3 +385,24 @@ def test_webhooks_routes_topics_chains_retries_and_idempotency_on_nodes(small: C
         assert redriven.status_code in (200, 202), redriven.text
         again = finished(small, [redriven.json()["id"]])[0]
         assert again["error"]["message"] == "asked to fail"  # ran again, on a node
+
+
+def test_a_fresh_per_call_function_gets_a_new_sandbox_per_call_on_a_node(small: Cluster) -> None:
+    small.start_node("a")
+    remembers = (
+        "import os\ncalls = 0\n\ndef main(payload):\n    global calls\n    calls += 1\n"
+        "    seen = os.path.exists('/tmp/mark')\n    open('/tmp/mark', 'w').close()\n"
+        "    return {'calls': calls, 'seen': seen, 'node': os.environ['PRATAI_NODE']}\n"
+    )
+    deploy(small, "fresh", remembers, "--fresh-per-call")
+    answers = [json.loads(small.cli("invoke", "fresh", "-o", "json").stdout) for _ in range(2)]
+    assert [a["result"] for a in answers] == [{"calls": 1, "seen": False, "node": "a"}] * 2
+    assert all(a["cold_start"] for a in answers)
+
+    small.cli("function-update", "fresh", "--warm")  # the node makes a warm pool again
+    answers = [json.loads(small.cli("invoke", "fresh", "-o", "json").stdout) for _ in range(2)]
+    assert [a["result"] for a in answers] == [
+        {"calls": 1, "seen": False, "node": "a"},
+        {"calls": 2, "seen": True, "node": "a"},
+    ]
+    assert [a["cold_start"] for a in answers] == [True, False]

@@ -137,13 +137,14 @@ def test_an_order_and_its_outcome_round_trip() -> None:
     order = RunOrder(
         "d1",
         invocation,
-        Function("f1", "p1", "fn", memory_mb=256),
+        Function("f1", "p1", "fn", memory_mb=256, fresh_per_call=True),
         FunctionVersion("f1", 3, "ab" * 32, "main.main", None, build_log="long log"),
         {"TOKEN": "s3cret"},
     )
     got = RunOrder.decode(order.encode())
     assert got.invocation.payload == b'{"n": 1}\n' and got.invocation.attempt == 2
     assert (got.function, got.secrets) == (order.function, {"TOKEN": "s3cret"})
+    assert got.function.fresh_per_call is True  # the node makes its pool fresh per call too
     assert got.version.build_log == ""  # not sent
     assert got.image_archive is None
     image = RunOrder("d2", invocation, order.function, order.version, image_archive="cd" * 32)

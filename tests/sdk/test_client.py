@@ -72,6 +72,13 @@ def test_create_from_a_zip_file(client: pratai.Client, tmp_path: Path) -> None:
     assert client.functions.invoke(name, {"w": 8}) == {"w": 8, "h": 4}
 
 
+def test_fresh_per_call_is_a_function_option(client: pratai.Client, tmp_path: Path) -> None:
+    name = _name("fresh")
+    fn = client.functions.create(name, path=_folder(tmp_path), fresh_per_call=True)
+    assert fn["fresh_per_call"] is True
+    assert client.functions.update(name, fresh_per_call=False)["fresh_per_call"] is False
+
+
 def test_a_failed_invocation_raises_the_remote_error(client: pratai.Client, tmp_path: Path) -> None:
     name = _name("failing")
     client.functions.create(name, path=_folder(tmp_path))

@@ -210,6 +210,7 @@ async def configure(
     concurrency: Annotated[str, Form()] = "",
     max_retries: Annotated[str, Form()] = "",
     network: Annotated[str | None, Form()] = None,
+    fresh: Annotated[str | None, Form()] = None,
     secrets: Annotated[str, Form()] = "",
 ) -> Response:
     """The configuration form: what it shows is what the function gets (an unchecked
@@ -226,6 +227,7 @@ async def configure(
         concurrency=_parsed(concurrency, "concurrency", int),
         max_retries=_parsed(max_retries, "max retries", int),
         network=network is not None,
+        fresh_per_call=fresh is not None,
         secrets=None if bindings == current.secrets else bindings,
     )
     view: FunctionView = await svc.functions.update(who.project, name, None, options)

@@ -229,15 +229,18 @@ def test_configuration_triggers_and_routes_show_and_a_developer_edits_them(
     config.locator("input[name=memory]").fill("256")
     config.locator("input[name=timeout]").fill("12.5")
     config.locator("input[name=network]").check()
+    config.locator("input[name=fresh]").check()
     config.locator("textarea[name=secrets]").fill(f"API_TOKEN=token-{name}")
     config.locator("button:text-is('Save configuration')").click()
     expect(page.locator("#config")).to_contain_text("Configuration saved.")
     with console.server.http() as http:
         now = http.get(f"/v1/functions/{name}").json()
     assert (now["memory_mb"], now["timeout_s"], now["network"]) == (256, 12.5, True)
+    assert now["fresh_per_call"] is True
     assert now["secrets"] == {"API_TOKEN": f"token-{name}"}
     page.reload()
     assert page.locator("#config textarea[name=secrets]").input_value() == f"API_TOKEN=token-{name}"
+    assert page.locator("#config input[name=fresh]").is_checked()
     assert "s3cr3t-value" not in page.content()
 
     console.expect_error(r"status of 400")

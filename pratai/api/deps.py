@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, UploadFile
 
 from pratai.auth import Authenticator
 from pratai.core.capacity import NodeDirectory
@@ -85,6 +85,14 @@ def allowed(action: str) -> Callable[[Request], Awaitable[Principal]]:
         return who
 
     return check
+
+
+async def read_upload(upload: UploadFile, limit: int, what: str = "package") -> bytes:
+    """An uploaded file, refused with 413 when it is over `limit` bytes."""
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{what} is over the limit of {limit} bytes", limit=limit)
+    return data
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from pratai.api import rules
-from pratai.api.deps import Services, allowed, services
+from pratai.api.deps import Services, allowed, read_upload, services
 from pratai.api.errors import AUTHENTICATED, responses
 from pratai.api.schemas import FunctionOut, FunctionSummary, RollbackIn, TriggerOut, VersionOut
 from pratai.core.functions import DeploySpec, FunctionOptions, FunctionView
@@ -23,13 +23,6 @@ router = APIRouter(prefix="/v1/functions", tags=["functions"], responses=respons
 Reader = Annotated[Principal, Depends(allowed("read"))]
 Deployer = Annotated[Principal, Depends(allowed("deploy"))]
 Svc = Annotated[Services, Depends(services)]
-
-
-async def _read_package(upload: UploadFile, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"package is over the limit of {limit} bytes", limit=limit)
-    return data
 
 
 # A function is a package or a container image, and its trigger's fields go together.
@@ -127,7 +120,7 @@ async def create_function(
 ) -> FunctionOut:
     """Deploy a function; with `event`, also the trigger that runs it; with `route`, a route
     of the project's gateway."""
-    package = await _read_package(file, svc.settings.max_package_bytes) if file else None
+    package = await read_upload(file, svc.settings.max_package_bytes) if file else None
     options = FunctionOptions(
         description=description, memory_mb=memory, timeout_s=timeout, network=network,
         concurrency=concurrency, handler=handler, max_retries=max_retries, runtime=runtime,
@@ -220,7 +213,7 @@ async def update_function(
     secret_file: SecretFiles = None,
 ) -> FunctionOut:
     """A new `file` makes a new immutable version; other fields change settings."""
-    package = await _read_package(file, svc.settings.max_package_bytes) if file else None
+    package = await read_upload(file, svc.settings.max_package_bytes) if file else None
     options = FunctionOptions(
         description=description, memory_mb=memory, timeout_s=timeout, network=network,
         concurrency=concurrency, handler=handler, max_retries=max_retries, runtime=runtime,

@@ -8,31 +8,16 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from pratai.console.web import Svc, Viewer, render, role
+from pratai.api.deps import read_upload
+from pratai.console.web import Svc, Viewer, form_number, render, role
 from pratai.core.functions import DEFAULT_MEMORY_MB, DeploySpec, FunctionOptions, FunctionView
 from pratai.core.models import BuildState, FunctionVersion
 from pratai.core.runtimes import RUNTIMES
 from pratai.core.tenants import Principal
-from pratai.errors import InvalidInput, NotFound, PayloadTooLarge
+from pratai.errors import NotFound
 
 router = APIRouter()
 Deployer = Annotated[Principal, role("deploy")]
-
-
-async def _package(upload: UploadFile, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"the zip is over the limit of {limit} bytes", limit=limit)
-    return data
-
-
-def _number(text: str, what: str) -> float | None:
-    if not text.strip():
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise InvalidInput(f"{what} must be a number, not {text.strip()!r}") from None
 
 
 def _build(
@@ -64,14 +49,11 @@ async def create_function(
     memory: Annotated[str, Form()] = "",
     timeout: Annotated[str, Form()] = "",
 ) -> Response:
-    package = await _package(file, svc.settings.max_package_bytes)
-    memory_mb = _number(memory, "memory")
-    if memory_mb is not None and not memory_mb.is_integer():
-        raise InvalidInput("memory must be a whole number of MB")
+    package = await read_upload(file, svc.settings.max_package_bytes, "the zip")
     options = FunctionOptions(
         runtime=runtime,
-        memory_mb=None if memory_mb is None else int(memory_mb),
-        timeout_s=_number(timeout, "timeout"),
+        memory_mb=form_number(memory, "memory", int),
+        timeout_s=form_number(timeout, "timeout", float),
     )
     spec = DeploySpec(name=name.strip(), package=package, options=options)
     view: FunctionView = await svc.functions.deploy(who.project, spec)
@@ -86,7 +68,7 @@ async def upload_version(
     svc: Svc,
     file: Annotated[UploadFile, File()],
 ) -> Response:
-    package = await _package(file, svc.settings.max_package_bytes)
+    package = await read_upload(file, svc.settings.max_package_bytes, "the zip")
     view = await svc.functions.update(who.project, name, package, FunctionOptions())
     return _build(request, name, view.latest, created=False, poll=False)
 

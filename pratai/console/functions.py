@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Request
@@ -16,7 +15,7 @@ from fastapi.responses import Response
 
 from pratai.api.deps import Services
 from pratai.console import deploy, invoke_panel
-from pratai.console.web import Svc, Viewer, render, role
+from pratai.console.web import Svc, Viewer, form_number, render, role
 from pratai.core.code import Code, PackageFile
 from pratai.core.functions import FunctionOptions, FunctionView
 from pratai.core.gateway import describe_limits
@@ -24,13 +23,12 @@ from pratai.core.models import FunctionVersion, Project, Trigger
 from pratai.core.secrets import FILE, parse_bindings
 from pratai.core.tenants import Principal
 from pratai.core.triggers import next_ticks
-from pratai.errors import InvalidInput, NotFound
+from pratai.errors import NotFound
 
 router = APIRouter()
 router.include_router(deploy.router)
 router.include_router(invoke_panel.router)
 Deployer = Annotated[Principal, role("deploy")]
-N = TypeVar("N", int, float)
 
 
 @dataclass
@@ -188,17 +186,6 @@ async def rollback(
     return page
 
 
-def _parsed(text: str, what: str, kind: Callable[[str], N]) -> N | None:
-    """A number from a form field; an empty field leaves the setting as it is."""
-    if not text.strip():
-        return None
-    try:
-        return kind(text.strip())
-    except ValueError:
-        whole = " whole" if kind is int else ""
-        raise InvalidInput(f"{what} must be a{whole} number, not {text.strip()!r}") from None
-
-
 @router.post("/functions/{name}/config")
 async def configure(
     request: Request,
@@ -222,10 +209,10 @@ async def configure(
         [line.removeprefix(FILE) for line in lines if line.startswith(FILE)],
     )
     options = FunctionOptions(
-        memory_mb=_parsed(memory, "memory", int),
-        timeout_s=_parsed(timeout, "timeout", float),
-        concurrency=_parsed(concurrency, "concurrency", int),
-        max_retries=_parsed(max_retries, "max retries", int),
+        memory_mb=form_number(memory, "memory", int),
+        timeout_s=form_number(timeout, "timeout", float),
+        concurrency=form_number(concurrency, "concurrency", int),
+        max_retries=form_number(max_retries, "max retries", int),
         network=network is not None,
         fresh_per_call=fresh is not None,
         secrets=None if bindings == current.secrets else bindings,

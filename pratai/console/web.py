@@ -6,8 +6,9 @@ from __future__ import annotations
 import hmac
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Request
@@ -20,7 +21,7 @@ import pratai
 from pratai.api.deps import Services, services, services_of
 from pratai.core.sessions import Sessions, csrf_token
 from pratai.core.tenants import Principal, may
-from pratai.errors import Forbidden, NotFound, PrataiError, Unauthorized
+from pratai.errors import Forbidden, InvalidInput, NotFound, PrataiError, Unauthorized
 
 COOKIE = "pratai_session"
 HERE = Path(__file__).parent
@@ -106,6 +107,20 @@ def role(action: str) -> Any:
 
 Viewer = Annotated[Principal, Depends(viewer)]
 Svc = Annotated[Services, Depends(services)]
+
+
+N = TypeVar("N", int, float)
+
+
+def form_number(text: str, what: str, kind: Callable[[str], N]) -> N | None:
+    """A number from a form field; an empty field leaves the setting as it is."""
+    if not text.strip():
+        return None
+    try:
+        return kind(text.strip())
+    except ValueError:
+        whole = " whole" if kind is int else ""
+        raise InvalidInput(f"{what} must be a{whole} number, not {text.strip()!r}") from None
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -90,7 +90,46 @@ def core() -> None:
             floor.terminate()
             floor.wait()
             logs.close()
+    results["cold_start_no_spare_ms"] = cold_without_spares()
     _report(results)
+
+
+def _cold_starts(http: httpx.Client, prefix: str, wait_for_spare: bool) -> list[float]:
+    """Milliseconds from invoke to result of new functions, each a cold start. With
+    `wait_for_spare`, each waits first until the node has a spare sandbox waiting (as it has
+    when cold starts are not back to back): a cold start's cost, not a burst's."""
+    cold: list[float] = []
+    for i in range(20):
+        http.post(
+            "/v1/functions",
+            data={"name": f"{prefix}-{i}"},
+            files={"file": ("f.zip", _zip({"main.py": TRIVIAL + f"# {i}\n"}))},
+        )
+        deadline = time.monotonic() + 10
+        while wait_for_spare and time.monotonic() < deadline:
+            spares = http.get("/v1/node").json()["driver"]["spare_sandboxes"]
+            if spares["waiting"]:
+                break
+            time.sleep(0.005)
+        started = time.perf_counter()
+        inv = http.post(f"/v1/functions/{prefix}-{i}/invoke", json={}).json()
+        cold.append((time.perf_counter() - started) * 1000)
+        assert inv["cold_start"], inv
+    return cold
+
+
+def cold_without_spares() -> dict[str, float]:
+    """Cold starts that start their sandbox (PRATAI_SPARE_SANDBOXES=0)."""
+    with (
+        pratai_server(PRATAI_SPARE_SANDBOXES="0") as server,
+        httpx.Client(
+            base_url=f"http://127.0.0.1:{server.port}",
+            headers={"Authorization": f"Bearer {server.key}"},
+            timeout=120,
+        ) as http,
+    ):
+        cold = _cold_starts(http, "bare", wait_for_spare=False)
+    return {"p50": statistics.median(cold), "p99": _pct(cold, 0.99)}
 
 
 async def _measure(port: int, floor_port: int, key: str) -> dict[str, Any]:
@@ -116,17 +155,7 @@ async def _measure(port: int, floor_port: int, key: str) -> dict[str, Any]:
         out["deploy_no_deps_ms"] = {"p50": statistics.median(no_deps), "p99": max(no_deps)}
         out["deploy_cached_dep_ms"] = {"p50": statistics.median(cached), "p99": max(cached)}
 
-        cold: list[float] = []
-        for i in range(15):
-            http.post(
-                "/v1/functions",
-                data={"name": f"cold-{i}"},
-                files={"file": ("f.zip", _zip({"main.py": TRIVIAL + f"# {i}\n"}))},
-            )
-            started = time.perf_counter()
-            inv = http.post(f"/v1/functions/cold-{i}/invoke", json={}).json()
-            cold.append((time.perf_counter() - started) * 1000)
-            assert inv["cold_start"], inv
+        cold = _cold_starts(http, "cold", wait_for_spare=True)
         out["cold_start_ms"] = {"p50": statistics.median(cold), "p99": _pct(cold, 0.99)}
 
         http.post(
@@ -179,10 +208,16 @@ def _report(r: dict[str, Any]) -> None:
             "",
         ),
         (
-            "cold start (HTTP, new sandbox): p50 / p99",
-            f"{r['cold_start_ms']['p50']:.0f} / {r['cold_start_ms']['p99']:.0f} ms",
+            "cold start (HTTP, a spare waiting): p50 / p99",
+            f"{r['cold_start_ms']['p50']:.1f} / {r['cold_start_ms']['p99']:.1f} ms",
             "",
-            "p50 ≤ 60 ms",
+            "p50 ≤ 15 ms",
+        ),
+        (
+            "cold start (HTTP, no spares): p50 / p99",
+            "{p50:.0f} / {p99:.0f} ms".format(**r["cold_start_no_spare_ms"]),
+            "",
+            "",
         ),
         (
             "deploy to ready, no deps: p50 / max",

@@ -89,7 +89,7 @@ class Platform:
         artifacts = FilesystemArtifacts(settings.artifacts_dir)
         workspace = Workspace(settings, artifacts)
         secrets = Secrets(store, load_keys(settings.secrets_key, settings.home / "secrets.key"))
-        sandbox = ProcessDriver(settings)
+        sandbox = ProcessDriver(settings, spares=settings.spare_sandboxes)
         driver = sandbox if driver is None else driver
         budget = MemoryBudget(settings.node_memory_mb)  # the node's: functions' and jobs'
         node = Node(

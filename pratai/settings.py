@@ -12,6 +12,7 @@
 | PRATAI_SANDBOX_PYTHON | /usr/bin/python3 | sandbox program | interpreter of functions and jobs |
 | PRATAI_SANDBOX_NODE | /usr/bin/node | sandbox program | Node.js of `node20` functions |
 | PRATAI_IDLE_TIMEOUT | 300 | seconds >= 0 | a warm instance idle this long is stopped |
+| PRATAI_SPARE_SANDBOXES | 1 | integer 0-8 | sandboxes started ahead of cold starts (see below) |
 | PRATAI_MAX_PAYLOAD_BYTES | 6291456 | integer >= 1 | request body limit for invocations |
 | PRATAI_MAX_RESULT_BYTES | 6291456 | integer >= 1 | a larger return value is an error |
 | PRATAI_MAX_OUTPUT_BYTES | 1048576 | integer >= 1 | stdout and stderr each keep this much |
@@ -61,6 +62,12 @@ When Pratai runs as root, sandboxes run as an unprivileged uid, which must be ab
 sandbox folder. If the data folder sits inside a private directory (such as /root), the sandbox
 folder defaults to /var/tmp/pratai-sandbox-<hash of PRATAI_HOME> instead. The sandbox reads
 nothing from where Pratai is installed: its runtime files are copied into the sandbox folder.
+
+A cold start takes a spare sandbox when one waits (pratai/drivers/spares.py): a sandbox started
+ahead, as isolated as any, that has loaded nothing until one function claims it, and is never
+used by another. After each cold start a node starts PRATAI_SPARE_SANDBOXES of that shape
+(runtime, requirements, network) again, for the last 4 shapes used; each waiting one holds about
+10 MB outside the memory budget. 0 starts none (every cold start then starts its sandbox).
 """
 
 from __future__ import annotations
@@ -281,6 +288,7 @@ VARIABLES: dict[str, _Variable] = {
     "PRATAI_SANDBOX_PYTHON": _Variable("sandbox_python", _sandbox_program),
     "PRATAI_SANDBOX_NODE": _Variable("sandbox_node", _sandbox_program),
     "PRATAI_IDLE_TIMEOUT": _Variable("idle_timeout", _seconds),
+    "PRATAI_SPARE_SANDBOXES": _Variable("spare_sandboxes", _integer(0, 8)),
     "PRATAI_MAX_PAYLOAD_BYTES": _Variable("max_payload_bytes", _integer(1)),
     "PRATAI_MAX_RESULT_BYTES": _Variable("max_result_bytes", _integer(1)),
     "PRATAI_MAX_OUTPUT_BYTES": _Variable("max_output_bytes", _integer(1)),
@@ -330,6 +338,7 @@ class Settings:
     sandbox_node: str = field(default_factory=_default_sandbox_node)
     sandbox_dir: Path = Path()  # empty means the default: $home/sandbox, or /var/tmp (see above)
     idle_timeout: float = 300.0
+    spare_sandboxes: int = 1
     max_payload_bytes: int = 6 * 1024 * 1024
     max_result_bytes: int = 6 * 1024 * 1024
     max_output_bytes: int = 1024 * 1024

@@ -70,3 +70,6 @@ class Driver(Protocol):
 
     def features(self) -> dict[str, Any]:
         """What isolation is active on this machine (for `pratai doctor`)."""
+
+    async def close(self) -> None:
+        """Stops what the driver keeps running besides instances (spare sandboxes)."""

@@ -106,6 +106,29 @@ class Cgroup:
             _write(self.cpu_dir / "cpu.cfs_period_us", str(CFS_PERIOD_US))
             _write(self.cpu_dir / "cpu.cfs_quota_us", str(quota))
 
+    def set_limits(self, memory_bytes: int, pids_max: int, cpu: Provisioning | None) -> None:
+        """Writes the limits; again when a spare sandbox is claimed by a function."""
+        mem = self.memory_dir
+        if self.version == "v2":
+            _write(mem / "memory.max", str(memory_bytes))
+            if (mem / "memory.swap.max").exists():
+                _write(mem / "memory.swap.max", "0")
+            _write(mem / "pids.max", str(pids_max))
+        else:
+            # v1 refuses memory.limit_in_bytes above memory.memsw.limit_in_bytes: raise the
+            # memsw limit first when the limit grows, lower it last when it shrinks.
+            limits = [mem / "memory.limit_in_bytes"]
+            memsw = mem / "memory.memsw.limit_in_bytes"
+            if memsw.exists():
+                current = _read_int(memsw)
+                grows = current is None or memory_bytes > current
+                limits = [memsw, *limits] if grows else [*limits, memsw]
+            for path in limits:
+                _write(path, str(memory_bytes))
+            _write(self.dirs[1] / "pids.max", str(pids_max))
+        if cpu is not None:
+            self.limit_cpu(cpu)
+
     def attach(self, pid: int) -> None:
         for f in self.procs_files:
             _write(Path(f), str(pid))
@@ -356,19 +379,7 @@ class CgroupManager:
         try:
             for d in group.dirs:
                 d.mkdir()
-            mem = group.memory_dir
-            if self.version == "v2":
-                _write(mem / "memory.max", str(memory_bytes))
-                if (mem / "memory.swap.max").exists():
-                    _write(mem / "memory.swap.max", "0")
-                _write(mem / "pids.max", str(pids_max))
-            else:
-                _write(mem / "memory.limit_in_bytes", str(memory_bytes))
-                if (mem / "memory.memsw.limit_in_bytes").exists():
-                    _write(mem / "memory.memsw.limit_in_bytes", str(memory_bytes))
-                _write(group.dirs[1] / "pids.max", str(pids_max))
-            if cpu is not None:
-                group.limit_cpu(cpu)
+            group.set_limits(memory_bytes, pids_max, cpu)
         except OSError:
             group.remove()
             raise

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -131,6 +132,9 @@ class FakeDriver:
     def features(self) -> dict[str, Any]:
         return {"driver": self.name, "namespaces": [], "memory_limit": "rlimit", "cgroup": None}
 
+    async def close(self) -> None:
+        pass  # nothing runs but instances
+
     def _argv(self, spec: InstanceSpec, folder: Path, pipes: tuple[int, int]) -> list[str]:
         config = bootstrap_config(
             spec,
@@ -153,7 +157,7 @@ class FakeDriver:
             str(BOOTSTRAP),
             code_dir,
             str(folder),
-            config,
+            json.dumps(config),
         ]
 
     def _env(self, spec: InstanceSpec, folder: Path) -> dict[str, str]:

@@ -25,24 +25,23 @@ def bootstrap_config(
     rlimit_memory: bool,
     rlimit_pids: int | None,
     fsize: int,
-) -> str:
-    """The bootstrap's one argument (its "Config keys"): the runtime's ends of the two pipes
-    (requests in, answers out), the handler and the limits it sets itself."""
+) -> dict[str, Any]:
+    """The bootstrap's one argument (its "Config keys", as JSON): the runtime's ends of the two
+    pipes (requests in, answers out), the handler and the limits it sets itself. A spare gets
+    all but the pipes when it is claimed."""
     in_fd, out_fd = pipes
-    return json.dumps(
-        {
-            "in_fd": in_fd,
-            "out_fd": out_fd,
-            "handler": spec.handler,
-            "name": spec.name or spec.key,
-            "memory_mb": spec.memory_mb,
-            "max_output": settings.max_output_bytes,
-            "max_result": settings.max_result_bytes,
-            "rlimit_memory": rlimit_memory,
-            "rlimit_pids": rlimit_pids,
-            "fsize": fsize,
-        }
-    )
+    return {
+        "in_fd": in_fd,
+        "out_fd": out_fd,
+        "handler": spec.handler,
+        "name": spec.name or spec.key,
+        "memory_mb": spec.memory_mb,
+        "max_output": settings.max_output_bytes,
+        "max_result": settings.max_result_bytes,
+        "rlimit_memory": rlimit_memory,
+        "rlimit_pids": rlimit_pids,
+        "fsize": fsize,
+    }
 
 
 async def connect(

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pratai.drivers.base import CallResult, InstanceSpec, failure
 from pratai.drivers.cgroups import Cgroup
@@ -31,7 +31,7 @@ class ProcessInstance:
         *,
         cgroup: Cgroup | None,
         stderr: IO[bytes],
-        secrets_dir: Path | None,
+        cleanup: tuple[Path, ...],
         heap_oom: str,
         started: float,
     ) -> None:
@@ -40,7 +40,7 @@ class ProcessInstance:
         self._proc = proc
         self._cgroup = cgroup
         self._stderr = stderr
-        self.secrets_dir = secrets_dir  # removed at stop
+        self.cleanup = cleanup  # folders removed at stop (secret files; a spare's code)
         self._heap_oom = heap_oom  # what the interpreter prints when its heap cap is hit
         self._started = started  # perf_counter() at launch
         self._channel = Channel()
@@ -59,27 +59,54 @@ class ProcessInstance:
         """Waits for the runtime to load the handler. If it does not, the instance stops and
         SandboxError says why, with the user's import error in its details."""
         handler = self.spec.handler
+        head = await self._first_frame(
+            f"the handler {handler!r} did not load within {timeout_s:g} s",
+            f"the sandbox stopped while loading {handler!r}: ",
+            timeout_s,
+        )
+        if head.get("op") != "ready":
+            await self.stop()
+            raise load_error(self.spec.handler, head)
+        self.init_ms = (time.perf_counter() - self._started) * 1000
+
+    async def wait_spare(self, timeout_s: float) -> None:
+        """Waits for a spare's runtime to say it is up and waiting for its function."""
+        head = await self._first_frame(
+            f"a spare sandbox did not start within {timeout_s:g} s",
+            "a spare sandbox stopped as it started: ",
+            timeout_s,
+        )
+        if head.get("op") != "spare":
+            await self.stop()
+            raise SandboxError(f"a spare sandbox answered {head.get('op')!r}")
+
+    async def claim(self, spec: InstanceSpec, config: dict[str, Any], timeout_s: float) -> None:
+        """Hands this spare to the function of `spec` (its code and secret files are in place,
+        its cgroup's limits set): the runtime takes the config and environment, then loads the
+        handler. init_ms counts from here: the cold start the caller waits for."""
+        self.spec = spec
+        self._started = time.perf_counter()
+        assert self._writer is not None
+        self._writer.write(frame({"op": "claim", "config": config, "env": spec.env}))
+        await self.handshake(timeout_s)
+
+    async def _first_frame(self, late: str, stopped: str, timeout_s: float) -> dict[str, Any]:
+        """The runtime's next frame; if none comes, the instance stops and SandboxError says
+        why."""
         try:
             async with asyncio.timeout(timeout_s):
                 first = await self._channel.next()
         except TimeoutError:
             await self.stop()
-            raise SandboxError(
-                f"the handler {handler!r} did not load within {timeout_s:g} s", type="TimedOut"
-            ) from None
+            raise SandboxError(late, type="TimedOut") from None
         if first is None:
             result = await self._crashed((time.perf_counter() - self._started) * 1000)
             detail = self.read_stderr()
             await self.stop()
             assert result.error is not None
-            message = f"the sandbox stopped while loading {handler!r}: "
-            message += result.error["message"] + (f": {detail}" if detail else "")
+            message = stopped + result.error["message"] + (f": {detail}" if detail else "")
             raise SandboxError(message, type=result.error["type"], traceback=detail)
-        head, _ = first
-        if head.get("op") != "ready":
-            await self.stop()
-            raise load_error(handler, head)
-        self.init_ms = (time.perf_counter() - self._started) * 1000
+        return first[0]
 
     @property
     def alive(self) -> bool:
@@ -174,8 +201,8 @@ class ProcessInstance:
                     if pipe is not None:
                         pipe.close()
             self._stderr.close()
-            if self.secrets_dir is not None:
-                shutil.rmtree(self.secrets_dir, ignore_errors=True)
+            for folder in self.cleanup:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _stderr_tail(self, size: int = 4096) -> str:
         with contextlib.suppress(OSError, ValueError):

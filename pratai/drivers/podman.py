@@ -215,6 +215,9 @@ class PodmanDriver:
             self._probe = found
         return self._probe
 
+    async def close(self) -> None:
+        pass  # nothing runs but instances
+
     def features(self) -> dict[str, Any]:
         cpu_limit = "cgroup" if self.cgroups.cpu else None  # cpu_note says why not
         if self.cgroups.version is None:

@@ -8,6 +8,9 @@ runtime_files.py). The running sandbox and its protocol: instance.py.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import os
 import shutil
 import subprocess
@@ -28,10 +31,13 @@ from pratai.drivers.sandbox import (
     NOBODY,
     bwrap_argv,
     check_reachable,
+    fill_secret_folder,
     launcher,
     preexec,
+    secret_folder,
     write_secret_files,
 )
+from pratai.drivers.spares import Shape, Spare, Spares, link_tree, package_tree
 from pratai.errors import SandboxError
 from pratai.settings import Settings
 
@@ -39,12 +45,18 @@ INSTALL_HINT = (
     "bubblewrap (bwrap) is not installed: install it with `apt-get install bubblewrap`, "
     "`dnf install bubblewrap` or `apk add bubblewrap`"
 )
+log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+# A spare's memory limit until a function claims it: an idle runtime needs far less.
+SPARE_MEMORY_MB = 64
 
 
 class ProcessDriver:
     name = "process"
 
-    def __init__(self, settings: Settings, start_timeout: float = 30.0) -> None:
+    def __init__(self, settings: Settings, start_timeout: float = 30.0, spares: int = 0) -> None:
+        """`spares`: sandboxes kept started per shape for the next cold starts (spares.py);
+        the processes pass PRATAI_SPARE_SANDBOXES, and 0 starts none."""
         self.settings = settings
         self.start_timeout = start_timeout
         self.bwrap = shutil.which("bwrap")
@@ -52,6 +64,7 @@ class ProcessDriver:
         self.cpus = host_cpus()
         self.drop_privileges = os.geteuid() == 0
         self._runtimes: Path | None = None  # the copy of pratai/runtimes the sandboxes mount
+        self.spares = Spares(self._start_spare, per_shape=spares)
 
     def runtime_dir(self, runtime: str) -> Path:
         """The folder mounted at /runtime, copied into the sandbox folder on first use."""
@@ -78,6 +91,7 @@ class ProcessDriver:
             "cpus": self.cpus,
             "network_isolation": bool(self.bwrap),
             "unprivileged_uid": NOBODY if self.drop_privileges else None,
+            "spare_sandboxes": self.spares.stats(),
             **{rt.interpreter: rt.interpreter_path(self.settings) for rt in RUNTIMES.values()},
         }
 
@@ -97,24 +111,55 @@ class ProcessDriver:
         out_fd: int,
         cgroup: bool,
         secrets_dir: Path | None = None,
+        spare: bool = False,
     ) -> tuple[list[str], dict[str, str]]:
         """The argv and environment of a runtime instance: the sandbox, then the runtime's
-        bootstrap speaking the frame protocol on `in_fd`/`out_fd`."""
+        bootstrap speaking the frame protocol on `in_fd`/`out_fd`. A spare's bootstrap learns
+        the rest when it is claimed."""
         cmd, env = self.sandbox(spec, secrets_dir)
-        config = bootstrap_config(
+        if spare:
+            config: dict[str, Any] = {"in_fd": in_fd, "out_fd": out_fd, "spare": True}
+        else:
+            config = self._config(spec, (in_fd, out_fd), cgroup)
+        env_dir = spec.env_dir.resolve() if spec.env_dir is not None else None
+        program = runtime_of(spec.runtime).program(self.settings, spec.memory_mb, env_dir, cgroup)
+        return [*cmd, "--", *program, json.dumps(config)], env
+
+    def _config(self, spec: InstanceSpec, pipes: tuple[int, int], cgroup: bool) -> dict[str, Any]:
+        return bootstrap_config(
             spec,
             self.settings,
-            (in_fd, out_fd),
+            pipes,
             rlimit_memory=not cgroup,
             rlimit_pids=None if cgroup else self.settings.max_pids,
             fsize=FSIZE_LIMIT,
         )
-        env_dir = spec.env_dir.resolve() if spec.env_dir is not None else None
-        program = runtime_of(spec.runtime).program(self.settings, spec.memory_mb, env_dir, cgroup)
-        return [*cmd, "--", *program, config], env
 
     async def start(self, spec: InstanceSpec) -> ProcessInstance:
         runtime = self._check(spec)  # before anything needs cleaning up
+        if not runtime.spares:
+            return await self._start_new(spec, runtime)
+        shape, code = Shape.of(spec), spec.code_dir.resolve()
+        try:
+            entries = await asyncio.to_thread(package_tree, code)
+            spare = self.spares.take(shape) if entries is not None else None
+            if spare is not None and entries is not None and await self._fill(spare, spec, entries):
+                config = self._claim_config(spec, spare)
+                try:
+                    await spare.instance.claim(spec, config, self.start_timeout)
+                except BaseException:  # e.g. a cold start cancelled: leave nothing running
+                    await spare.instance.stop()
+                    raise
+                return spare.instance
+            return await self._start_new(spec, runtime)
+        finally:
+            self.spares.refill(shape)  # for the next cold start, after this one
+
+    async def close(self) -> None:
+        """Stops the spares (instances stop with their pools)."""
+        await self.spares.close()
+
+    async def _start_new(self, spec: InstanceSpec, runtime: Runtime) -> ProcessInstance:
         cgroup = self.cgroups.create(
             spec.key,
             spec.memory_mb * 1024 * 1024,
@@ -144,17 +189,29 @@ class ProcessDriver:
         return runtime
 
     def _launch(
-        self, spec: InstanceSpec, runtime: Runtime, cgroup: Cgroup | None
+        self,
+        spec: InstanceSpec,
+        runtime: Runtime,
+        cgroup: Cgroup | None,
+        spare: tuple[Path, Path] | None = None,
     ) -> tuple[ProcessInstance, int, int]:
-        """The started sandbox, and the driver's ends of its request and response pipes."""
+        """The started sandbox, and the driver's ends of its request and response pipes.
+        `spare`: its folder (holding the code folder) and its secrets folder."""
         request_r, request_w = os.pipe()
         response_r, response_w = os.pipe()
         if runtime.reopens_pipes and self.drop_privileges:
             for fd in (request_r, response_w):
                 os.fchown(fd, NOBODY, NOBODY)
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the instance
-        secrets_dir = write_secret_files(spec.files, self.drop_privileges)
-        argv, env = self.command(spec, request_r, response_w, cgroup is not None, secrets_dir)
+        if spare is not None:
+            secrets_dir: Path | None = spare[1]
+            cleanup: tuple[Path, ...] = spare
+        else:
+            secrets_dir = write_secret_files(spec.files, self.drop_privileges)
+            cleanup = (secrets_dir,) if secrets_dir is not None else ()
+        argv, env = self.command(
+            spec, request_r, response_w, cgroup is not None, secrets_dir, spare is not None
+        )
         started = time.perf_counter()
         try:
             proc = self._spawn(argv, env, stderr, (request_r, response_w), cgroup)
@@ -164,19 +221,85 @@ class ProcessDriver:
             stderr.close()
             if cgroup:
                 cgroup.remove()
-            if secrets_dir is not None:
-                shutil.rmtree(secrets_dir, ignore_errors=True)
+            for folder in cleanup:
+                shutil.rmtree(folder, ignore_errors=True)
             raise SandboxError(f"could not start the sandbox: {exc}") from exc
         instance = ProcessInstance(
             spec,
             proc,
             cgroup=cgroup,
             stderr=stderr,
-            secrets_dir=secrets_dir,
+            cleanup=cleanup,
             heap_oom=runtime.heap_oom,
             started=started,
         )
         return instance, request_w, response_r
+
+    async def _start_spare(self, shape: Shape) -> Spare:
+        runtime = runtime_of(shape.runtime)
+        self.runtime_dir(shape.runtime)  # makes the sandbox folder, on the very first start
+        root = self.settings.sandbox_dir / "spares"
+        root.mkdir(mode=0o711, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="spare-", dir=root))
+        folder.chmod(0o755)
+        code = folder / "code"
+        code.mkdir()
+        code.chmod(0o755)
+        secrets = secret_folder(self.drop_privileges)
+        spec = InstanceSpec(
+            key="spare",
+            code_dir=code,
+            env_dir=shape.env_dir,
+            handler="",
+            memory_mb=SPARE_MEMORY_MB,
+            network=shape.network,
+            runtime=shape.runtime,
+        )
+        try:
+            cgroup = self.cgroups.create(
+                "spare",
+                SPARE_MEMORY_MB * MIB,
+                self.settings.max_pids,
+                self.provision(SPARE_MEMORY_MB),
+            )
+        except OSError:
+            for made in (folder, secrets):
+                shutil.rmtree(made, ignore_errors=True)
+            raise
+        # In a thread: the fork and exec would otherwise hold up the call that made room for it
+        instance, request_w, response_r = await asyncio.to_thread(
+            self._launch, spec, runtime, cgroup, (folder, secrets)
+        )
+        try:
+            await instance.connect(request_w, response_r)
+            await instance.wait_spare(self.start_timeout)
+        except BaseException:
+            await instance.stop()
+            raise
+        return Spare(instance, code, secrets, cgroup)
+
+    async def _fill(
+        self, spare: Spare, spec: InstanceSpec, entries: list[tuple[Path, bool]]
+    ) -> bool:
+        """Puts the function's code (`entries` of its folder), secret files and limits into a
+        spare; False (the spare stopped) when that fails."""
+        try:
+            await asyncio.to_thread(link_tree, spec.code_dir.resolve(), entries, spare.code_dir)
+            fill_secret_folder(spare.secrets_dir, spec.files, self.drop_privileges)
+            if spare.cgroup is not None:
+                spare.cgroup.set_limits(
+                    spec.memory_mb * MIB, self.settings.max_pids, self.provision(spec.memory_mb)
+                )
+        except OSError:
+            log.warning("could not hand a spare sandbox to %s", spec.key, exc_info=True)
+            await spare.instance.stop()
+            return False
+        return True
+
+    def _claim_config(self, spec: InstanceSpec, spare: Spare) -> dict[str, Any]:
+        config = self._config(spec, (0, 0), spare.cgroup is not None)
+        del config["in_fd"], config["out_fd"]  # the spare has its own
+        return config
 
     def _spawn(
         self,

@@ -38,6 +38,7 @@ class Runtime:
     heap_oom: str = ""  # what the interpreter prints when the heap cap is hit, before it aborts
     prlimit: bool = False  # the interpreter cannot set rlimits itself: prlimit sets them
     reopens_pipes: bool = False  # the bootstrap reopens its pipe fds, as the sandbox uid
+    spares: bool = False  # the bootstrap can start as a spare (spares.py) and be claimed
 
     def interpreter_path(self, settings: Settings) -> str:
         return str(getattr(settings, self.interpreter))
@@ -87,6 +88,7 @@ RUNTIMES = {
         # site-packages out of the sandbox and starts faster.
         flags=("-I", "-S"),
         venv_flags=("-I",),  # mounted at its own path: the venv's bin/python finds pyvenv.cfg
+        spares=True,
     ),
     NODE: Runtime(
         folder="node",

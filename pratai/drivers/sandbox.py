@@ -133,8 +133,26 @@ def write_secret_files(files: dict[str, str], drop: bool) -> Path | None:
     removes the folder when the instance stops."""
     if not files:
         return None
+    folder = secret_folder(drop)
+    fill_secret_folder(folder, files, drop)
+    return folder
+
+
+def secret_folder(drop: bool) -> Path:
+    """An empty folder for secret files, in memory where there is /dev/shm, readable by the
+    sandbox uid alone (a spare sandbox mounts it before its function's files are in it)."""
     base = "/dev/shm" if Path("/dev/shm").is_dir() else None
     folder = Path(tempfile.mkdtemp(prefix="pratai-secrets-", dir=base))
+    os.chmod(folder, 0o500)
+    if drop:
+        os.chown(folder, NOBODY, NOBODY)
+    return folder
+
+
+def fill_secret_folder(folder: Path, files: dict[str, str], drop: bool) -> None:
+    if not files:
+        return
+    os.chmod(folder, 0o700)  # root writes anyway; the platform's own uid needs the bit
     for name, content in files.items():
         path = folder / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
@@ -143,6 +161,3 @@ def write_secret_files(files: dict[str, str], drop: bool) -> Path | None:
         if drop:
             os.chown(path, NOBODY, NOBODY)
     os.chmod(folder, 0o500)
-    if drop:
-        os.chown(folder, NOBODY, NOBODY)
-    return folder

@@ -188,6 +188,7 @@ class Node:
 
     async def close(self) -> None:
         await self._worker.stop()
+        await self.driver.close()
 
     def warm(self) -> list[tuple[str, int]]:
         """(function id, version) of the warm instances."""

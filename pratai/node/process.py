@@ -54,7 +54,7 @@ class NodeProcess:
         runtimes = detect_runtimes(settings)
         shipped = ShippedEnvironments(link, artifacts, f"python{runtimes.python}")
         workspace = Workspace(settings, artifacts, fetch=shipped.fetch)
-        sandbox = ProcessDriver(settings)
+        sandbox = ProcessDriver(settings, spares=settings.spare_sandboxes)
         budget = MemoryBudget(settings.node_memory_mb)  # of functions and jobs alike
         podman = PodmanDriver(settings)
         works = bool(podman.probe()["podman_works"])  # else image calls fail, saying why

@@ -1,6 +1,8 @@
 """What every `Driver` promises (pratai/drivers/base.py), run against each: the process driver
-in real bubblewrap sandboxes and the fake driver's plain child processes. What only a sandbox
-does (isolation, cgroups, uids, network) is in tests/drivers/test_process.py."""
+in real bubblewrap sandboxes, the same with every instance a claimed spare sandbox
+(pratai/drivers/spares.py), and the fake driver's plain child processes. What only a sandbox
+does (isolation, cgroups, uids, network) is in tests/drivers/test_process.py and
+tests/drivers/test_spares.py."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import textwrap
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -19,6 +22,7 @@ import pytest_asyncio
 from pratai.drivers.base import Driver, Instance, InstanceSpec
 from pratai.drivers.fake import FakeDriver
 from pratai.drivers.process import ProcessDriver
+from pratai.drivers.spares import Shape
 from pratai.errors import SandboxError
 from pratai.settings import Settings
 from tests.helpers import wait_for_async
@@ -35,11 +39,48 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         shutil.rmtree(s.sandbox_dir, ignore_errors=True)
 
 
-@pytest.fixture(
-    params=[pytest.param("process", marks=NO_BWRAP), pytest.param("fake", marks=pytest.mark.fast)]
+class FromSpares:
+    """The process driver, each start waiting first for a spare of its shape to claim."""
+
+    name = "process"
+
+    def __init__(self, settings: Settings) -> None:
+        self.driver = ProcessDriver(settings, spares=1)
+
+    async def start(self, spec: InstanceSpec) -> Instance:
+        spares = self.driver.spares
+        spares.refill(Shape.of(spec))
+        await wait_for_async(lambda: spares.stats()["waiting"], what="a spare sandbox")
+        claimed = spares.stats()["claimed"]
+        try:
+            return await self.driver.start(spec)
+        finally:
+            assert spares.stats()["claimed"] == claimed + 1
+
+    def features(self) -> dict[str, Any]:
+        return self.driver.features()
+
+    async def close(self) -> None:
+        await self.driver.close()
+
+
+@pytest_asyncio.fixture(
+    loop_scope="function",
+    params=[
+        pytest.param("process", marks=NO_BWRAP),
+        pytest.param("spares", marks=NO_BWRAP),
+        pytest.param("fake", marks=pytest.mark.fast),
+    ],
 )
-def driver(request: pytest.FixtureRequest, settings: Settings) -> Driver:
-    return ProcessDriver(settings) if request.param == "process" else FakeDriver(settings)
+async def driver(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Driver]:
+    kinds: dict[str, Callable[[Settings], Driver]] = {
+        "process": ProcessDriver,
+        "spares": FromSpares,
+        "fake": FakeDriver,
+    }
+    made = kinds[request.param](settings)
+    yield made
+    await made.close()
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -221,12 +262,12 @@ def test_features_name_the_driver(driver: Driver) -> None:
     assert driver.features()["driver"] == driver.name
 
 
-def _with_env(token: str) -> list[int]:
-    """The pids of processes whose environment holds `token`."""
+def _with_cmdline(token: str) -> list[int]:
+    """The pids of processes whose command line holds `token`."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and token.encode() in (proc / "environ").read_bytes():
+            if proc.name.isdigit() and token.encode() in (proc / "cmdline").read_bytes():
                 found.append(int(proc.name))
         except OSError:  # gone meanwhile, or not ours to read
             continue
@@ -234,13 +275,19 @@ def _with_env(token: str) -> list[int]:
 
 
 async def test_a_start_cancelled_while_loading_leaves_nothing_running(start: Start) -> None:
-    """A cold start given up (its call cancelled) stops what it started."""
+    """A cold start given up (its call cancelled) stops what it started: a child process the
+    import started too (a spare learns its environment late, so the token is in a command
+    line rather than the environment)."""
     token = f"canary-{uuid.uuid4().hex}"
     loading = asyncio.ensure_future(
-        start("import time\ntime.sleep(60)\ndef main(p):\n    return 1\n", env={"T": token})
+        start(
+            "import subprocess\n"
+            f"subprocess.run(['/bin/sh', '-c', 'sleep 60; : {token}'])\n"
+            "def main(p):\n    return 1\n",
+        )
     )
-    await wait_for_async(lambda: _with_env(token), timeout=30, what="the instance to start")
+    await wait_for_async(lambda: _with_cmdline(token), timeout=30, what="the instance to start")
     loading.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await loading
-    await wait_for_async(lambda: not _with_env(token), timeout=30, what="its processes to end")
+    await wait_for_async(lambda: not _with_cmdline(token), timeout=30, what="its processes to end")

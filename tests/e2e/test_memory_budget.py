@@ -17,6 +17,11 @@ ECHO = "def main(p):\n    return p\n"
 SLEEP = "import time\ndef main(p):\n    time.sleep(p)\n    return p\n"
 
 
+# Spare sandboxes are bwrap children too, but no instances (they wait outside the budget, see
+# settings.py): off here, so that every sandbox counted is an instance or a job.
+NO_SPARES = {"PRATAI_SPARE_SANDBOXES": "0"}
+
+
 def sandboxes(server_pid: int) -> int:
     """The server's sandboxes alive now: each instance and command job is a bwrap child."""
     count = 0
@@ -67,7 +72,7 @@ def invoke(server: Server, name: str, payload: Any) -> dict[str, Any]:
 def test_idle_instances_make_room_and_the_budget_is_never_passed(
     tmp_path: Path, make_zip_file
 ) -> None:
-    server = start_server(tmp_path, PRATAI_NODE_MEMORY_MB="512")
+    server = start_server(tmp_path, PRATAI_NODE_MEMORY_MB="512", **NO_SPARES)
     try:
         echo = str(make_zip_file({"main.py": ECHO}))
         names = [f"fn{n}" for n in range(6)]
@@ -97,7 +102,7 @@ def test_idle_instances_make_room_and_the_budget_is_never_passed(
 
 
 def test_memory_no_node_has_is_refused_at_once(tmp_path: Path, make_zip_file) -> None:
-    server = start_server(tmp_path, PRATAI_NODE_MEMORY_MB="512")
+    server = start_server(tmp_path, PRATAI_NODE_MEMORY_MB="512", **NO_SPARES)
     try:
         echo = make_zip_file({"main.py": ECHO})
         refused = server.cli(
@@ -140,7 +145,7 @@ def test_memory_no_node_has_is_refused_at_once(tmp_path: Path, make_zip_file) ->
 def test_busy_instances_make_a_call_wait_then_a_wait_too_long_fails(
     tmp_path: Path, make_zip_file
 ) -> None:
-    server = start_server(tmp_path, PRATAI_NODE_MEMORY_MB="256")
+    server = start_server(tmp_path, PRATAI_NODE_MEMORY_MB="256", **NO_SPARES)
     try:
         sleep = str(make_zip_file({"main.py": SLEEP}))
         for name, memory, timeout in [("hold", 256, 30), ("quick", 128, 1), ("patient", 128, 30)]:

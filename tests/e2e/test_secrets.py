@@ -98,9 +98,7 @@ def test_secret_as_a_file_only_the_sandbox_can_read(server: Server, deploy) -> N
     fn = deploy({"main.py": reader}, "--secret-file", name)
     result = server.cli_json("invoke", fn)["result"]
     assert result == {"length": len(value), "writable": False, "env": False}
-    leftovers = glob.glob("/dev/shm/pratai-secrets-*")
+    files = f"/dev/shm/pratai-secrets-*/{name}"
+    assert glob.glob(files)  # the warm instance's, in memory
     server.cli("function-delete", fn)  # stops its instances, whose secret files go with them
-    wait_for(
-        lambda: not [p for p in glob.glob("/dev/shm/pratai-secrets-*") if p in leftovers],
-        what="the secret files to be removed",
-    )
+    wait_for(lambda: not glob.glob(files), what="the secret files to be removed")

@@ -28,6 +28,9 @@ class Recording:
     def features(self) -> dict[str, Any]:
         return self.driver.features()
 
+    async def close(self) -> None:
+        await self.driver.close()
+
 
 async def call(pool: VersionPool, payload: Any = None, timeout_s: float = 10.0) -> Outcome:
     return await pool.call(json.dumps(payload or {}).encode(), "application/json", timeout_s)

@@ -6,11 +6,15 @@
 
 Config keys: in_fd, out_fd (control pipes), handler ("module.func"), name, memory_mb,
 max_output, max_result, rlimit_memory (bool: no cgroup, bound the address space),
-rlimit_pids (int or null), fsize (bytes).
+rlimit_pids (int or null), fsize (bytes). A spare sandbox (see pratai/drivers/spares.py) starts
+with only in_fd, out_fd and "spare": true, says so, and gets the rest, and the function's
+environment variables, when a function claims it; it then loads the handler as any instance.
 
 Frames in both directions: struct "!II" (header length, body length), a JSON header, a body.
 
     driver -> runtime   {"op": "call", "content_type": str, "timeout": float}   body: payload
+    driver -> runtime   {"op": "claim", "config": {...}, "env": {...}}   (spares: once, first)
+    runtime -> driver   {"op": "spare"}   (spares: before the claim)
     runtime -> driver   {"op": "ready"} | {"op": "init_error", "error": {...}, "stdout", "stderr"}
                         {"op": "result", "status", "error", "duration_ms", "maxrss_kb",
                          "lens": [result, stdout, stderr]}   body: result + stdout + stderr
@@ -228,6 +232,14 @@ def main():
                 pass
 
     os.register_at_fork(after_in_child=after_fork)
+    if cfg.get("spare"):
+        send(out_fd, {"op": "spare"})
+        try:
+            claim, _ = recv(in_fd)
+        except EOFError:  # stopped before any function claimed it
+            return 0
+        cfg.update(claim["config"])
+        os.environ.update(claim["env"])
     set_limits(cfg)
     sys.dont_write_bytecode = True  # -I ignores PYTHON* variables
     sys.stdout = io.TextIOWrapper(  # unbuffered, so output interleaves with child processes

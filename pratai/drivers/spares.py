@@ -1,0 +1,184 @@
+"""Spare sandboxes: started before a function needs one, so that a cold start is only the
+function's own import.
+
+A spare is an ordinary sandbox of one *shape* (runtime, environment folder, network), with the
+same namespaces, unprivileged uid, cgroup and private /tmp as any instance. Its runtime starts,
+says so, and waits, having loaded nothing of anyone's. A cold start of a function of that shape
+claims one: the driver puts the function's code into the (empty) folder the spare mounts at
+/code and its secret files into the one at /run/secrets, writes the function's limits into the
+spare's cgroup and sends the rest (handler, limits, environment variables); the runtime then
+loads the handler. A spare serves one function and stops with that instance: it is never handed
+back, so nothing of one function reaches another. (OpenWhisk's prewarmed "stem cell"
+containers are the same idea.)
+
+After each cold start the driver starts a spare of that shape in the background, for the next
+one: `per_shape` wait per shape, for the `max_shapes` shapes used last. Each idle spare holds
+a few MB of memory outside the node's budget, which is why their number is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pratai.drivers.base import InstanceSpec
+from pratai.drivers.cgroups import Cgroup
+from pratai.drivers.instance import ProcessInstance
+
+log = logging.getLogger(__name__)
+
+# A package with more files than this is not linked into a spare: the normal start, which
+# mounts the package itself, is as fast then.
+MAX_LINKED_FILES = 1000
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a sandbox has before it knows its function: the runtime, the environment folder
+    mounted (and the interpreter that comes with it) and whether it shares the network."""
+
+    runtime: str
+    env_dir: Path | None
+    network: bool
+
+    @classmethod
+    def of(cls, spec: InstanceSpec) -> Shape:
+        env_dir = spec.env_dir.resolve() if spec.env_dir is not None else None
+        return cls(spec.runtime, env_dir, spec.network)
+
+
+@dataclass
+class Spare:
+    instance: ProcessInstance  # started; its runtime waits for a claim
+    code_dir: Path  # the host folder mounted at /code, empty until claimed
+    secrets_dir: Path  # the host folder mounted at /run/secrets
+    cgroup: Cgroup | None
+
+
+class Spares:
+    def __init__(
+        self, start: Callable[[Shape], Awaitable[Spare]], per_shape: int, max_shapes: int = 4
+    ) -> None:
+        self._start = start
+        self.per_shape = per_shape
+        self.max_shapes = max_shapes
+        self._ready: OrderedDict[Shape, list[Spare]] = OrderedDict()  # used last at the end
+        self._starting: dict[Shape, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.started = self.claimed = self.failed = 0
+
+    def waiting(self, shape: Shape) -> list[Spare]:
+        return list(self._ready.get(shape, []))
+
+    def take(self, shape: Shape) -> Spare | None:
+        """A waiting spare of `shape`, or None."""
+        waiting = self._ready.get(shape, [])
+        while waiting:
+            spare = waiting.pop(0)  # the oldest
+            if spare.instance.alive:
+                self.claimed += 1
+                return spare
+            self._stop(spare)
+        return None
+
+    def refill(self, shape: Shape) -> None:
+        """Starts spares of `shape` in the background until `per_shape` wait; the shapes used
+        longest ago lose theirs beyond `max_shapes`."""
+        if self._closed or self.per_shape <= 0:
+            return
+        self._ready.setdefault(shape, [])
+        self._ready.move_to_end(shape)
+        while len(self._ready) > self.max_shapes:
+            _, dropped = self._ready.popitem(last=False)
+            for spare in dropped:
+                self._stop(spare)
+        missing = self.per_shape - len(self._ready[shape]) - self._starting.get(shape, 0)
+        for _ in range(missing):
+            self._starting[shape] = self._starting.get(shape, 0) + 1
+            self._spawn(self._fill(shape))
+
+    async def _fill(self, shape: Shape) -> None:
+        try:
+            spare = await self._start(shape)
+        except Exception:  # the next cold start starts a sandbox itself, and says why
+            self.failed += 1
+            log.warning("could not start a spare sandbox (%s)", shape, exc_info=True)
+            return
+        finally:
+            self._starting[shape] -= 1
+        if self._closed or shape not in self._ready:
+            await spare.instance.stop()
+            return
+        self.started += 1
+        self._ready[shape].append(spare)
+
+    def _stop(self, spare: Spare) -> None:
+        self._spawn(spare.instance.stop())
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        for waiting in self._ready.values():
+            for spare in waiting:
+                await spare.instance.stop()
+        self._ready.clear()
+
+    def stats(self) -> dict[str, int]:
+        waiting = sum(len(spares) for spares in self._ready.values())
+        return {
+            "per_shape": self.per_shape,
+            "waiting": waiting,
+            "started": self.started,
+            "claimed": self.claimed,
+            "failed": self.failed,
+        }
+
+
+def package_tree(source: Path, max_files: int = MAX_LINKED_FILES) -> list[tuple[Path, bool]] | None:
+    """`source`'s entries (relative path, is a folder), parents first; None when there are
+    more than `max_files`."""
+    entries: list[tuple[Path, bool]] = []
+    for root, folders, files in os.walk(source):
+        base = Path(root).relative_to(source)
+        entries += [(base / name, not (Path(root) / name).is_symlink()) for name in folders]
+        entries += [(base / name, False) for name in files]
+        if len(entries) > max_files:
+            return None
+    return entries
+
+
+def link_tree(source: Path, entries: list[tuple[Path, bool]], target: Path) -> None:
+    """Fills the empty folder `target` with `source`'s `entries`: hard links where both are on
+    one file system (a ready package's files never change), copies where not."""
+    for relative, is_folder in entries:
+        origin, copy = source / relative, target / relative
+        if is_folder:
+            copy.mkdir()
+            copy.chmod(0o755)
+        elif origin.is_symlink():
+            copy.symlink_to(os.readlink(origin))
+        else:
+            try:
+                os.link(origin, copy)
+            except OSError:  # another file system, or links refused
+                shutil.copy2(origin, copy)

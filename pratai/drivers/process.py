@@ -47,6 +47,7 @@ INSTALL_HINT = (
 )
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
+REFILL_AFTER_S = 0.05
 # A spare's memory limit until a function claims it: an idle runtime needs far less.
 SPARE_MEMORY_MB = 64
 
@@ -139,7 +140,7 @@ class ProcessDriver:
         runtime = self._check(spec)  # before anything needs cleaning up
         if not runtime.spares:
             return await self._start_new(spec, runtime)
-        shape, code = Shape.of(spec), spec.code_dir.resolve()
+        shape, code = Shape.of(spec, bool(runtime.heap_flag)), spec.code_dir.resolve()
         try:
             entries = await asyncio.to_thread(package_tree, code)
             spare = self.spares.take(shape) if entries is not None else None
@@ -153,7 +154,9 @@ class ProcessDriver:
                 return spare.instance
             return await self._start_new(spec, runtime)
         finally:
-            self.spares.refill(shape)  # for the next cold start, after this one
+            # for the next cold start; a little later, so that starting it (~50 ms of CPU)
+            # does not slow down the answer of the call that claimed this one
+            self.spares.refill(shape, after_s=REFILL_AFTER_S)
 
     async def close(self) -> None:
         """Stops the spares (instances stop with their pools)."""
@@ -239,28 +242,27 @@ class ProcessDriver:
         runtime = runtime_of(shape.runtime)
         self.runtime_dir(shape.runtime)  # makes the sandbox folder, on the very first start
         root = self.settings.sandbox_dir / "spares"
-        root.mkdir(mode=0o711, exist_ok=True)
+        root.mkdir(exist_ok=True)
+        root.chmod(0o711)  # whatever the umask: the sandbox uid passes through, lists nothing
         folder = Path(tempfile.mkdtemp(prefix="spare-", dir=root))
         folder.chmod(0o755)
         code = folder / "code"
         code.mkdir()
         code.chmod(0o755)
         secrets = secret_folder(self.drop_privileges)
+        memory_mb = shape.heap_mb or SPARE_MEMORY_MB
         spec = InstanceSpec(
             key="spare",
             code_dir=code,
             env_dir=shape.env_dir,
             handler="",
-            memory_mb=SPARE_MEMORY_MB,
+            memory_mb=memory_mb,
             network=shape.network,
             runtime=shape.runtime,
         )
         try:
             cgroup = self.cgroups.create(
-                "spare",
-                SPARE_MEMORY_MB * MIB,
-                self.settings.max_pids,
-                self.provision(SPARE_MEMORY_MB),
+                "spare", memory_mb * MIB, self.settings.max_pids, self.provision(memory_mb)
             )
         except OSError:
             for made in (folder, secrets):

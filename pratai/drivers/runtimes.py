@@ -107,6 +107,7 @@ RUNTIMES = {
         heap_oom="JavaScript heap out of memory",
         prlimit=True,
         reopens_pipes=True,  # close-on-exec, so the function's child processes lack them
+        spares=True,
     ),
 }
 

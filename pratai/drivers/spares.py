@@ -42,16 +42,18 @@ MAX_LINKED_FILES = 1000
 @dataclass(frozen=True)
 class Shape:
     """What a sandbox has before it knows its function: the runtime, the environment folder
-    mounted (and the interpreter that comes with it) and whether it shares the network."""
+    mounted (and the interpreter that comes with it), whether it shares the network, and
+    for Node.js the memory its heap cap follows."""
 
     runtime: str
     env_dir: Path | None
     network: bool
+    heap_mb: int = 0  # a runtime whose heap cap is a flag of its command line has it set
 
     @classmethod
-    def of(cls, spec: InstanceSpec) -> Shape:
+    def of(cls, spec: InstanceSpec, heap_flag: bool = False) -> Shape:
         env_dir = spec.env_dir.resolve() if spec.env_dir is not None else None
-        return cls(spec.runtime, env_dir, spec.network)
+        return cls(spec.runtime, env_dir, spec.network, spec.memory_mb if heap_flag else 0)
 
 
 @dataclass
@@ -89,10 +91,13 @@ class Spares:
             self._stop(spare)
         return None
 
-    def refill(self, shape: Shape) -> None:
+    def refill(self, shape: Shape, after_s: float = 0.0) -> None:
         """Starts spares of `shape` in the background until `per_shape` wait; the shapes used
-        longest ago lose theirs beyond `max_shapes`."""
+        longest ago lose theirs beyond `max_shapes`. `after_s`: not before then."""
         if self._closed or self.per_shape <= 0:
+            return
+        if after_s > 0:
+            asyncio.get_running_loop().call_later(after_s, self.refill, shape)
             return
         self._ready.setdefault(shape, [])
         self._ready.move_to_end(shape)

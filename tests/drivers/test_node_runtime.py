@@ -1,4 +1,5 @@
-"""The Node.js runtime under the process driver, in real bubblewrap sandboxes: no mocks.
+"""The Node.js runtime under the process driver, in real bubblewrap sandboxes: no mocks. Each
+test runs twice: in a sandbox started for the instance, and in a claimed spare sandbox.
 
 No skips: a machine without bwrap or Node.js fails these tests.
 """
@@ -17,8 +18,10 @@ import pytest_asyncio
 from pratai.drivers.base import InstanceSpec
 from pratai.drivers.instance import ProcessInstance
 from pratai.drivers.process import ProcessDriver
+from pratai.drivers.spares import Shape
 from pratai.errors import SandboxError
 from pratai.settings import Settings
+from tests.helpers import wait_for_async
 
 Start = Callable[..., Awaitable[ProcessInstance]]
 
@@ -31,12 +34,15 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         shutil.rmtree(s.sandbox_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def driver(settings: Settings) -> ProcessDriver:
-    driver = ProcessDriver(settings)
+@pytest_asyncio.fixture(loop_scope="function", params=[0, 1], ids=["started", "spare"])
+async def driver(
+    settings: Settings, request: pytest.FixtureRequest
+) -> AsyncIterator[ProcessDriver]:
+    driver = ProcessDriver(settings, spares=request.param)
     assert driver.bwrap, "bubblewrap is needed: apt-get install bubblewrap"
     assert Path(settings.sandbox_node).is_file(), "Node.js 20 is needed at PRATAI_SANDBOX_NODE"
-    return driver
+    yield driver
+    await driver.close()
 
 
 def write_tree(folder: Path, files: dict[str, str]) -> None:
@@ -74,7 +80,15 @@ async def start(driver: ProcessDriver, code_root: Path) -> AsyncIterator[Start]:
             name="demo",
             **kw,  # type: ignore[arg-type]
         )
-        inst = await driver.start(spec)
+        spares = driver.spares
+        if spares.per_shape:
+            spares.refill(Shape.of(spec, heap_flag=True))
+            await wait_for_async(lambda: spares.stats()["waiting"], what="a spare sandbox")
+        claimed = spares.stats()["claimed"]
+        try:
+            inst = await driver.start(spec)
+        finally:
+            assert spares.stats()["claimed"] == claimed + spares.per_shape
         instances.append(inst)
         return inst
 

@@ -89,3 +89,28 @@ def test_the_api_field_round_trips(server: Server, make_zip_file) -> None:
         assert http.get(f"/v1/functions/{name}").json()["fresh_per_call"] is False
         refused = http.patch(f"/v1/functions/{name}", data={"fresh_per_call": "maybe"})
         assert refused.status_code == 400 and "fresh_per_call" in refused.text
+
+
+def test_cold_starts_claim_spare_sandboxes_started_ahead(server: Server, deploy) -> None:
+    """The server keeps a spare sandbox started (PRATAI_SPARE_SANDBOXES, 1 by default); each
+    fresh call claims one, gets its function's code and environment, and nothing of the
+    earlier call's."""
+    reports = {
+        "main.py": REMEMBERS["main.py"].replace(
+            '"file_seen": seen}', '"file_seen": seen, "function": os.environ["PRATAI_FUNCTION"]}'
+        )
+    }
+    name = deploy(reports, "--fresh-per-call")
+    with server.http() as http:
+
+        def spares() -> dict[str, int]:
+            found: dict[str, int] = http.get("/v1/node").json()["driver"]["spare_sandboxes"]
+            return found
+
+        for _ in range(3):
+            wait_for(lambda: spares()["waiting"] >= 1, timeout=30, what="a spare sandbox")
+            claimed = spares()["claimed"]
+            answer = server.cli_json("invoke", name)
+            assert answer["result"] == {"calls": 1, "file_seen": False, "function": name}
+            assert answer["cold_start"] is True
+            assert spares()["claimed"] == claimed + 1

@@ -321,6 +321,14 @@ async function invoke(func, header, body) {
 }
 
 async function main() {
+  if (cfg.spare) {
+    // A spare sandbox (pratai/drivers/spares.py): loaded nothing yet; a function claims it
+    send({ op: 'spare' });
+    const claim = recv();
+    if (claim === null) process.exit(0); // stopped before any function claimed it
+    Object.assign(cfg, claim[0].config);
+    Object.assign(process.env, claim[0].env);
+  }
   process.on('SIGXFSZ', () => {}); // an over-long write fails instead of killing
   process.on('uncaughtException', onStray);
   process.on('unhandledRejection', onStray);

@@ -141,9 +141,12 @@ class ProcessDriver:
         if not runtime.spares:
             return await self._start_new(spec, runtime)
         shape, code = Shape.of(spec, bool(runtime.heap_flag)), spec.code_dir.resolve()
+        was_waiting = False
         try:
             entries = await asyncio.to_thread(package_tree, code)
-            spare = self.spares.take(shape) if entries is not None else None
+            spare = None
+            if entries is not None:
+                spare, was_waiting = await self.spares.take_or_wait(shape)
             if spare is not None and entries is not None and await self._fill(spare, spec, entries):
                 config = self._claim_config(spec, spare)
                 try:
@@ -154,9 +157,10 @@ class ProcessDriver:
                 return spare.instance
             return await self._start_new(spec, runtime)
         finally:
-            # for the next cold start; a little later, so that starting it (~50 ms of CPU)
-            # does not slow down the answer of the call that claimed this one
-            self.spares.refill(shape, after_s=REFILL_AFTER_S)
+            # For the next cold start. After a spare that was waiting, a little later, so that
+            # starting one (~50 ms of CPU) does not slow down this call's answer; at once
+            # when cold starts come faster than spares.
+            self.spares.refill(shape, after_s=REFILL_AFTER_S if was_waiting else 0.0)
 
     async def close(self) -> None:
         """Stops the spares (instances stop with their pools)."""

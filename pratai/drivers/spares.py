@@ -73,6 +73,8 @@ class Spares:
         self.max_shapes = max_shapes
         self._ready: OrderedDict[Shape, list[Spare]] = OrderedDict()  # used last at the end
         self._starting: dict[Shape, int] = {}
+        # spares being started that no cold start waits for yet (each goes to one at most)
+        self._unpromised: dict[Shape, list[asyncio.Future[Spare | None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.started = self.claimed = self.failed = 0
@@ -91,6 +93,21 @@ class Spares:
             self._stop(spare)
         return None
 
+    async def take_or_wait(self, shape: Shape) -> tuple[Spare | None, bool]:
+        """A waiting spare of `shape`, else one being started that no other cold start waits
+        for (it is ready sooner than a sandbox started now would be), else None; and whether
+        it was waiting already."""
+        spare = self.take(shape)
+        if spare is not None:
+            return spare, True
+        starting = self._unpromised.get(shape)
+        if not starting:
+            return None, False
+        spare = await starting.pop(0)
+        if spare is not None:
+            self.claimed += 1
+        return spare, False
+
     def refill(self, shape: Shape, after_s: float = 0.0) -> None:
         """Starts spares of `shape` in the background until `per_shape` wait; the shapes used
         longest ago lose theirs beyond `max_shapes`. `after_s`: not before then."""
@@ -108,17 +125,29 @@ class Spares:
         missing = self.per_shape - len(self._ready[shape]) - self._starting.get(shape, 0)
         for _ in range(missing):
             self._starting[shape] = self._starting.get(shape, 0) + 1
-            self._spawn(self._fill(shape))
+            slot: asyncio.Future[Spare | None] = asyncio.get_running_loop().create_future()
+            self._unpromised.setdefault(shape, []).append(slot)
+            self._spawn(self._fill(shape, slot))
 
-    async def _fill(self, shape: Shape) -> None:
+    async def _fill(self, shape: Shape, slot: asyncio.Future[Spare | None]) -> None:
+        unpromised = self._unpromised.get(shape, [])
+        spare = None
         try:
             spare = await self._start(shape)
         except Exception:  # the next cold start starts a sandbox itself, and says why
             self.failed += 1
             log.warning("could not start a spare sandbox (%s)", shape, exc_info=True)
-            return
         finally:
             self._starting[shape] -= 1
+            if slot in unpromised:
+                unpromised.remove(slot)
+            elif not slot.done():  # a cold start waits for this one: it gets it
+                slot.set_result(spare)
+                return
+            if not slot.done():
+                slot.set_result(None)
+        if spare is None:
+            return
         if self._closed or shape not in self._ready:
             await spare.instance.stop()
             return

@@ -34,6 +34,8 @@ from typing import Any, Protocol
 import httpx
 import psycopg
 
+import pratai
+from bench import sdk as sdk_bench
 from bench.http_load import LoadResult, run_load
 from bench.server import pratai_server
 from tests.cluster.harness import can_make_namespaces, cluster
@@ -48,6 +50,8 @@ PUBLISH_CONCURRENCY = 16  # async invocations are published over HTTP by this ma
 CONCURRENCY = 16  # sync invocations of the trivial function in flight
 WIDE_SLOTS = 32  # PRATAI_NODE_SLOTS's default: the node of the control and trivial runs
 TRIVIAL_SYNC = 3000
+ONE_AT_A_TIME = 1000  # sync invocations of the trivial function, one at a time
+PAUSE_S = 0.3  # before each cold start
 TRIVIAL_ASYNC = 2000
 FINISH_TIMEOUT_S = 300.0
 
@@ -229,8 +233,37 @@ def measure_cluster(tmp: Path, namespaces: bool) -> dict[str, Any]:
 
 async def _trivial(port: int, key: str, records: Records) -> dict[str, Any]:
     sync = await sync_run(port, key, records, "trivial", CONCURRENCY, TRIVIAL_SYNC)
+    one = await sync_run(port, key, records, "trivial", 1, ONE_AT_A_TIME)
     run = await async_run(port, key, records, "trivial", TRIVIAL_ASYNC)
-    return {"sync": sync, "async": run}
+    url = f"http://127.0.0.1:{port}"
+    return {
+        "sync": sync,
+        "sync_c1": one,
+        "async": run,
+        "cold_start_ms": await asyncio.to_thread(cold_starts, url, key),
+        "sdk_round_trip": await asyncio.to_thread(sdk_round_trips, url, key),
+    }
+
+
+def cold_starts(url: str, key: str, count: int = 15) -> dict[str, float]:
+    """Invoke to result of new functions, each a cold start; not back to back (a pause of
+    PAUSE_S first), as cold starts of a node's spare sandboxes (which the api cannot see)."""
+    took = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        for i in range(count):
+            deploy(url, key, f"cold-{i}", TRIVIAL + f"# {i}\n", 1)
+            time.sleep(PAUSE_S)
+            started = time.perf_counter()
+            answer = c.post(f"/v1/functions/cold-{i}/invoke", json={}).json()
+            took.append((time.perf_counter() - started) * 1000)
+            assert answer.get("cold_start"), answer
+    return {"p50": statistics.median(took), "p99": _pct(took, 0.99)}
+
+
+def sdk_round_trips(url: str, key: str) -> dict[str, float]:
+    """`client.submit(f).result()`, warm, one at a time (bench/sdk.py's round trip)."""
+    with pratai.Client(url, key) as client:
+        return sdk_bench.round_trips(lambda: client.submit(sdk_bench.trivial).result(30))
 
 
 def measure_serve() -> dict[str, Any]:
@@ -288,6 +321,13 @@ def report(r: dict[str, Any]) -> None:
     ratios["sync_p50_cluster_vs_serve"] = c["sync"]["p50_ms"] / s["sync"]["p50_ms"]
     ratios["sync_p99_cluster_vs_serve"] = c["sync"]["p99_ms"] / s["sync"]["p99_ms"]
     ratios["async_rate_cluster_vs_serve"] = c["async"]["per_s"] / s["async"]["per_s"]
+    ratios["sync_c1_p50_cluster_vs_serve"] = c["sync_c1"]["p50_ms"] / s["sync_c1"]["p50_ms"]
+    ratios["cold_start_p50_cluster_vs_serve"] = (
+        c["cold_start_ms"]["p50"] / s["cold_start_ms"]["p50"]
+    )
+    ratios["sdk_p50_cluster_vs_serve"] = (
+        c["sdk_round_trip"]["p50_ms"] / s["sdk_round_trip"]["p50_ms"]
+    )
     print(f"\nthe distributed path: a trivial function, one node of {WIDE_SLOTS} slots")
 
     def lat(x: dict[str, Any], p50: str, p99: str) -> str:
@@ -320,6 +360,24 @@ def report(r: dict[str, Any]) -> None:
                 lat(c["async"], "published_to_finished_p50_ms", "published_to_finished_p99_ms"),
                 lat(s["async"], "published_to_finished_p50_ms", "published_to_finished_p99_ms"),
                 "",
+            ),
+            (
+                "sync invoke, c=1: p50 / p99",
+                lat(c["sync_c1"], "p50_ms", "p99_ms"),
+                lat(s["sync_c1"], "p50_ms", "p99_ms"),
+                f"{ratios['sync_c1_p50_cluster_vs_serve']:.2f} (p50)",
+            ),
+            (
+                "cold start (HTTP): p50 / p99",
+                lat(c["cold_start_ms"], "p50", "p99"),
+                lat(s["cold_start_ms"], "p50", "p99"),
+                f"{ratios['cold_start_p50_cluster_vs_serve']:.2f} (p50)",
+            ),
+            (
+                "SDK submit(f).result(): p50 / p99",
+                lat(c["sdk_round_trip"], "p50_ms", "p99_ms"),
+                lat(s["sdk_round_trip"], "p50_ms", "p99_ms"),
+                f"{ratios['sdk_p50_cluster_vs_serve']:.2f} (p50)",
             ),
         ],
     )

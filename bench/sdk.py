@@ -48,7 +48,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _round_trips(call: Callable[[], Any]) -> dict[str, float]:
+def round_trips(call: Callable[[], Any]) -> dict[str, float]:
     """Milliseconds per `call()`; a call raising TimeoutError is left out (and retried)."""
     for _ in range(WARMUP):
         with contextlib.suppress(TimeoutError):
@@ -114,7 +114,7 @@ def measure_pratai(url: str, key: str) -> dict[str, Any]:
             )
             return results
 
-        out: dict[str, Any] = {"round_trip": _round_trips(round_trip)}
+        out: dict[str, Any] = {"round_trip": round_trips(round_trip)}
         mapped(1000)  # warm: the pool's instances are started
         out["map"] = _rate(mapped, MAP_ITEMS, stuck)
         out["map"]["chunksize"] = auto_chunksize(MAP_ITEMS, MAX_WORKERS)
@@ -140,7 +140,7 @@ def measure_ray() -> dict[str, Any]:
         remote = ray.remote(make_trivial())
         out: dict[str, Any] = {
             "version": ray.__version__,
-            "round_trip": _round_trips(lambda: ray.get(remote.remote(0))),
+            "round_trip": round_trips(lambda: ray.get(remote.remote(0))),
         }
         ray.get([remote.remote(x) for x in range(1000)])  # warm
         out["map"] = _rate(lambda n: ray.get([remote.remote(x) for x in range(n)]), MAP_ITEMS)
@@ -157,7 +157,7 @@ def measure_process_pool() -> dict[str, Any]:
     with ProcessPoolExecutor() as pool:
         out: dict[str, Any] = {
             "workers": os.cpu_count(),
-            "round_trip": _round_trips(lambda: pool.submit(trivial).result()),
+            "round_trip": round_trips(lambda: pool.submit(trivial).result()),
         }
         list(pool.map(trivial, range(1000)))
         out["map"] = _rate(lambda n: list(pool.map(trivial, range(n))), MAP_ITEMS)

@@ -7,7 +7,9 @@ Subjects, under `pratai.cluster.`:
   the order names;
 - `evict`: `{"function": id}` to every node: stop its warm instances (it changed or went);
 - `node.<name>.control`: `{"drain": true|false}`, answered with the node's heartbeat, or
-  `{"cancel": dispatch}` (a job was cancelled), not answered.
+  `{"cancel": dispatch}` (a job was cancelled), not answered;
+- `job-ended`: a job's id, from the scheduler that stored its outcome, to every api: one whose
+  caller waits for that job reads it at once (else it looks in the store now and then).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger("pratai.cluster")
 
 HEARTBEAT = "pratai.cluster.heartbeat"
 EVICT = "pratai.cluster.evict"  # {"function": id}: a function changed or went; to every node
+JOB_ENDED = "pratai.cluster.job-ended"  # a job id: its outcome is stored; to every api
 
 
 class Evictor:

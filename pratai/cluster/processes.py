@@ -26,6 +26,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from nats.aio.msg import Msg
+
 from pratai.api.app import create_app
 from pratai.api.deps import Services
 from pratai.artifacts import ArtifactStore, open_artifacts
@@ -38,11 +40,11 @@ from pratai.cluster.connector_lease import (
 )
 from pratai.cluster.environments import EnvironmentServer
 from pratai.cluster.executor import Dispatcher, RemoteExecutor, RemoteJobs
-from pratai.cluster.link import Evictor, Link, servers_of
+from pratai.cluster.link import JOB_ENDED, Evictor, Link, servers_of
 from pratai.cluster.registry import Registry
 from pratai.core.invocations import INVOCATIONS_QUEUE
 from pratai.core.jobs import JOBS_QUEUE, MAX_JOB_TIMEOUT_S
-from pratai.core.models import BuildState
+from pratai.core.models import BuildState, Job
 from pratai.core.node_tokens import NodeTokens
 from pratai.core.ports import Store
 from pratai.core.secrets import Secrets, load_keys
@@ -196,6 +198,7 @@ class ControlPlane:
                 log.info("re-encrypted %d secrets with the newest key", rotated)
             building = await self.store.versions_with_state(BuildState.BUILDING)
             await self.services.functions.resume_builds(building)
+            await self.link.nc.subscribe(JOB_ENDED, cb=self._job_ended)
             return new_key
         assert self.scheduler is not None and self.collector is not None
         self.services.events.start()
@@ -205,6 +208,7 @@ class ControlPlane:
         run = self.services.invocations.run_delivery
         self.collector.start(self.broker, run, DISPATCH_CONSUMERS)
         assert self.job_collector is not None
+        self.services.jobs.ended_listeners.append(self._tell_job_ended)
         self.job_collector.start(self.broker, self._run_job, DISPATCH_CONSUMERS)
         self.scheduler.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -218,6 +222,13 @@ class ControlPlane:
 
     async def _run_job(self, job_id: str) -> None:
         await self.services.jobs.run_queued(job_id)
+
+    async def _tell_job_ended(self, job: Job) -> None:
+        with contextlib.suppress(Exception):  # the api finds it in the store a little later
+            await self.link.nc.publish(JOB_ENDED, job.id.encode())
+
+    async def _job_ended(self, message: Msg) -> None:
+        self.services.jobs.ended_elsewhere(message.data.decode())
 
     async def _sweep_forever(self) -> None:
         invocations = self.services.invocations

@@ -310,6 +310,11 @@ class Jobs:
         self._wake(job_id)
         return job
 
+    def ended_elsewhere(self, job_id: str) -> None:
+        """Another process stored the job's outcome: a caller waiting for it here reads it
+        now, rather than at its next look in the store."""
+        self._wake(job_id)
+
     def _wake(self, job_id: str, done: Job | None = None) -> None:
         if done is not None:
             self._done[job_id] = done

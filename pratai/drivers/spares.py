@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pratai.drivers.base import InstanceSpec
 from pratai.drivers.cgroups import Cgroup
@@ -177,11 +178,14 @@ class Spares:
                 await spare.instance.stop()
         self._ready.clear()
 
-    def stats(self) -> dict[str, int]:
-        waiting = sum(len(spares) for spares in self._ready.values())
+    def stats(self) -> dict[str, Any]:
+        waiting: dict[str, int] = {}
+        for shape, spares in self._ready.items():
+            waiting[shape.runtime] = waiting.get(shape.runtime, 0) + len(spares)
         return {
             "per_shape": self.per_shape,
-            "waiting": waiting,
+            "waiting": sum(waiting.values()),
+            "waiting_by_runtime": waiting,
             "started": self.started,
             "claimed": self.claimed,
             "failed": self.failed,

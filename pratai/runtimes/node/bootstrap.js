@@ -322,7 +322,10 @@ async function invoke(func, header, body) {
 
 async function main() {
   if (cfg.spare) {
-    // A spare sandbox (pratai/drivers/spares.py): loaded nothing yet; a function claims it
+    // A spare sandbox (pratai/drivers/spares.py): loaded nothing yet; a function claims it.
+    // What is the same for every function is made first: the output streams (lazy, and slow).
+    void process.stdout;
+    void process.stderr;
     send({ op: 'spare' });
     const claim = recv();
     if (claim === null) process.exit(0); // stopped before any function claimed it

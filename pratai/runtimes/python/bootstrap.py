@@ -232,15 +232,8 @@ def main():
                 pass
 
     os.register_at_fork(after_in_child=after_fork)
-    if cfg.get("spare"):
-        send(out_fd, {"op": "spare"})
-        try:
-            claim, _ = recv(in_fd)
-        except EOFError:  # stopped before any function claimed it
-            return 0
-        cfg.update(claim["config"])
-        os.environ.update(claim["env"])
-    set_limits(cfg)
+    if not cfg.get("spare"):
+        set_limits(cfg)
     sys.dont_write_bytecode = True  # -I ignores PYTHON* variables
     sys.stdout = io.TextIOWrapper(  # unbuffered, so output interleaves with child processes
         io.FileIO(1, "w", closefd=False),
@@ -254,6 +247,15 @@ def main():
         errors="backslashreplace",
         write_through=True,
     )
+    if cfg.get("spare"):  # what is the same for every function is made; now the rest
+        send(out_fd, {"op": "spare"})
+        try:
+            claim, _ = recv(in_fd)
+        except EOFError:  # stopped before any function claimed it
+            return 0
+        cfg.update(claim["config"])
+        os.environ.update(claim["env"])
+        set_limits(cfg)
     capture = Capture(cfg["max_output"])
     capture.start()
     try:

@@ -114,7 +114,9 @@ async def test_server_restart(private_mosquitto: PrivateServer) -> None:
         # saved the session at its stop, which a kill does not: see the offline test instead).
         await wait_for_async(lambda: connector.status.connected, what="reconnected")
         await publish(port, ("sensors/2", b"2"), ("sensors/3/x", b"3"))
-        await wait_for_async(lambda: len(got.items) == 3, what="messages after the restart")
+        await wait_for_async(lambda: got.data[-2:] == [2, 3], what="messages after the restart")
         assert connector.status.connected is True
-        assert connector.status.forwarded == 3
-    assert got.data == [1, 2, 3]
+        assert connector.status.forwarded == len(got.items)
+    # At least once: when the stop beat the PUBACK of message 1 (sent once it was forwarded),
+    # the broker saved it as unacknowledged and delivers it again after the restart.
+    assert got.data in ([1, 2, 3], [1, 1, 2, 3])

@@ -12,8 +12,9 @@ back, so nothing of one function reaches another. (OpenWhisk's prewarmed "stem c
 containers are the same idea.)
 
 After each cold start the driver starts a spare of that shape in the background, for the next
-one: `per_shape` wait per shape, for the `max_shapes` shapes used last. Each idle spare holds
-a few MB of memory outside the node's budget, which is why their number is bounded.
+one: `per_shape` wait per shape (one more while cold starts of it come faster than spares), for
+the `max_shapes` shapes used last. Each idle spare holds a few MB of memory outside the node's
+budget, which is why their number is bounded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 # A package with more files than this is not linked into a spare: the normal start, which
 # mounts the package itself, is as fast then.
 MAX_LINKED_FILES = 1000
+# A shape whose cold start found no spare waiting this recently gets one more (fresh-per-call
+# functions, bursts): two sandboxes start at once where there are two cores.
+BUSY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class Spares:
         self.max_shapes = max_shapes
         self._ready: OrderedDict[Shape, list[Spare]] = OrderedDict()  # used last at the end
         self._starting: dict[Shape, int] = {}
+        self._missed: dict[Shape, float] = {}  # when a cold start last found none waiting
         # spares being started that no cold start waits for yet (each goes to one at most)
         self._unpromised: dict[Shape, list[asyncio.Future[Spare | None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -101,6 +107,7 @@ class Spares:
         spare = self.take(shape)
         if spare is not None:
             return spare, True
+        self._missed[shape] = time.monotonic()
         starting = self._unpromised.get(shape)
         if not starting:
             return None, False
@@ -123,7 +130,10 @@ class Spares:
             _, dropped = self._ready.popitem(last=False)
             for spare in dropped:
                 self._stop(spare)
-        missing = self.per_shape - len(self._ready[shape]) - self._starting.get(shape, 0)
+        target = self.per_shape
+        if time.monotonic() - self._missed.get(shape, -BUSY_S) < BUSY_S:
+            target += 1  # cold starts come faster than spares: one more in the pipeline
+        missing = target - len(self._ready[shape]) - self._starting.get(shape, 0)
         for _ in range(missing):
             self._starting[shape] = self._starting.get(shape, 0) + 1
             slot: asyncio.Future[Spare | None] = asyncio.get_running_loop().create_future()

@@ -37,7 +37,14 @@ from pratai.drivers.sandbox import (
     secret_folder,
     write_secret_files,
 )
-from pratai.drivers.spares import Shape, Spare, Spares, link_tree, package_tree
+from pratai.drivers.spares import (
+    Shape,
+    Spare,
+    Spares,
+    link_tree,
+    package_tree,
+    sweep_spare_folders,
+)
 from pratai.errors import SandboxError
 from pratai.settings import Settings
 
@@ -66,6 +73,7 @@ class ProcessDriver:
         self.drop_privileges = os.geteuid() == 0
         self._runtimes: Path | None = None  # the copy of pratai/runtimes the sandboxes mount
         self.spares = Spares(self._start_spare, per_shape=spares)
+        self._swept = False  # the spares folder, of processes gone (a kill -9)
 
     def runtime_dir(self, runtime: str) -> Path:
         """The folder mounted at /runtime, copied into the sandbox folder on first use."""
@@ -246,9 +254,13 @@ class ProcessDriver:
         runtime = runtime_of(shape.runtime)
         self.runtime_dir(shape.runtime)  # makes the sandbox folder, on the very first start
         root = self.settings.sandbox_dir / "spares"
-        root.mkdir(exist_ok=True)
-        root.chmod(0o711)  # whatever the umask: the sandbox uid passes through, lists nothing
-        folder = Path(tempfile.mkdtemp(prefix="spare-", dir=root))
+        if not root.is_dir():
+            root.mkdir()
+            root.chmod(0o711)  # whatever the umask: the sandbox uid passes, lists nothing
+        elif not self._swept:
+            await asyncio.to_thread(sweep_spare_folders, root)
+        self._swept = True
+        folder = Path(tempfile.mkdtemp(prefix=f"spare-{os.getpid()}-", dir=root))
         folder.chmod(0o755)
         code = folder / "code"
         code.mkdir()

@@ -230,3 +230,26 @@ def link_tree(source: Path, entries: list[tuple[Path, bool]], target: Path) -> N
                 os.link(origin, copy)
             except OSError:  # another file system, or links refused
                 shutil.copy2(origin, copy)
+
+
+def sweep_spare_folders(root: Path) -> int:
+    """Removes the folders of spares whose process is gone ("spare-<pid>-..."), such as one
+    killed with kill -9; returns how many."""
+    removed = 0
+    for folder in root.glob("spare-*-*"):
+        pid = folder.name.split("-")[1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -6,7 +6,9 @@ runs through claimed spares: tests/contracts/test_driver_contract.py.)"""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -180,3 +182,25 @@ async def test_closing_the_driver_stops_its_spares(driver: ProcessDriver) -> Non
     await driver.close()
     assert not spare.instance.alive
     assert not any(folder.exists() for folder in folders)
+
+
+async def test_folders_of_spares_whose_process_is_gone_are_removed(
+    driver: ProcessDriver, settings: Settings
+) -> None:
+    """A platform killed with kill -9 leaves its spares' folders (their code links) behind:
+    the next start of a spare removes those of processes that are gone, and no other's."""
+    await spare_waiting(driver)  # makes the spares folder
+    root = settings.sandbox_dir / "spares"
+    gone = subprocess.Popen(["/bin/true"])
+    gone.wait()  # its pid is free now
+    dead = root / f"spare-{gone.pid}-abc"
+    dead.mkdir()
+    (dead / "left").write_text("x")
+    live = root / f"spare-{os.getpid()}-def"
+    live.mkdir()
+    fresh = ProcessDriver(settings, spares=1)
+    try:
+        await spare_waiting(fresh)
+    finally:
+        await fresh.close()
+    assert not dead.exists() and live.exists()

@@ -97,6 +97,17 @@ def create_engine(url: str) -> Engine:
 # --- row <-> record mapping --------------------------------------------------------------
 
 _INS_INVOCATION = t.invocations.insert()
+# queued -> running (bound parameters: a statement given its values is analysed again on
+# every call, its cache key covering them)
+_START_INVOCATION = (
+    sa.update(t.invocations)
+    .where(
+        t.invocations.c.id == sa.bindparam("_id"),
+        t.invocations.c.status == str(Status.QUEUED),
+    )
+    .values(status=str(Status.RUNNING), started_at=sa.bindparam("started_at"))
+    .returning(*t.invocations.columns)
+)
 _UPD_INVOCATION = (
     t.invocations.update()
     .where(t.invocations.c.id == sa.bindparam("_id"))
@@ -366,14 +377,8 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows)
 
     async def start_invocation(self, invocation_id: str, started_at: float) -> Invocation | None:
         """queued -> running in one statement, returning the row; None when it was not queued."""
-        i = t.invocations
-        q = (
-            sa.update(i)
-            .where(i.c.id == invocation_id, i.c.status == str(Status.QUEUED))
-            .values(status=str(Status.RUNNING), started_at=started_at)
-            .returning(*i.columns)
-        )
-        r = await self._run(lambda c: c.execute(q).mappings().first())
+        params = {"_id": invocation_id, "started_at": started_at}
+        r = await self._run(lambda c: c.execute(_START_INVOCATION, params).mappings().first())
         return _invocation(r) if r else None
 
     async def update_invocation(

@@ -51,6 +51,16 @@ def _saved_row(saved: SavedJob) -> dict[str, Any]:
     return d
 
 
+# Built once with bound parameters: a statement given its values each time is analysed again
+# on every call (its cache key covers the values), which cost an update half a millisecond.
+_UPDATE_JOB = (
+    t.jobs.update()
+    .where(t.jobs.c.id == sa.bindparam("_id"))
+    .values({name: sa.bindparam(name) for name in JOB_OUTCOME})
+)
+_UPDATE_JOB_IF = _UPDATE_JOB.where(t.jobs.c.status == sa.bindparam("_only_if"))
+
+
 class JobRows(SqlBase):
     async def create_job(self, job: Job) -> None:
         row = _job_row(job)
@@ -65,11 +75,12 @@ class JobRows(SqlBase):
         """Writes the job's outcome columns; with `only_if`, only while the stored status is
         that one (so a cancel is never overwritten by a late result). True if written."""
         row = _job_row(job)
-        q = t.jobs.update().where(t.jobs.c.id == job.id)
+        params = {name: row[name] for name in JOB_OUTCOME}
+        params["_id"] = job.id
+        statement = _UPDATE_JOB
         if only_if is not None:
-            q = q.where(t.jobs.c.status == str(only_if))
-        values = {name: row[name] for name in JOB_OUTCOME}
-        count = await self._run(lambda c: c.execute(q.values(values)).rowcount)
+            statement, params["_only_if"] = _UPDATE_JOB_IF, str(only_if)
+        count = await self._run(lambda c: c.execute(statement, params).rowcount)
         return bool(count)
 
     async def list_jobs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 
@@ -9,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Insert
 
 from pratai.core.models import (
     ConnectorRecord,
@@ -31,6 +33,20 @@ from pratai.store._rows import (
 )
 
 
+@functools.cache
+def _event_inserts(sqlite: bool) -> tuple[Insert, Insert]:
+    """An event's insert (nothing on a repeat, returning its seq) and its invocations', built
+    once per dialect."""
+    dialect_insert = sqlite_insert if sqlite else postgresql_insert
+    insert_event = (
+        dialect_insert(t.events)
+        .on_conflict_do_nothing(index_elements=["project_id", "source", "id"])
+        .returning(t.events.c.seq)
+    )
+    insert_invocation = dialect_insert(t.invocations).on_conflict_do_nothing(index_elements=["id"])
+    return insert_event, insert_invocation
+
+
 class EventRows(SqlBase):
     # --- events, triggers, timer ticks ------------------------------------------------
 
@@ -38,15 +54,7 @@ class EventRows(SqlBase):
         """Stores the event, sets its seq and, in the same transaction, the invocations it
         causes (their event_seq set); None, storing nothing, when (project, source, id) exists."""
         row = _event_row(event)
-        dialect_insert = sqlite_insert if self.is_sqlite else postgresql_insert
-        insert_event = (
-            dialect_insert(t.events)
-            .on_conflict_do_nothing(index_elements=["project_id", "source", "id"])
-            .returning(t.events.c.seq)
-        )
-        insert_invocation = dialect_insert(t.invocations).on_conflict_do_nothing(
-            index_elements=["id"]
-        )
+        insert_event, insert_invocation = _event_inserts(self.is_sqlite)
 
         def work(c: Connection) -> int | None:
             seq = c.execute(insert_event, row).scalar()

@@ -39,6 +39,9 @@ class Runtime:
     prlimit: bool = False  # the interpreter cannot set rlimits itself: prlimit sets them
     reopens_pipes: bool = False  # the bootstrap reopens its pipe fds, as the sandbox uid
     spares: bool = False  # the bootstrap can start as a spare (spares.py) and be claimed
+    # environment variables the interpreter reads as it starts: a function that sets one
+    # starts its own sandbox (a spare learns the environment after its start)
+    startup_env: tuple[str, ...] = ()
 
     def interpreter_path(self, settings: Settings) -> str:
         return str(getattr(settings, self.interpreter))
@@ -108,6 +111,7 @@ RUNTIMES = {
         prlimit=True,
         reopens_pipes=True,  # close-on-exec, so the function's child processes lack them
         spares=True,
+        startup_env=("NODE_OPTIONS",),
     ),
 }
 

@@ -461,3 +461,26 @@ async def test_child_processes_run_without_the_protocol_pipes(start: Start) -> N
     )
     fds = {fd for fd in await call(inst) if fd}  # type: ignore[union-attr]
     assert fds <= {"0", "1", "2", "3"}  # stdio, and ls's own directory handle
+
+
+async def test_node_options_apply_with_spares_too(settings: Settings, code_root: Path) -> None:
+    """NODE_OPTIONS is read by node as it starts, before a spare learns its environment: a
+    function that sets it starts its own sandbox, and the option applies."""
+    driver = ProcessDriver(settings, spares=1)
+    try:
+        code = code_root / "options"
+        write_tree(code, {"index.js": "exports.main = () => Error.stackTraceLimit;\n"})
+        spec = InstanceSpec(
+            "node-test:options", code, None, "index.main", 128, runtime="node20",
+            env={"NODE_OPTIONS": "--stack-trace-limit=3"},
+        )  # fmt: skip
+        driver.spares.refill(Shape.of(spec, heap_flag=True))
+        await wait_for_async(lambda: driver.spares.stats()["waiting"], what="a spare sandbox")
+        inst = await driver.start(spec)
+        try:
+            assert await call(inst) == 3
+            assert driver.spares.stats()["claimed"] == 0
+        finally:
+            await inst.stop()
+    finally:
+        await driver.close()

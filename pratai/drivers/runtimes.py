@@ -19,6 +19,7 @@ from pratai.settings import Settings
 
 PRLIMIT = shutil.which("prlimit")
 FSIZE_LIMIT = 64 * 1024 * 1024  # the largest file an instance may write
+STARTUP_ENV = ("LD_LIBRARY_PATH", "LD_PRELOAD", "LANG", "LC_ALL", "LC_CTYPE")
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,10 @@ class Runtime:
     prlimit: bool = False  # the interpreter cannot set rlimits itself: prlimit sets them
     reopens_pipes: bool = False  # the bootstrap reopens its pipe fds, as the sandbox uid
     spares: bool = False  # the bootstrap can start as a spare (spares.py) and be claimed
-    # environment variables the interpreter reads as it starts: a function that sets one
-    # starts its own sandbox (a spare learns the environment after its start)
-    startup_env: tuple[str, ...] = ()
+    # environment variables read as a process starts (by the dynamic loader, libc's locale,
+    # the interpreter): a function that sets one starts its own sandbox, since a spare learns
+    # the environment after its start
+    startup_env: tuple[str, ...] = STARTUP_ENV
 
     def interpreter_path(self, settings: Settings) -> str:
         return str(getattr(settings, self.interpreter))
@@ -111,7 +113,7 @@ RUNTIMES = {
         prlimit=True,
         reopens_pipes=True,  # close-on-exec, so the function's child processes lack them
         spares=True,
-        startup_env=("NODE_OPTIONS",),
+        startup_env=(*STARTUP_ENV, "NODE_OPTIONS"),
     ),
 }
 

@@ -204,3 +204,15 @@ async def test_folders_of_spares_whose_process_is_gone_are_removed(
     finally:
         await fresh.close()
     assert not dead.exists() and live.exists()
+
+
+async def test_a_function_setting_what_a_process_reads_at_start_starts_its_own(
+    start: Start, driver: ProcessDriver
+) -> None:
+    """The dynamic loader reads LD_LIBRARY_PATH as a process starts, before a spare learns its
+    environment: such a function starts its own sandbox, the spare waits for another."""
+    await spare_waiting(driver)
+    source = "import os\ndef main(p):\n    return os.environ['LD_LIBRARY_PATH']\n"
+    instance = await start({"main.py": source}, spare=False, env={"LD_LIBRARY_PATH": "/code"})
+    assert await call(instance) == "/code"
+    assert driver.spares.stats()["waiting"] == 1

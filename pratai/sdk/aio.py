@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import httpx
 
 from pratai.sdk.base import BaseClient, MapPlan
-from pratai.sdk.executor import chunk_bodies
+from pratai.sdk.executor import EARLY_WAIT_S, chunk_bodies
 from pratai.sdk.functions import BaseEvents, BaseFunctions, BaseInvocation
 from pratai.sdk.jobs import BaseJob, chunk_outcomes, unwrap
 from pratai.sdk.protocol import Conversation, Exchange, Pause, Reply, Request
@@ -94,7 +94,7 @@ class AsyncClient(BaseClient[AsyncJob, Coroutine[Any, Any, list[Any]]], Awaiting
 
         async def run(body: bytes) -> list[Any]:
             async with gate:
-                job = await self.create_job(body, plan.options)
+                job = await self.create_job(body, plan.options, EARLY_WAIT_S)
                 running[job] = None
                 entries = list(await job.result())
                 del running[job]

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from pratai.credentials import find_credentials
 from pratai.sdk import jobs
-from pratai.sdk.jobs import JobOptions, Requirements, options
+from pratai.sdk.jobs import BaseJob, JobOptions, Requirements, options
 from pratai.sdk.pickling import dumps_call, local_python
 from pratai.sdk.protocol import Exchange, Request, call, json_request
 from pratai.sdk.twins import operation
@@ -18,7 +18,7 @@ from pratai.wire import fields
 
 __all__ = ["BaseClient", "MapPlan"]
 
-J = TypeVar("J")  # Job or AsyncJob
+J = TypeVar("J", bound=BaseJob)  # Job or AsyncJob
 M = TypeVar("M")  # what a map gives: an iterator, or a coroutine of a list
 
 
@@ -113,12 +113,17 @@ class BaseClient(Generic[J, M]):
         return self._created(dumps_call(fn, tuple(args), kwargs or {}), opts)
 
     @operation
-    def create_job(self, body: bytes, opts: JobOptions) -> Exchange[J]:
-        """Sends a pickled payload (see `pratai.sdk.pickling`) as a callable job."""
-        return self._created(body, opts)
+    def create_job(self, body: bytes, opts: JobOptions, wait: float = 0.0) -> Exchange[J]:
+        """Sends a pickled payload (see `pratai.sdk.pickling`) as a callable job. With `wait`,
+        the server answers once the job has finished or `wait` s have passed, and a job
+        finished by then comes back settled: its result needs no request of its own."""
+        return self._created(body, opts, wait)
 
-    def _created(self, body: bytes, opts: JobOptions) -> Exchange[J]:
-        return self._handle((yield from jobs.create(body, opts, self.python)))
+    def _created(self, body: bytes, opts: JobOptions, wait: float = 0.0) -> Exchange[J]:
+        answer = yield from jobs.create(body, opts, self.python, wait)
+        job = self._handle(answer)
+        jobs.take_outcome(job, answer)
+        return job
 
     @operation
     def get_job(self, job_id: str) -> Exchange[J]:

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Executor", "JobFuture", "auto_chunksize", "chunk_bodies"]
 
+# A job is created with the server holding its answer this long: most finish by then and come
+# back with their result, one request instead of two. Short, because the job's future cannot
+# be cancelled server-side before its id is known (it then is, once the answer comes).
+EARLY_WAIT_S = 0.25
+
 
 def auto_chunksize(items: int, max_workers: int) -> int:
     """Items per job of a map: about four jobs per in-flight slot, like multiprocessing.Pool,
@@ -92,7 +97,7 @@ class Executor(BaseExecutor):
             future.set_running_or_notify_cancel()  # tells concurrent.futures.wait() & co.
             return
         try:
-            job = self._client.create_job(body, self._options)
+            job = self._client.create_job(body, self._options, EARLY_WAIT_S)
         except BaseException as exc:
             if future.set_running_or_notify_cancel():
                 future.set_exception(exc)

@@ -92,10 +92,21 @@ def unwrap(outcome: Outcome) -> Any:
     raise value from value.__cause__
 
 
-def create(body: bytes, opts: JobOptions, python: str) -> Exchange[dict[str, Any]]:
-    """Sends a pickled payload (see `pratai.sdk.pickling`) as a callable job; its view."""
+def create(
+    body: bytes, opts: JobOptions, python: str, wait: float = 0.0
+) -> Exchange[dict[str, Any]]:
+    """Sends a pickled payload (see `pratai.sdk.pickling`) as a callable job; its view, or with
+    `wait` its result as `/result` answers it (finished or not)."""
     headers = {"Content-Type": CONTENT_TYPE}
-    return call(Request("POST", "/v1/jobs/callable", opts.params(python), body, headers))
+    params = opts.params(python) + ([("wait", str(wait))] if wait > 0 else [])
+    return call(Request("POST", "/v1/jobs/callable", params, body, headers))
+
+
+def take_outcome(job: BaseJob, answer: dict[str, Any]) -> None:
+    """Settles `job` when `answer` (a result) says it has finished."""
+    if answer.get("finished"):
+        job._outcome = outcome_of(answer)
+        job.view = {**job.view, **{k: v for k, v in answer.items() if k != "result"}}
 
 
 def fetch(job_id: str) -> Exchange[dict[str, Any]]:
@@ -188,9 +199,7 @@ def settle(job: BaseJob, timeout: float | None, clock: Clock = time.monotonic) -
     while job._outcome is None:
         params = [("timeout", str(deadline.left(SERVER_MAX_WAIT)))]
         body = yield from call(Request("GET", f"/v1/jobs/{job.id}/result", params))
-        if body.get("finished"):
-            job._outcome = outcome_of(body)
-            job.view = {**job.view, **{k: v for k, v in body.items() if k != "result"}}
-        elif deadline.passed():
+        take_outcome(job, body)
+        if job._outcome is None and deadline.passed():
             raise TimeoutError(f"job {job.id} did not finish within {timeout} s")
     return job._outcome

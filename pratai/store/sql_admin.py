@@ -21,7 +21,7 @@ from pratai.core.models import (
 from pratai.store import tables as t
 from pratai.store._rows import SqlBase, _key, _project
 
-_AUDIT_COLS = [c.name for c in t.audit.columns if c.name != "seq"]
+AUDIT_COLUMNS = [c.name for c in t.audit.columns if c.name != "seq"]
 _INS_AUDIT = t.audit.insert()
 
 
@@ -89,8 +89,11 @@ class AdminRows(SqlBase):
     async def add_audits(self, entries: Sequence[AuditEntry]) -> None:
         if not entries:
             return
-        rows = [{name: getattr(entry, name) for name in _AUDIT_COLS} for entry in entries]
-        await self._run(lambda c: c.execute(_INS_AUDIT, rows))
+        rows = [{name: getattr(entry, name) for name in AUDIT_COLUMNS} for entry in entries]
+        if (hot := self._prepared) is not None:
+            await self._run(lambda c: hot.insert_audit.run_many(c, rows))
+        else:
+            await self._run(lambda c: c.execute(_INS_AUDIT, rows))
 
     async def list_audit(
         self,

@@ -7,6 +7,7 @@ the credentials file the CLI reads.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable

@@ -349,4 +349,4 @@ def serve(settings: Settings) -> None:
     )
     server = uvicorn.Server(config)
     platform.services.stopping = lambda: server.should_exit
-    server.run()  # on the loop the config names: uvloop where it is installed
+    asyncio.run(server.serve())

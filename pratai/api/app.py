@@ -28,6 +28,7 @@ from pratai.api import (
 from pratai.api.audit import AuditMiddleware
 from pratai.api.deps import Services, allowed
 from pratai.api.metrics import RequestCounter, check_access, metrics_response
+from pratai.api.shortcut import InvokeShortcut
 from pratai.console import create_console
 from pratai.core.tenants import Principal
 
@@ -57,6 +58,8 @@ def create_app(
     app.include_router(images.router)
     app.include_router(nodes.router)
     app.include_router(nodes.nodes_router)
+    # Added first, so that it runs inside the audit and metrics middleware.
+    app.add_middleware(InvokeShortcut)
     app.add_middleware(AuditMiddleware, record=svc.tenants.audit)
     app.mount("/ui", create_console(svc))
 

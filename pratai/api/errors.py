@@ -58,6 +58,11 @@ def responses(*kinds: type[PrataiError]) -> dict[int | str, dict[str, Any]]:
 
 async def _pratai_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PrataiError)
+    return error_response(exc)
+
+
+def error_response(exc: PrataiError) -> JSONResponse:
+    """The answer to a PrataiError, wherever it is raised."""
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}

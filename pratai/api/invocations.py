@@ -45,6 +45,13 @@ async def invoke(
     """Run the function. By default waits for the outcome; `?async=true` answers 202 with the
     invocation id once the invocation is durably queued. A repeated `Idempotency-Key` header
     gets the first request's invocation instead of a new run."""
+    return await answer_invoke(request, name, who, svc, run_async=run_async)
+
+
+async def answer_invoke(
+    request: Request, name: str, who: Principal, svc: Services, *, run_async: bool
+) -> JSONResponse:
+    """What `invoke` answers, for the route and for InvokeShortcut (pratai/api/shortcut.py)."""
     payload = await read_body(request, svc.settings.max_payload_bytes)
     content_type = request.headers.get("content-type", "application/json")
     key = request.headers.get("idempotency-key")

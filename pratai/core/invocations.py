@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,6 +35,11 @@ log = logging.getLogger("pratai.invocations")
 INVOCATIONS_QUEUE = "invocations"
 # Another api process may change a function; this process notices within this many seconds.
 FUNCTION_CACHE_SECONDS = 1.0
+# A synchronous call is stored once, when it ends, if it ends within this many seconds (a
+# warm call takes about a millisecond: one write instead of two). A longer one is stored as
+# running at this point, so it shows among the running invocations (and a restart marks it
+# failed) no later than this after its start.
+SYNC_STORED_RUNNING_AFTER_S = 0.05
 
 
 class Executor(Protocol):
@@ -187,12 +194,42 @@ class Invocations:
         # Stored with its payload (the console shows it and runs it again); the update after
         # the run does not write the payload twice.
         invocation.payload = payload
-        if earlier := await self._create_once(invocation, idempotent=invocation_id is not None):
-            return earlier
-        await self.executor.execute(invocation, function, version)
+        if invocation_id is not None:
+            # An idempotency key: stored before the run, so that a concurrent repeat of the key
+            # finds this one instead of running again.
+            if earlier := await self._create_once(invocation, idempotent=True):
+                return earlier
+            stored = True
+            await self.executor.execute(invocation, function, version)
+        else:
+            stored = await self._execute_sync(invocation, function, version)
         await self._ran(invocation, function)
-        await self.store.update_invocation(invocation)
+        if stored:
+            await self.store.update_invocation(invocation)
+        else:
+            await self.store.create_invocation(invocation)
         return invocation
+
+    async def _execute_sync(
+        self, invocation: Invocation, function: Function, version: FunctionVersion
+    ) -> bool:
+        """Runs it; stores it as running only if the run lasts past SYNC_STORED_RUNNING_AFTER_S.
+        True when it was stored so (its outcome is then an update)."""
+        assert self.executor is not None
+        stored: list[asyncio.Task[None]] = []
+
+        def store_running() -> None:
+            running = dataclasses.replace(invocation)  # as it is now, not as the run leaves it
+            stored.append(asyncio.ensure_future(self.store.create_invocation(running)))
+
+        timer = asyncio.get_running_loop().call_later(SYNC_STORED_RUNNING_AFTER_S, store_running)
+        try:
+            await self.executor.execute(invocation, function, version)
+        finally:
+            timer.cancel()
+            if stored:
+                await stored[0]
+        return bool(stored)
 
     async def invoke_by_id(
         self,

@@ -67,6 +67,9 @@ class TenancyStore(ProjectStore, Protocol):
         """The user's keys in every project, oldest first."""
 
     async def add_audit(self, entry: AuditEntry) -> None: ...
+    async def add_audits(self, entries: Sequence[AuditEntry]) -> None:
+        """Several entries in one statement, in order."""
+
     async def list_audit(
         self,
         project_id: str,

@@ -25,6 +25,7 @@ from pratai.core.models import (
 )
 from pratai.errors import Conflict
 from pratai.store import tables as t
+from pratai.store.prepared import HotStatements
 
 T = TypeVar("T")
 
@@ -33,6 +34,7 @@ class SqlBase:
     """What every part of the SQL store relies on (SqlStore provides it)."""
 
     is_sqlite: bool
+    _prepared: HotStatements | None  # SQLite's (see SqlStore)
 
     async def _run(self, fn: Callable[[Connection], T]) -> T:
         raise NotImplementedError

@@ -91,6 +91,10 @@ class AdminTables(MemoryBase):
         stored.seq = next(self._t.audit_seq)
         self._t.audit.insert(stored)
 
+    async def add_audits(self, entries: Sequence[AuditEntry]) -> None:
+        for entry in entries:
+            await self.add_audit(entry)
+
     async def list_audit(
         self,
         project_id: str,

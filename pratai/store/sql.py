@@ -49,7 +49,8 @@ from pratai.store._rows import (
     _version_row,
 )
 from pratai.store.batching import GroupCommitter
-from pratai.store.sql_admin import AdminRows
+from pratai.store.prepared import HotStatements, Prepared
+from pratai.store.sql_admin import AUDIT_COLUMNS, AdminRows
 from pratai.store.sql_events import EventRows
 from pratai.store.sql_images import ImageRows
 from pratai.store.sql_invocations import select_invocations
@@ -148,6 +149,15 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows)
         self._local = threading.local()
         self._conns: list[Connection] = []
         self._conns_lock = threading.Lock()
+        # SQLite's hot statements, compiled once (PostgreSQL's run as Core statements)
+        self._prepared: HotStatements | None = None
+        if self.is_sqlite:
+            dialect = self.engine.dialect
+            self._prepared = HotStatements(
+                insert_invocation=Prepared(_INS_INVOCATION, dialect),
+                update_invocation=Prepared(_UPD_INVOCATION, dialect),
+                insert_audit=Prepared(t.audit.insert(), dialect, AUDIT_COLUMNS),
+            )
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -364,7 +374,10 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows)
 
     async def create_invocation(self, invocation: Invocation) -> None:
         row = _invocation_row(invocation)
-        await self._run(lambda c: c.execute(_INS_INVOCATION, row))
+        if (hot := self._prepared) is not None:
+            await self._run(lambda c: hot.insert_invocation.run(c, row))
+        else:
+            await self._run(lambda c: c.execute(_INS_INVOCATION, row))
 
     async def get_invocation(self, project_id: str, invocation_id: str) -> Invocation | None:
         inv = await self.get_invocation_by_id(invocation_id)
@@ -387,6 +400,8 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows)
         row = _invocation_row(invocation)
         row["_id"] = row.pop("id")
         del row["payload"]
+        if attempt is None and (hot := self._prepared) is not None:
+            return bool(await self._run(lambda c: hot.update_invocation.run(c, row).rowcount))
         if attempt is None:
             statement = _UPD_INVOCATION
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -19,6 +20,9 @@ from pratai.core.models import (
 )
 from pratai.store import tables as t
 from pratai.store._rows import SqlBase, _key, _project
+
+AUDIT_COLUMNS = [c.name for c in t.audit.columns if c.name != "seq"]
+_INS_AUDIT = t.audit.insert()
 
 
 class AdminRows(SqlBase):
@@ -80,8 +84,16 @@ class AdminRows(SqlBase):
         return await self._run(revoke)
 
     async def add_audit(self, entry: AuditEntry) -> None:
-        row = {c.name: getattr(entry, c.name) for c in t.audit.columns if c.name != "seq"}
-        await self._run(lambda c: c.execute(t.audit.insert(), row))
+        await self.add_audits([entry])
+
+    async def add_audits(self, entries: Sequence[AuditEntry]) -> None:
+        if not entries:
+            return
+        rows = [{name: getattr(entry, name) for name in AUDIT_COLUMNS} for entry in entries]
+        if (hot := self._prepared) is not None:
+            await self._run(lambda c: hot.insert_audit.run_many(c, rows))
+        else:
+            await self._run(lambda c: c.execute(_INS_AUDIT, rows))
 
     async def list_audit(
         self,

@@ -214,6 +214,23 @@ async def test_missing_or_malformed_authorization_is_401(api: Api) -> None:
         assert answer.headers["www-authenticate"] == "Bearer"
 
 
+async def test_the_invoke_path_answers_alike_with_or_without_a_query_string(api: Api) -> None:
+    """Without one, the call takes InvokeShortcut instead of the route: same answers."""
+    assert (await api.deploy(api.admin)).status_code == 201
+    viewer = await api.key(Role.VIEWER)
+    for path in ("/v1/functions/echo/invoke", "/v1/functions/echo/invoke?async=false"):
+        answer = await api.request("POST", path, json={})
+        assert error_of(answer, 401, "unauthorized")["message"].startswith("missing API key")
+        assert answer.headers["www-authenticate"] == "Bearer"
+        answer = await api.request("POST", path, "pk_nope.secret", json={})
+        assert error_of(answer, 401, "unauthorized")["message"] == "invalid API key"
+        answer = await api.request("POST", path, viewer, json={})
+        assert error_of(answer, 403, "forbidden")["message"] == "role viewer may not invoke"
+        answer = await api.request("POST", path, api.admin, json={"n": 1})
+        assert answer.status_code == 200 and answer.json()["result"] == {"echo": {"n": 1}}
+        assert answer.json()["trigger"] == "sync"
+
+
 async def test_unknown_or_wrong_keys_are_401(api: Api) -> None:
     key_id, _, secret = api.admin.partition(".")
     for token in (

@@ -37,7 +37,7 @@ from pratai.errors import Conflict, NotFound, PayloadTooLarge
 from pratai.node.agent import Node
 from pratai.settings import Settings
 from pratai.store import open_store
-from tests.helpers import code, make_zip
+from tests.helpers import code, make_zip, wait_for_async
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed"),
@@ -329,3 +329,53 @@ async def test_logs_oldest_first_and_the_cursor_follows(env: Env) -> None:
         (third.id, "err 3"),
     ]
     assert next_cursor == third.finished_at and next_cursor is not None and next_cursor > cursor
+
+
+SLEEPER = code("""
+    import time
+
+    def main(payload):
+        time.sleep(payload["seconds"])
+        return "slept"
+""")
+
+
+async def test_a_quick_sync_call_is_stored_once_with_its_outcome(env: Env) -> None:
+    await env.deploy("counter", COUNTER)
+    await env.invocations.invoke(env.project, "counter", b"{}")  # the cold start
+    writes: list[str] = []
+    create, update = env.store.create_invocation, env.store.update_invocation
+
+    async def counted_create(invocation: Invocation) -> None:
+        writes.append(f"create {invocation.status}")
+        await create(invocation)
+
+    async def counted_update(invocation: Invocation, *, attempt: int | None = None) -> bool:
+        writes.append(f"update {invocation.status}")
+        return await update(invocation, attempt=attempt)
+
+    env.store.create_invocation = counted_create  # type: ignore[method-assign]
+    env.store.update_invocation = counted_update  # type: ignore[method-assign]
+    done = await env.invocations.invoke(env.project, "counter", b'{"n": 2}')
+    assert writes == ["create succeeded"]
+    stored = await env.stored(done.id)
+    assert (stored.status, stored.payload) == (Status.SUCCEEDED, b'{"n": 2}')
+    assert stored.started_at is not None and stored.finished_at is not None
+
+
+async def test_a_long_sync_call_shows_as_running_while_it_runs(env: Env) -> None:
+    function = await env.deploy("sleeper", SLEEPER)
+    await env.invocations.invoke(env.project, "sleeper", b'{"seconds": 0}')  # the cold start
+    call = asyncio.ensure_future(
+        env.invocations.invoke(env.project, "sleeper", b'{"seconds": 1.5}')
+    )
+
+    async def running() -> Invocation | None:
+        found = await env.store.list_invocations(env.project.id, function.id, limit=5)
+        return next((i for i in found if i.status == Status.RUNNING), None)
+
+    shown = await wait_for_async(running, timeout=1.0, what="the call to show as running")
+    assert shown.mode == "sync" and shown.payload == b'{"seconds": 1.5}'
+    done = await call
+    assert done.id == shown.id and done.status == Status.SUCCEEDED
+    assert (await env.stored(done.id)).status == Status.SUCCEEDED

@@ -9,7 +9,9 @@ invocation) is a single prepared statement plus (a share of) a commit.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -76,11 +78,25 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     try:
         cur.execute("PRAGMA busy_timeout=5000")
-        cur.execute("PRAGMA journal_mode=WAL")
+        _wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
     finally:
         cur.close()
+
+
+def _wal(cur: Any, tries: int = 50) -> None:
+    """Switches the file to WAL (it stays so). Processes opening a new file at once race for
+    that switch, and SQLite answers the losers "database is locked" at once rather than after
+    busy_timeout: they try again, for up to 5 s as busy_timeout would."""
+    for attempt in range(tries):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.1)
 
 
 def create_engine(url: str) -> Engine:

@@ -107,7 +107,8 @@ class Spares:
         spare = self.take(shape)
         if spare is not None:
             return spare, True
-        self._missed[shape] = time.monotonic()
+        if shape in self._ready:  # had spares, all taken: not a shape's very first cold start
+            self._missed[shape] = time.monotonic()
         starting = self._unpromised.get(shape)
         if not starting:
             return None, False
@@ -196,6 +197,7 @@ class Spares:
             "per_shape": self.per_shape,
             "waiting": sum(waiting.values()),
             "waiting_by_runtime": waiting,
+            "starting": sum(self._starting.values()),
             "started": self.started,
             "claimed": self.claimed,
             "failed": self.failed,

@@ -216,3 +216,15 @@ async def test_a_function_setting_what_a_process_reads_at_start_starts_its_own(
     instance = await start({"main.py": source}, spare=False, env={"LD_LIBRARY_PATH": "/code"})
     assert await call(instance) == "/code"
     assert driver.spares.stats()["waiting"] == 1
+
+
+async def test_one_spare_waits_after_a_first_cold_start(
+    start: Start, driver: ProcessDriver
+) -> None:
+    """The first cold start of a shape starts its own sandbox, then one spare (not two: that
+    extra one is for cold starts coming faster than spares)."""
+    instance = await start({"main.py": "def main(p):\n    return 1\n"}, spare=False)
+    assert await call(instance) == 1
+    await wait_for_async(lambda: driver.spares.stats()["started"] == 1, what="a spare")
+    assert driver.spares.stats()["waiting"] == 1
+    assert driver.spares.stats()["starting"] == 0

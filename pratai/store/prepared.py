@@ -46,8 +46,9 @@ class Prepared:
 
 @dataclass(frozen=True)
 class HotStatements:
-    """The writes of a warm invocation."""
+    """The writes of a warm invocation, and of a job."""
 
     insert_invocation: Prepared
     update_invocation: Prepared
     insert_audit: Prepared
+    insert_job: Prepared

@@ -173,6 +173,7 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows)
                 insert_invocation=Prepared(_INS_INVOCATION, dialect),
                 update_invocation=Prepared(_UPD_INVOCATION, dialect),
                 insert_audit=Prepared(t.audit.insert(), dialect, AUDIT_COLUMNS),
+                insert_job=Prepared(t.jobs.insert(), dialect),
             )
 
     # --- plumbing ---------------------------------------------------------------------

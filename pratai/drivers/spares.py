@@ -143,27 +143,26 @@ class Spares:
 
     async def _fill(self, shape: Shape, slot: asyncio.Future[Spare | None]) -> None:
         unpromised = self._unpromised.get(shape, [])
-        spare = None
+        spare, handed = None, False
         try:
             spare = await self._start(shape)
+            self.started += 1
         except Exception:  # the next cold start starts a sandbox itself, and says why
             self.failed += 1
             log.warning("could not start a spare sandbox (%s)", shape, exc_info=True)
         finally:
             self._starting[shape] -= 1
-            if slot in unpromised:
+            if slot in unpromised:  # nobody waits for it
                 unpromised.remove(slot)
+                slot.set_result(None)
             elif not slot.done():  # a cold start waits for this one: it gets it
                 slot.set_result(spare)
-                return
-            if not slot.done():
-                slot.set_result(None)
-        if spare is None:
+                handed = spare is not None
+        if spare is None or handed:
             return
         if self._closed or shape not in self._ready:
             await spare.instance.stop()
             return
-        self.started += 1
         self._ready[shape].append(spare)
 
     def _stop(self, spare: Spare) -> None:

@@ -146,7 +146,11 @@ class ProcessDriver:
 
     async def start(self, spec: InstanceSpec) -> ProcessInstance:
         runtime = self._check(spec)  # before anything needs cleaning up
-        if not runtime.spares or any(name in spec.env for name in runtime.startup_env):
+        if (
+            not runtime.spares
+            or self.spares.per_shape <= 0
+            or any(name in spec.env for name in runtime.startup_env)
+        ):
             return await self._start_new(spec, runtime)
         shape, code = Shape.of(spec, bool(runtime.heap_flag)), spec.code_dir.resolve()
         was_waiting = False

@@ -77,6 +77,8 @@ def doctor() -> Answer:
     features = ProcessDriver(settings).features()
     features.update(PodmanDriver(settings).probe())  # container image functions
     features["memory_budget_mb"] = settings.node_memory_mb  # in use: GET /v1/node's "memory"
+    # per shape, as configured (this driver starts none; in use: GET /v1/node's "driver")
+    features["spare_sandboxes"] = settings.spare_sandboxes
     shown = [(k, ", ".join(v) if isinstance(v, list) else v) for k, v in features.items()]
     return Answer.pairs(features, shown)
 

@@ -112,7 +112,8 @@ def test_memory_no_node_has_is_refused_at_once(tmp_path: Path, make_zip_file) ->
         assert "1024 MB" in refused.stderr and "largest node memory budget is 512 MB" in (
             refused.stderr
         )
-        assert server.cli_json("doctor")["memory_budget_mb"] == 512
+        doctor = server.cli_json("doctor")
+        assert doctor["memory_budget_mb"] == 512 and doctor["spare_sandboxes"] == 0
         server.cli("function-create", "small", "--file", str(echo), "--memory", "512")
         grown = server.cli("function-update", "small", "--memory", "513", check=False)
         assert grown.returncode != 0 and "513 MB" in grown.stderr

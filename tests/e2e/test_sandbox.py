@@ -125,6 +125,7 @@ def test_doctor_reports_isolation(server: Server) -> None:
     assert report["memory_limit"] in ("cgroup", "rlimit")
     # CPU follows memory where the cpu controller is writable; elsewhere doctor says why not
     assert report["cpus"] >= 1
+    assert report["spare_sandboxes"] == 1  # PRATAI_SPARE_SANDBOXES's default, per shape
     cpu_ok = (report["cpu_limit"] or "").startswith("cgroup")
     assert cpu_ok or report["cpu_note"] or report["cgroup_note"], report
     assert "doctor" not in server.cli("doctor").stderr

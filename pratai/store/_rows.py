@@ -34,7 +34,7 @@ class SqlBase:
     """What every part of the SQL store relies on (SqlStore provides it)."""
 
     is_sqlite: bool
-    _prepared: HotStatements | None  # SQLite's (see SqlStore)
+    _hot: HotStatements  # a warm invocation's and a job's writes (see SqlStore)
 
     async def _run(self, fn: Callable[[Connection], T]) -> T:
         raise NotImplementedError

@@ -51,7 +51,7 @@ from pratai.store._rows import (
     _version_row,
 )
 from pratai.store.batching import GroupCommitter
-from pratai.store.prepared import HotStatements, Prepared
+from pratai.store.prepared import hot_statements
 from pratai.store.sql_admin import AUDIT_COLUMNS, AdminRows
 from pratai.store.sql_events import EventRows
 from pratai.store.sql_images import ImageRows
@@ -131,6 +131,8 @@ _UPD_INVOCATION = (
     # The payload is written once, by the insert: an update never rewrites its bytes.
     .values({name: sa.bindparam(name) for name in _INV_COLS if name not in ("id", "payload")})
 )
+# ... only while the stored attempt is the one the caller ran
+_UPD_INVOCATION_AT = _UPD_INVOCATION.where(t.invocations.c.attempt == sa.bindparam("_attempt"))
 _UPD_FUNCTION = (
     t.functions.update()
     .where(t.functions.c.id == sa.bindparam("_id"))
@@ -165,16 +167,14 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows)
         self._local = threading.local()
         self._conns: list[Connection] = []
         self._conns_lock = threading.Lock()
-        # SQLite's hot statements, compiled once (PostgreSQL's run as Core statements)
-        self._prepared: HotStatements | None = None
-        if self.is_sqlite:
-            dialect = self.engine.dialect
-            self._prepared = HotStatements(
-                insert_invocation=Prepared(_INS_INVOCATION, dialect),
-                update_invocation=Prepared(_UPD_INVOCATION, dialect),
-                insert_audit=Prepared(t.audit.insert(), dialect, AUDIT_COLUMNS),
-                insert_job=Prepared(t.jobs.insert(), dialect),
-            )
+        # a warm invocation's and a job's writes (compiled once on SQLite)
+        self._hot = hot_statements(
+            self.engine.dialect,
+            _INS_INVOCATION,
+            _UPD_INVOCATION,
+            (t.audit.insert(), AUDIT_COLUMNS),
+            t.jobs.insert(),
+        )
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -391,10 +391,7 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows)
 
     async def create_invocation(self, invocation: Invocation) -> None:
         row = _invocation_row(invocation)
-        if (hot := self._prepared) is not None:
-            await self._run(lambda c: hot.insert_invocation.run(c, row))
-        else:
-            await self._run(lambda c: c.execute(_INS_INVOCATION, row))
+        await self._run(lambda c: self._hot.insert_invocation.run(c, row))
 
     async def get_invocation(self, project_id: str, invocation_id: str) -> Invocation | None:
         inv = await self.get_invocation_by_id(invocation_id)
@@ -417,13 +414,10 @@ class SqlStore(EventRows, AdminRows, JobRows, ImageRows, StatsRows, PayloadRows)
         row = _invocation_row(invocation)
         row["_id"] = row.pop("id")
         del row["payload"]
-        if attempt is None and (hot := self._prepared) is not None:
-            return bool(await self._run(lambda c: hot.update_invocation.run(c, row).rowcount))
         if attempt is None:
-            statement = _UPD_INVOCATION
-        else:
-            statement = _UPD_INVOCATION.where(t.invocations.c.attempt == attempt)
-        return bool(await self._run(lambda c: c.execute(statement, row).rowcount))
+            return bool(await self._run(lambda c: self._hot.update_invocation.run(c, row).rowcount))
+        row["_attempt"] = attempt
+        return bool(await self._run(lambda c: c.execute(_UPD_INVOCATION_AT, row).rowcount))
 
     async def list_invocations(
         self,

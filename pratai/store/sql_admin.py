@@ -22,7 +22,6 @@ from pratai.store import tables as t
 from pratai.store._rows import SqlBase, _key, _project
 
 AUDIT_COLUMNS = [c.name for c in t.audit.columns if c.name != "seq"]
-_INS_AUDIT = t.audit.insert()
 
 
 class AdminRows(SqlBase):
@@ -90,10 +89,7 @@ class AdminRows(SqlBase):
         if not entries:
             return
         rows = [{name: getattr(entry, name) for name in AUDIT_COLUMNS} for entry in entries]
-        if (hot := self._prepared) is not None:
-            await self._run(lambda c: hot.insert_audit.run_many(c, rows))
-        else:
-            await self._run(lambda c: c.execute(_INS_AUDIT, rows))
+        await self._run(lambda c: self._hot.insert_audit.run_many(c, rows))
 
     async def list_audit(
         self,

@@ -64,10 +64,7 @@ _UPDATE_JOB_IF = _UPDATE_JOB.where(t.jobs.c.status == sa.bindparam("_only_if"))
 class JobRows(SqlBase):
     async def create_job(self, job: Job) -> None:
         row = _job_row(job)
-        if (hot := self._prepared) is not None:
-            await self._run(lambda c: hot.insert_job.run(c, row))
-        else:
-            await self._run(lambda c: c.execute(t.jobs.insert(), row))
+        await self._run(lambda c: self._hot.insert_job.run(c, row))
 
     async def get_job(self, job_id: str) -> Job | None:
         q = sa.select(t.jobs).where(t.jobs.c.id == job_id)
